@@ -1,0 +1,120 @@
+//! What the tests, the harness and the benches use to verify while they measure: functions that
+//! say who they are, a poisoned function that counts who reached reclaimed memory, and a log of
+//! the universes a task may legally observe.
+//!
+//! Every function in [`CODES`] returns its own 64-bit fingerprint, so the sum of what a task's
+//! calls returned between two safe points identifies the universe it saw: a reader compares its
+//! sum with [`Universes::contains`], one add per call and one lookup per critical section.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+
+use seq_macro::seq;
+
+use crate::model::{Code, PatchSpec};
+
+/// How many distinct fingerprinted functions [`CODES`] holds.
+pub const CODE_COUNT: usize = 1024;
+
+/// splitmix64: distinct inputs give well-spread, distinct outputs.
+pub const fn fingerprint(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What [`crate::strategy::direct::target`] returns.
+pub const DIRECT_FINGERPRINT: u64 = fingerprint(u64::MAX);
+
+/// What [`poisoned`] returns.
+pub const POISON: u64 = 0xDEAD_DEAD_DEAD_DEAD;
+
+fn tagged<const N: usize>(_arg: u64) -> u64 {
+    const { fingerprint(N as u64) }
+}
+
+/// `CODE_COUNT` distinct functions; `CODES[n]` returns `fingerprint(n)`.
+pub static CODES: [Code; CODE_COUNT] = seq!(N in 0..1024 { [#(tagged::<N>,)*] });
+
+/// The `n`th fingerprinted function (modulo [`CODE_COUNT`]).
+pub fn code(n: usize) -> Code {
+    CODES[n % CODE_COUNT]
+}
+
+thread_local!(static POISON_HITS: Cell<u64> = const { Cell::new(0) });
+static POISON_TOTAL: StdAtomicU64 = StdAtomicU64::new(0);
+
+/// What reclaimed funcs and snapshots are poisoned with: reaching it is a use after reclaim.
+#[cold]
+pub fn poisoned(_arg: u64) -> u64 {
+    POISON_HITS.with(|h| h.set(h.get() + 1));
+    // Relaxed: a statistic.
+    POISON_TOTAL.fetch_add(1, StdOrdering::Relaxed);
+    POISON
+}
+
+/// Use-after-reclaim detections on the calling thread.
+pub fn poison_hits() -> u64 {
+    POISON_HITS.with(Cell::get)
+}
+
+/// Use-after-reclaim detections in the whole process.
+pub fn poison_hits_total() -> u64 {
+    POISON_TOTAL.load(StdOrdering::Relaxed)
+}
+
+/// The sum a task gets by calling each of `codes` once with `arg`: a universe's signature.
+pub fn signature(codes: &[Code], arg: u64) -> u64 {
+    codes.iter().fold(0u64, |acc, c| acc.wrapping_add(c(arg)))
+}
+
+/// What every site runs when `enabled` (oldest first) are the enabled patches and no transition
+/// is in progress: the newest enabled patch with a func for a site wins, else the original. An
+/// oracle written independently of the engine (a nop of a replace patch means "no func here").
+pub fn resolve(originals: &[Code], enabled: &[&PatchSpec]) -> Vec<Code> {
+    let mut codes = originals.to_vec();
+    for patch in enabled {
+        for f in &patch.funcs {
+            codes[f.site.index()] = f.code;
+        }
+    }
+    codes
+}
+
+/// The signatures of the last few universes a writer announced, for readers to check against.
+///
+/// A writer publishes the universe a transition leads to *before* starting it. Per-task
+/// consistency means that between two safe points a task sees one universe, and at most two
+/// transitions can complete while it is between them (it must pass a safe point before a
+/// transition that found it unmigrated can complete), so a ring of [`Universes::RING`] suffices.
+#[derive(Debug)]
+pub struct Universes {
+    ring: [StdAtomicU64; Self::RING],
+    next: StdAtomicU64,
+}
+
+impl Universes {
+    pub const RING: usize = 16;
+
+    /// A log that holds `initial`, the universe before the first transition.
+    pub fn new(initial: u64) -> Self {
+        let u = Self { ring: std::array::from_fn(|_| StdAtomicU64::new(initial)), next: StdAtomicU64::new(0) };
+        u.publish(initial);
+        u
+    }
+
+    /// Announces a universe. Call it before the transition that leads there starts.
+    pub fn publish(&self, signature: u64) {
+        // Relaxed: only the single writer advances `next`.
+        let i = self.next.fetch_add(1, StdOrdering::Relaxed) as usize % Self::RING;
+        // Release: pairs with the Acquire in `contains`; the strategy's own publication, which
+        // follows, carries it to any reader that sees the new universe.
+        self.ring[i].store(signature, StdOrdering::Release);
+    }
+
+    pub fn contains(&self, signature: u64) -> bool {
+        // Acquire: pairs with the Release in `publish`.
+        self.ring.iter().any(|s| s.load(StdOrdering::Acquire) == signature)
+    }
+}

@@ -1,0 +1,70 @@
+//! `arcswap`: each site holds an immutable snapshot of what its stack resolves to (for Patched and
+//! for Unpatched tasks, plus the head's `transition` flag) in an `arc_swap::ArcSwap`. Writers build
+//! a new snapshot and swap it in; readers borrow the current one through arc-swap's debt slots.
+//!
+//! Trade-off: RCU-like semantics without any grace-period machinery (arc-swap reclaims by
+//! refcount and debts), at the price of arc-swap's `load` (debt-slot bookkeeping, ~10–30 ns per
+//! read in its own benchmarks, DOMAIN.md §2.4) and a store whose cost grows with reader threads.
+//!
+//! # Synchronization
+//!
+//! | writer | reader | guarantees |
+//! |---|---|---|
+//! | task states (init) → `ArcSwap::store` (SeqCst swap, a Release) | `ArcSwap::load` (Acquire or stronger) → `patch_state` | a reader that sees a snapshot in transition sees its own state as Patched or Unpatched |
+//! | snapshot fields written → `store` | `load` → fields | a published snapshot is seen whole |
+//! | old snapshot dropped when its last guard goes | the reader copies the code out while holding the guard | no reader touches a freed snapshot; [`Snapshot`]'s `Drop` poisons it first, so one that did would run [`check::poisoned`] |
+
+use arc_swap::ArcSwap;
+
+use crate::check;
+use crate::model::{Code, Resolved, SiteId};
+use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
+use crate::task::TaskState;
+
+#[derive(Debug)]
+struct Snapshot(Resolved);
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let poison = Resolved { transition: false, patched: check::poisoned, unpatched: check::poisoned };
+        // SAFETY: `&mut self` is valid for writes; volatile so that the poison is not elided as a
+        // dead store before the deallocation that follows.
+        unsafe { std::ptr::write_volatile(&mut self.0, poison) };
+    }
+}
+
+#[derive(Debug)]
+pub struct ArcSwapStacks {
+    sites: Box<[ArcSwap<Snapshot>]>,
+}
+
+impl ReadSide for ArcSwapStacks {
+    type TaskLocal = ();
+
+    fn task_local(&self) {}
+
+    #[inline]
+    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        let code = self.sites[site.index()].load().0.pick_for(task);
+        code(arg)
+    }
+}
+
+impl WriteSide for ArcSwapStacks {
+    fn apply(&self, site: SiteId, change: Change<'_>) {
+        let snapshot = Snapshot(Resolved::of(change.stack, change.original));
+        self.sites[site.index()].store(snapshot.into());
+    }
+}
+
+impl Strategy for ArcSwapStacks {
+    const INFO: Info = Info {
+        name: "arcswap",
+        description: "per-site immutable snapshot in arc_swap::ArcSwap: RCU-like, reclaimed by refcount",
+        consistency: Consistency::PerTask,
+    };
+
+    fn new(originals: &[Code]) -> Self {
+        Self { sites: originals.iter().map(|&c| ArcSwap::from_pointee(Snapshot(Resolved::of(&[], c)))).collect() }
+    }
+}

@@ -1,0 +1,49 @@
+//! `direct`: a plain call of one fixed function. The floor, not a redirection: it ignores the site
+//! and every patch, and shows what a call costs when nothing is looked up at run time.
+//!
+//! # Synchronization
+//!
+//! None: nothing is shared. The writer side accepts the engine's changes and drops them, because a
+//! direct call cannot be patched (its registry entry says so: [`Consistency::NotPatchable`]), and
+//! consistency tests skip it.
+
+use crate::check;
+use crate::model::{Code, SiteId};
+use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
+use crate::task::TaskState;
+
+/// The one function `direct` calls. Not inlined, so the floor still pays a call and a return.
+#[inline(never)]
+pub fn target(_arg: u64) -> u64 {
+    check::DIRECT_FINGERPRINT
+}
+
+#[derive(Debug, Default)]
+pub struct Direct;
+
+impl ReadSide for Direct {
+    type TaskLocal = ();
+
+    fn task_local(&self) {}
+
+    #[inline]
+    fn call(&self, _local: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
+        target(arg)
+    }
+}
+
+impl WriteSide for Direct {
+    fn apply(&self, _site: SiteId, _change: Change<'_>) {}
+}
+
+impl Strategy for Direct {
+    const INFO: Info = Info {
+        name: "direct",
+        description: "a plain call of one fixed function: the floor, not patchable",
+        consistency: Consistency::NotPatchable,
+    };
+
+    fn new(_originals: &[Code]) -> Self {
+        Direct
+    }
+}

@@ -1,0 +1,322 @@
+//! `klp`: the kernel's `klp_ftrace_handler`, step for step (DOMAIN.md §1.3). Each site has the
+//! atomic head of a func stack (newest first); a func carries its `transition` flag; during a
+//! transition the calling task's `patch_state` picks the head (Patched) or the func below it
+//! (Unpatched, or the original when there is none); a `nop` runs the original. Removed funcs are
+//! reclaimed after a grace period (quiescent-state based, like `klp_synchronize_transition`).
+//!
+//! Trade-off: the cheapest consistent read path (four dependent loads and a branch, all plain
+//! `mov`s on x86-64), paid for by a writer that must wait for every task's safe point before it
+//! reclaims anything.
+//!
+//! The recursion guard of step 1 (`ftrace_test_recursion_trylock`) is left out on purpose: this
+//! read path never calls patchable code and writes nothing, so re-entering it (from a signal
+//! handler) is harmless, and invariant 9 holds without the guard's cost.
+//!
+//! # Synchronization
+//!
+//! | writer (engine, one at a time) | reader ([`Klp::call`]) | guarantees (DOMAIN.md §1.5) |
+//! |---|---|---|
+//! | node fields incl. `transition=1` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` → fields (rmb #1); `next.load(Acquire)` → fields | a newly published func is always seen in transition, with its code and `next` |
+//! | task states (init) → `transition.store(true, Release)` (disable path) | `transition.load(Acquire)` → `patch_state` (rmb #2) | a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
+//! | unlink → grace period → poison → grace period → free | loads end before the task's next safe point | a removed func is never freed under a reader; a reader that still reached one would run [`check::poisoned`] |
+//!
+//! The grace-period pairs themselves are in `task.rs`; the phase order (unlink → sync →
+//! transition=0, transition=0 → sync → Idle) is in `transition.rs`.
+
+use std::ptr;
+
+use crate::check;
+use crate::model::{Code, FuncId, PatchState, SiteId};
+use crate::strategy::{AtomicCode, Change, Consistency, Info, ReadSide, StackOp, Strategy, WriteSide};
+use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
+use crate::task::TaskState;
+
+/// A `klp_func` on a func stack.
+#[derive(Debug)]
+struct Node {
+    func: FuncId,
+    /// `new_func`. Atomic only so that reclamation can poison it; written before publication.
+    code: AtomicCode,
+    nop: AtomicBool,
+    transition: AtomicBool,
+    /// The next older func, or null (then the original runs).
+    next: AtomicPtr<Node>,
+}
+
+/// Funcs removed from their stacks, waiting for grace periods.
+#[derive(Debug, Default)]
+struct Retired {
+    /// Unlinked; poisoned at the next grace period.
+    waiting: Vec<*mut Node>,
+    /// Poisoned; freed at the grace period after that.
+    poisoned: Vec<*mut Node>,
+}
+
+#[derive(Debug)]
+pub struct Klp {
+    heads: Box<[AtomicPtr<Node>]>,
+    originals: Box<[Code]>,
+    retired: Mutex<Retired>,
+}
+
+// SAFETY: the raw node pointers are owned by this strategy: reachable from `heads` while linked,
+// in `retired` after. Nodes hold only atomics, readers only read them, and all writes happen
+// under the engine's lock (one writer) or in `Drop` (no readers left).
+unsafe impl Send for Klp {}
+// SAFETY: as above.
+unsafe impl Sync for Klp {}
+
+impl Klp {
+    /// Walks the stack of `site` (writer only) to the link that points at `func`.
+    fn link_to(&self, site: SiteId, func: FuncId) -> &AtomicPtr<Node> {
+        let mut link = &self.heads[site.index()];
+        loop {
+            // Relaxed: the writer reads links only it has written.
+            let node = link.load(Ordering::Relaxed);
+            assert!(!node.is_null(), "klp: func {func:?} is not on the stack of site {site:?}");
+            // SAFETY: a linked node is live: only this (single) writer unlinks and retires nodes.
+            let n = unsafe { &*node };
+            if n.func == func {
+                return link;
+            }
+            link = &n.next;
+        }
+    }
+
+    fn poison(node: &Node) {
+        // Relaxed: poisoning is a detector, not a protocol; a correct reader can no longer reach
+        // this node (a grace period has passed since it was unlinked).
+        node.code.store(check::poisoned, Ordering::Relaxed);
+        node.nop.store(false, Ordering::Relaxed);
+        node.transition.store(false, Ordering::Relaxed);
+    }
+}
+
+impl ReadSide for Klp {
+    type TaskLocal = ();
+
+    fn task_local(&self) {}
+
+    #[inline]
+    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        let i = site.index();
+        // Step 2, `list_first_or_null_rcu`. Acquire (rmb #1): pairs with the Release publishing
+        // the node in `apply(Push)` or relinking in `apply(Remove)`; without it a reader could see
+        // a new head with a stale `transition` flag or code and pick the wrong version.
+        let head = self.heads[i].load(Ordering::Acquire);
+        if head.is_null() {
+            // No func on the stack: the kernel would not even have the ftrace ops registered.
+            return (self.originals[i])(arg);
+        }
+        // SAFETY: a node reachable from a head is freed only two grace periods after it was
+        // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
+        let mut func = unsafe { &*head };
+        // Step 4. Acquire (rmb #2): pairs with the Release `transition` store in
+        // `apply(SetTransition)`, which follows the engine's task-state init; without it a reader
+        // could see transition=1 with its stale Idle state.
+        if func.transition.load(Ordering::Acquire) {
+            match task.patch_state() {
+                PatchState::Unpatched => {
+                    // Acquire: pairs with the Release that linked this `next` (see head).
+                    let next = func.next.load(Ordering::Acquire);
+                    if next.is_null() {
+                        return (self.originals[i])(arg);
+                    }
+                    // SAFETY: as for `head`.
+                    func = unsafe { &*next };
+                }
+                PatchState::Patched => {}
+                PatchState::Idle => task.note_idle_in_transition(),
+            }
+        }
+        // Step 5. Relaxed: `nop` and `code` are written before the node is published (Release).
+        if func.nop.load(Ordering::Relaxed) {
+            return (self.originals[i])(arg);
+        }
+        // Step 6.
+        (func.code.load(Ordering::Relaxed))(arg)
+    }
+}
+
+impl WriteSide for Klp {
+    fn apply(&self, site: SiteId, change: Change<'_>) {
+        let head = &self.heads[site.index()];
+        match change.op {
+            StackOp::Push => {
+                let e = change.stack.last().expect("klp: push onto an empty stack");
+                let node = Box::into_raw(Box::new(Node {
+                    func: e.func,
+                    code: AtomicCode::new(e.code),
+                    nop: AtomicBool::new(e.nop),
+                    transition: AtomicBool::new(e.transition),
+                    // Relaxed: the writer reads its own store.
+                    next: AtomicPtr::new(head.load(Ordering::Relaxed)),
+                }));
+                // `list_add_rcu`. Release: pairs with the reader's Acquire head load (rmb #1).
+                head.store(node, Ordering::Release);
+            }
+            StackOp::Remove(func) => {
+                let link = self.link_to(site, func);
+                // Relaxed: the writer's own store.
+                let node = link.load(Ordering::Relaxed);
+                // SAFETY: `link_to` returned a link to a live node.
+                let next = unsafe { &*node }.next.load(Ordering::Relaxed);
+                // `list_del_rcu`. Release: pairs with the reader's Acquire head/next loads; the
+                // node after the removed one was published earlier by this same writer.
+                link.store(next, Ordering::Release);
+                self.retired.lock().unwrap_or_else(|e| e.into_inner()).waiting.push(node);
+            }
+            StackOp::SetTransition(func) => {
+                let on = change.stack.iter().find(|e| e.func == func).expect("klp: unknown func").transition;
+                // Relaxed: the writer's own store.
+                let node = self.link_to(site, func).load(Ordering::Relaxed);
+                // SAFETY: `link_to` returned a link to a live node.
+                let node = unsafe { &*node };
+                // Release: pairs with the reader's Acquire `transition` load (rmb #2): the task
+                // states the engine wrote before this store are visible to a reader who sees it.
+                node.transition.store(on, Ordering::Release);
+            }
+        }
+    }
+
+    fn reclaim(&self) {
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for node in r.poisoned.drain(..) {
+            // SAFETY: poisoned a grace period ago, unlinked two ago: no reader can reach it, and
+            // it came from `Box::into_raw` in `apply(Push)`.
+            drop(unsafe { Box::from_raw(node) });
+        }
+        let Retired { waiting, poisoned } = &mut *r;
+        for node in waiting.drain(..) {
+            // SAFETY: unlinked a grace period ago and not yet freed.
+            Self::poison(unsafe { &*node });
+            poisoned.push(node);
+        }
+    }
+}
+
+impl Drop for Klp {
+    fn drop(&mut self) {
+        // No reader is left: every task holds an Arc to the state that owns this strategy.
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let Retired { waiting, poisoned } = &mut *r;
+        for node in waiting.drain(..).chain(poisoned.drain(..)) {
+            // SAFETY: retired nodes are unlinked, owned only by the retire lists, freed once.
+            drop(unsafe { Box::from_raw(node) });
+        }
+        for head in self.heads.iter() {
+            let mut node = head.swap(ptr::null_mut(), Ordering::Relaxed);
+            while !node.is_null() {
+                // SAFETY: a linked node belongs to exactly one stack and is freed once here.
+                let b = unsafe { Box::from_raw(node) };
+                node = b.next.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Strategy for Klp {
+    const INFO: Info = Info {
+        name: "klp",
+        description: "kernel-style: atomic func-stack head, transition flag, per-task state, QSBR reclamation",
+        consistency: Consistency::PerTask,
+    };
+
+    fn new(originals: &[Code]) -> Self {
+        Self {
+            heads: originals.iter().map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
+            originals: originals.into(),
+            retired: Mutex::new(Retired::default()),
+        }
+    }
+}
+
+/// loom models of the publication pairs (DOMAIN.md §1.5 rows 1 and 2), run by `scripts/loom`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use crate::check::{code, fingerprint};
+    use crate::model::Entry;
+    use crate::sync::Arc;
+
+    fn entry(func: u32, code: Code, transition: bool) -> Entry {
+        Entry { func: FuncId(func), code, nop: false, transition }
+    }
+
+    /// Row 2: a func published during a transition is seen with transition=1 (and its code), so an
+    /// Unpatched reader runs the version below it, never the new one.
+    #[test]
+    fn push_is_seen_in_transition() {
+        loom::model(|| {
+            let klp = Arc::new(Klp::new(&[code(0)]));
+            let task = Arc::new(TaskState::new());
+            task.set_for_model(PatchState::Unpatched);
+            let stack = [entry(1, code(1), true)];
+            let writer = {
+                let klp = klp.clone();
+                loom::thread::spawn(move || {
+                    klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) })
+                })
+            };
+            assert_eq!(klp.call(&(), &task, SiteId(0), 0), fingerprint(0));
+            writer.join().unwrap();
+            assert_eq!(klp.call(&(), &task, SiteId(0), 0), fingerprint(0));
+        });
+    }
+
+    /// Row 1 (disable path): states are initialised before transition=1 is set on a published
+    /// func, so a reader that sees transition=1 never sees its state Idle.
+    #[test]
+    fn transition_flag_orders_task_state() {
+        loom::model(|| {
+            let klp = Arc::new(Klp::new(&[code(0)]));
+            let task = Arc::new(TaskState::new());
+            let steady = [entry(1, code(1), false)];
+            klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &steady, original: code(0) });
+            let writer = {
+                let (klp, task) = (klp.clone(), task.clone());
+                loom::thread::spawn(move || {
+                    // klp_init_transition(UNPATCHED): every task starts Patched …
+                    task.set_for_model(PatchState::Patched);
+                    // … then transition=1 (Release).
+                    let flagged = [entry(1, code(1), true)];
+                    klp.apply(SiteId(0), Change { op: StackOp::SetTransition(FuncId(1)), stack: &flagged, original: code(0) });
+                })
+            };
+            // Idle or Patched, the head's version runs; only the Idle-in-transition count may tell.
+            assert_eq!(klp.call(&(), &task, SiteId(0), 0), fingerprint(1));
+            writer.join().unwrap();
+            assert_eq!(task.idle_in_transition(), 0, "saw transition=1 with state Idle");
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::check::{self, code};
+    use crate::model::Entry;
+
+    /// A func unlinked from its stack is poisoned at the next grace period and freed at the one
+    /// after: a reader that (wrongly) still held it would run `check::poisoned` and be counted.
+    #[test]
+    fn reclaimed_funcs_are_poisoned_then_freed() {
+        let klp = Klp::new(&[code(0)]);
+        let stack = [Entry { func: FuncId(1), code: code(1), nop: false, transition: false }];
+        klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) });
+        // A stale reader's view of the func: taken before it is unlinked.
+        let stale = klp.heads[0].load(Ordering::Acquire);
+        klp.apply(SiteId(0), Change { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
+        // SAFETY (test): the node stays allocated until the second `reclaim` below.
+        let node = unsafe { &*stale };
+        assert_eq!((node.code.load(Ordering::Relaxed))(0), check::fingerprint(1), "poisoned too early");
+        klp.reclaim();
+        let before = check::poison_hits();
+        assert_eq!((node.code.load(Ordering::Relaxed))(0), check::POISON);
+        assert!(!node.nop.load(Ordering::Relaxed) && !node.transition.load(Ordering::Relaxed));
+        assert_eq!(check::poison_hits(), before + 1);
+        assert_eq!(klp.retired.lock().unwrap().poisoned.len(), 1);
+        klp.reclaim();
+        assert!(klp.retired.lock().unwrap().poisoned.is_empty());
+    }
+}

@@ -1,0 +1,202 @@
+//! The strategies: one trait split by side, and the one registry every consumer uses.
+//!
+//! | name | trade-off |
+//! |---|---|
+//! | [`direct`] | a plain call of one fixed function: the floor, not patchable |
+//! | [`fnptr`] | one atomic code pointer per site, swapped at once: the floor of runtime redirection; no per-task consistency |
+//! | [`klp`] | the kernel's handler: atomic head of a func stack, `transition` flag, per-task state, QSBR reclamation |
+//! | [`arcswap`] | a per-site immutable snapshot in `arc_swap::ArcSwap`: RCU-like, reclamation by refcount/debts |
+//! | [`seqlock`] | a per-site sequence lock over atomic words: no reclamation, readers retry during writes |
+//! | [`rwlock`] | the stack behind a reader-writer lock: the naive baseline |
+//!
+//! The reader side ([`ReadSide`]) is the measured hot path: `#[inline]`, no allocation, no syscall,
+//! no lock (except in lock baselines). The writer side ([`WriteSide`]) is driven only by the one
+//! transition engine in `transition.rs`, which runs the kernel's protocol for every strategy and
+//! tells each strategy what changed ([`Change`]). Per-task reader state (the home of per-thread
+//! caches) is [`ReadSide::TaskLocal`], made when a task registers.
+
+pub mod arcswap;
+pub mod direct;
+pub mod fnptr;
+pub mod klp;
+pub mod rwlock;
+pub mod seqlock;
+
+use std::fmt;
+
+use crate::model::{Code, Entry, FuncId, SiteId};
+use crate::sync::{AtomicPtr, Ordering};
+use crate::task::TaskState;
+
+/// What a strategy promises about the functions a task sees between two safe points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Not patchable at all (the `direct` floor).
+    NotPatchable,
+    /// Every change is seen by every task at once; tasks may mix versions (expected to fail the
+    /// consistency check under transitions).
+    Immediate,
+    /// The kernel's per-task consistency model (invariant 1).
+    PerTask,
+}
+
+impl Consistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotPatchable => "n/a",
+            Self::Immediate => "immediate",
+            Self::PerTask => "per-task",
+        }
+    }
+}
+
+/// A strategy's registry entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Info {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub consistency: Consistency,
+}
+
+/// What the engine changed on one site's func stack. `stack` is the whole stack *after* the
+/// change, oldest first, so snapshot strategies can republish it and list-based ones can apply
+/// the single `op`.
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    pub op: StackOp,
+    pub stack: &'a [Entry],
+    pub original: Code,
+}
+
+/// The three func-stack operations of the kernel's writer side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackOp {
+    /// `list_add_rcu`: `stack.last()` is the new head; its `transition` is already set.
+    Push,
+    /// `list_del_rcu` of this func (anywhere in the stack). It may be reclaimed only by the next
+    /// [`WriteSide::reclaim`], which the engine calls after a grace period.
+    Remove(FuncId),
+    /// `func->transition = x` for this func; the new value is in `stack`.
+    SetTransition(FuncId),
+}
+
+/// The hot path: resolve a site for the calling task and call it.
+pub trait ReadSide {
+    /// Per-task reader state, created once per task (per-thread caches live here).
+    type TaskLocal: Send;
+
+    fn task_local(&self) -> Self::TaskLocal;
+
+    /// Resolves `site` for the task whose state is `task` and calls the result with `arg`.
+    fn call(&self, local: &Self::TaskLocal, task: &TaskState, site: SiteId, arg: u64) -> u64;
+}
+
+/// The slow path, driven by the transition engine under its lock (one writer at a time).
+pub trait WriteSide {
+    fn apply(&self, site: SiteId, change: Change<'_>);
+
+    /// Called after a grace period: everything removed before it began may be reclaimed. Where
+    /// removed memory stays visible to racing readers, it is poisoned here and freed one grace
+    /// period later, so that a reader who still reaches it runs [`crate::check::poisoned`].
+    fn reclaim(&self) {}
+}
+
+/// A complete strategy: both sides plus its registry entry.
+pub trait Strategy: ReadSide + WriteSide + Send + Sync + Sized + 'static {
+    const INFO: Info;
+
+    /// A strategy for sites whose original implementations are `originals` (index = [`SiteId`]).
+    fn new(originals: &[Code]) -> Self;
+}
+
+/// Code to run once per strategy, monomorphised (the registry's way to reach a strategy by name
+/// without dynamic dispatch inside what it runs).
+pub trait Visitor {
+    type Output;
+    fn visit<S: Strategy>(&mut self) -> Self::Output;
+}
+
+/// A name that is not in the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownStrategy(pub String);
+
+impl fmt::Display for UnknownStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = ALL.iter().map(|i| i.name).collect();
+        write!(f, "unknown strategy {:?}; valid names: {}", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownStrategy {}
+
+/// The registry, written once. Calls `$callback! { name: path::Type, ... }` with every strategy,
+/// in the order of the README's table; tests use it to instantiate one test per strategy.
+#[macro_export]
+macro_rules! for_each_strategy {
+    ($callback:ident) => {
+        $callback! {
+            direct: $crate::strategy::direct::Direct,
+            fnptr: $crate::strategy::fnptr::Fnptr,
+            klp: $crate::strategy::klp::Klp,
+            arcswap: $crate::strategy::arcswap::ArcSwapStacks,
+            seqlock: $crate::strategy::seqlock::SeqLock,
+            rwlock: $crate::strategy::rwlock::RwLockStacks,
+        }
+    };
+}
+
+macro_rules! define_registry {
+    ($($name:ident : $ty:path),* $(,)?) => {
+        /// Every strategy's [`Info`], in registry order.
+        pub const ALL: &[Info] = &[$(<$ty as Strategy>::INFO),*];
+
+        /// Runs `visitor` monomorphised for the strategy called `name`.
+        pub fn visit<V: Visitor>(name: &str, visitor: &mut V) -> Result<V::Output, UnknownStrategy> {
+            $(if name == <$ty as Strategy>::INFO.name {
+                return Ok(visitor.visit::<$ty>());
+            })*
+            Err(UnknownStrategy(name.to_owned()))
+        }
+
+        /// Runs `visitor` for every strategy, in registry order.
+        pub fn visit_all<V: Visitor>(visitor: &mut V) -> Vec<V::Output> {
+            vec![$(visitor.visit::<$ty>()),*]
+        }
+    };
+}
+
+for_each_strategy!(define_registry);
+
+/// Looks a strategy up by name.
+pub fn info(name: &str) -> Result<Info, UnknownStrategy> {
+    ALL.iter().copied().find(|i| i.name == name).ok_or_else(|| UnknownStrategy(name.to_owned()))
+}
+
+/// A [`Code`] in an atomic word. Used where the code pointer itself is the published datum: it
+/// points to static code, so loading it needs no ordering of its own.
+pub(crate) struct AtomicCode(AtomicPtr<()>);
+
+impl AtomicCode {
+    pub(crate) fn new(code: Code) -> Self {
+        Self(AtomicPtr::new(code as *mut ()))
+    }
+
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> Code {
+        let p = self.0.load(order);
+        // SAFETY: the only values ever stored are `Code`s (see `new` and `store`), and a fn
+        // pointer round-trips through `*mut ()` unchanged on every platform Rust supports.
+        unsafe { std::mem::transmute::<*mut (), Code>(p) }
+    }
+
+    #[inline]
+    pub(crate) fn store(&self, code: Code, order: Ordering) {
+        self.0.store(code as *mut (), order);
+    }
+}
+
+impl fmt::Debug for AtomicCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AtomicCode({:p})", self.0.load(Ordering::Relaxed))
+    }
+}

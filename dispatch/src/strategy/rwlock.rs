@@ -1,0 +1,52 @@
+//! `rwlock`: what each site resolves to, behind a reader-writer lock. The naive baseline every
+//! plot is measured against: each call takes and releases a shared lock, an atomic RMW on a word
+//! that every reader thread writes, so it stops scaling at two readers (DOMAIN.md §2.1, rwlock).
+//!
+//! # Synchronization
+//!
+//! - The lock's own acquire/release pairs: task states (init) are written before the writer takes
+//!   the write lock, so a reader that reads a snapshot in transition under the read lock sees its
+//!   own state as Patched or Unpatched. Nothing is ever retired, so nothing can be read after
+//!   reclamation.
+
+use crate::model::{Code, Resolved, SiteId};
+use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
+use crate::sync::RwLock;
+use crate::task::TaskState;
+
+#[derive(Debug)]
+pub struct RwLockStacks {
+    sites: Box<[RwLock<Resolved>]>,
+}
+
+impl ReadSide for RwLockStacks {
+    type TaskLocal = ();
+
+    fn task_local(&self) {}
+
+    #[inline]
+    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        // A poisoned lock still holds a whole `Resolved` (writers store it in one assignment).
+        let resolved = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
+        resolved.pick_for(task)(arg)
+    }
+}
+
+impl WriteSide for RwLockStacks {
+    fn apply(&self, site: SiteId, change: Change<'_>) {
+        let resolved = Resolved::of(change.stack, change.original);
+        *self.sites[site.index()].write().unwrap_or_else(|e| e.into_inner()) = resolved;
+    }
+}
+
+impl Strategy for RwLockStacks {
+    const INFO: Info = Info {
+        name: "rwlock",
+        description: "the stack behind a reader-writer lock: the naive baseline",
+        consistency: Consistency::PerTask,
+    };
+
+    fn new(originals: &[Code]) -> Self {
+        Self { sites: originals.iter().map(|&c| RwLock::new(Resolved::of(&[], c))).collect() }
+    }
+}

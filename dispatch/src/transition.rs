@@ -1,0 +1,661 @@
+//! The Patcher: the kernel's transition engine (DOMAIN.md §1.4), written once and generic over the
+//! strategy. It keeps the authoritative func stacks, runs one transition at a time, and tells the
+//! strategy what changed; the strategy decides only how readers see it.
+//!
+//! A transition moves through three phases, advanced by [`Patcher::try_complete`] (non-blocking,
+//! like one run of `klp_try_complete_transition`) or [`Patcher::wait`]:
+//!
+//! 1. *Migrating*: tasks reach the target at their safe points, or while parked, or by force.
+//! 2. *Reversing* (only after [`Patcher::reverse`]): pending flags cleared, waiting for a grace
+//!    period before the target flips.
+//! 3. *Settling*: every task is at the target. Target Patched: replaced patches and nops are
+//!    unlinked, `transition` cleared, then a grace period, then every task back to Idle
+//!    (transition=0 → sync → Idle). Target Unpatched: the patch's funcs are unlinked, then a grace
+//!    period, then Idle (unlink → sync → transition=0). Either way, what was unlinked is reclaimed
+//!    by that grace period.
+//!
+//! Grace periods are polled, never blocked on (`start_poll_synchronize_rcu`-style), so neither
+//! `try_complete` nor the engine's lock ever waits for a task.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::model::{Code, Entry, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, PatchState, SiteId};
+use crate::strategy::{Change, StackOp, Strategy};
+use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
+use crate::task::{Task, Tasks};
+
+/// How patches may stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stacking {
+    /// v5.1 and later: no order rule; the most recently enabled patch wins.
+    #[default]
+    Free,
+    /// Before v5.1: only the most recently enabled patch may be disabled.
+    Strict,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PatcherConfig {
+    /// Task slots; registering more tasks fails with [`Error::TooManyTasks`].
+    pub capacity: usize,
+    pub stacking: Stacking,
+}
+
+impl Default for PatcherConfig {
+    fn default() -> Self {
+        Self { capacity: 256, stacking: Stacking::Free }
+    }
+}
+
+/// What one transition did and how long it took.
+#[derive(Clone, Debug)]
+pub struct TransitionStats {
+    /// Counts transitions of this patcher from 1.
+    pub id: u64,
+    pub patch: PatchId,
+    pub op: Op,
+    /// The state every task ended in before going Idle.
+    pub target: PatchState,
+    pub started: Instant,
+    /// When the transition completed; `None` while it is in progress.
+    pub ended: Option<Instant>,
+    pub migrated_at_safe_point: u64,
+    pub migrated_while_parked: u64,
+    pub migrated_by_force: u64,
+    pub reversals: u32,
+    pub forced: bool,
+    pub grace_periods: u32,
+    /// Time from starting each grace period to seeing it elapse, summed.
+    pub grace_period_wait: Duration,
+}
+
+impl TransitionStats {
+    pub fn duration(&self) -> Option<Duration> {
+        self.ended.map(|e| e - self.started)
+    }
+}
+
+/// Where a transition stands after a call to [`Patcher::try_complete`].
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// No transition was in progress.
+    Idle,
+    /// Completed (possibly just now).
+    Done(TransitionStats),
+    /// Waiting for `pending` tasks to reach the target.
+    Migrating { pending: usize },
+    /// Reversed; waiting for the grace period before the target flips.
+    Reversing,
+    /// Every task migrated; waiting for the final grace period.
+    Settling,
+}
+
+/// State shared by the patcher and every task.
+pub(crate) struct Shared<S> {
+    pub(crate) strategy: S,
+    pub(crate) tasks: Tasks,
+    pub(crate) originals: Box<[Code]>,
+}
+
+#[derive(Debug)]
+struct PatchRecord {
+    spec: PatchSpec,
+    /// Funcs of this patch on the stacks now, nops included.
+    live: Vec<(SiteId, FuncId)>,
+    forced: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Migrating,
+    Reversing { gp: u64, since: Instant },
+    Settling { gp: u64, since: Instant },
+}
+
+#[derive(Debug)]
+struct Transition {
+    patch: PatchId,
+    op: Op,
+    target: PatchState,
+    /// Whether any func needs per-task migration (false: every func is immediate).
+    per_task: bool,
+    /// Patches a replace discards when it completes as Patched.
+    replaced: Vec<PatchId>,
+    force: bool,
+    phase: Phase,
+    stats: TransitionStats,
+}
+
+/// A site's func stack, oldest first, with the patch that owns each entry.
+#[derive(Debug, Default)]
+struct Stack {
+    entries: Vec<Entry>,
+    owners: Vec<PatchId>,
+}
+
+#[derive(Debug)]
+struct Engine {
+    patches: Vec<Option<PatchRecord>>,
+    stacks: Vec<Stack>,
+    /// Enabled patches in enable order, oldest first (a patch joins when its enable starts and
+    /// leaves when its disable completes).
+    enabled: Vec<PatchId>,
+    transition: Option<Transition>,
+    last: Option<TransitionStats>,
+    next_func: u32,
+    transitions: u64,
+}
+
+/// The transition engine for strategy `S`.
+pub struct Patcher<S: Strategy> {
+    shared: Arc<Shared<S>>,
+    engine: Mutex<Engine>,
+    config: PatcherConfig,
+}
+
+impl<S: Strategy> fmt::Debug for Patcher<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Patcher").field("strategy", &S::INFO.name).field("config", &self.config).finish()
+    }
+}
+
+impl<S: Strategy> Patcher<S> {
+    /// A patcher over sites whose original implementations are `originals` (index = [`SiteId`]).
+    pub fn new(originals: &[Code], config: PatcherConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                strategy: S::new(originals),
+                tasks: Tasks::new(config.capacity),
+                originals: originals.into(),
+            }),
+            engine: Mutex::new(Engine {
+                patches: Vec::new(),
+                stacks: originals.iter().map(|_| Stack::default()).collect(),
+                enabled: Vec::new(),
+                transition: None,
+                last: None,
+                next_func: 0,
+                transitions: 0,
+            }),
+            config,
+        }
+    }
+
+    pub fn sites(&self) -> usize {
+        self.shared.originals.len()
+    }
+
+    pub fn originals(&self) -> &[Code] {
+        &self.shared.originals
+    }
+
+    /// The strategy, for callers that drive its read side directly (benches).
+    pub fn strategy(&self) -> &S {
+        &self.shared.strategy
+    }
+
+    /// Registers the calling thread as a task. During a transition it starts in the target state
+    /// (it is at a safe point); use [`Task::spawn_child`] to inherit a parent's state instead.
+    pub fn register(&self) -> Result<Task<S>, Error> {
+        Task::register(&self.shared, None)
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A panic in the engine is a bug that the panic itself reports; the state is still the
+        // last consistent one, because every mutation below is completed before the next check.
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads a patch (like inserting its module): checks it, and makes it available to enable.
+    pub fn load(&self, spec: PatchSpec) -> Result<PatchId, Error> {
+        let sites = self.sites();
+        if spec.funcs.is_empty() {
+            return Err(Error::EmptyPatch { name: spec.name });
+        }
+        let mut seen = vec![false; sites];
+        for f in &spec.funcs {
+            let slot = seen.get_mut(f.site.index()).ok_or(Error::UnknownSite { site: f.site, sites })?;
+            if std::mem::replace(slot, true) {
+                return Err(Error::DuplicateSite { name: spec.name.clone(), site: f.site });
+            }
+        }
+        let mut e = self.engine();
+        e.patches.push(Some(PatchRecord { spec, live: Vec::new(), forced: false }));
+        Ok(PatchId(e.patches.len() as u32 - 1))
+    }
+
+    /// Unloads a disabled patch, releasing its code. A forced patch's code is pinned for ever.
+    pub fn unload(&self, patch: PatchId) -> Result<PatchSpec, Error> {
+        let mut e = self.engine();
+        let rec = e.record(patch)?;
+        if rec.forced {
+            return Err(Error::Forbidden { patch, reason: Forbidden::Forced });
+        }
+        if e.enabled.contains(&patch) {
+            return Err(Error::Forbidden { patch, reason: Forbidden::StillEnabled });
+        }
+        Ok(e.patches[patch.0 as usize].take().expect("checked by record()").spec)
+    }
+
+    /// Starts enabling `patch` on top of every enabled patch.
+    pub fn enable(&self, patch: PatchId) -> Result<Progress, Error> {
+        let mut e = self.engine();
+        e.check_no_transition()?;
+        e.record(patch)?;
+        if e.enabled.contains(&patch) {
+            return Err(Error::AlreadyEnabled(patch));
+        }
+        self.begin(&mut e, patch, Op::Enable, Vec::new());
+        Ok(self.advance(&mut e))
+    }
+
+    /// Starts enabling `patch` as a cumulative replacement of every enabled patch: sites those
+    /// touch and `patch` does not get nop funcs; on completion the replaced patches and the nops
+    /// go away.
+    pub fn replace(&self, patch: PatchId) -> Result<Progress, Error> {
+        let mut e = self.engine();
+        e.check_no_transition()?;
+        let rec = e.record(patch)?;
+        if e.enabled.contains(&patch) {
+            return Err(Error::AlreadyEnabled(patch));
+        }
+        if rec.spec.funcs.iter().any(|f| f.immediate) {
+            return Err(Error::Forbidden { patch, reason: Forbidden::ImmediateInReplace });
+        }
+        let replaced = e.enabled.clone();
+        self.begin(&mut e, patch, Op::Replace, replaced);
+        Ok(self.advance(&mut e))
+    }
+
+    /// Starts disabling `patch`.
+    pub fn disable(&self, patch: PatchId) -> Result<Progress, Error> {
+        let mut e = self.engine();
+        e.check_no_transition()?;
+        e.record(patch)?;
+        if !e.enabled.contains(&patch) {
+            return Err(Error::NotEnabled(patch));
+        }
+        if self.config.stacking == Stacking::Strict && e.enabled.last() != Some(&patch) {
+            return Err(Error::Forbidden { patch, reason: Forbidden::NotTopmost });
+        }
+        self.begin(&mut e, patch, Op::Disable, Vec::new());
+        Ok(self.advance(&mut e))
+    }
+
+    /// Reverses the transition in progress (`klp_reverse_transition`): pending flags are cleared,
+    /// and after a grace period the target flips and tasks migrate back.
+    pub fn reverse(&self) -> Result<Progress, Error> {
+        let mut e = self.engine();
+        let shared = &*self.shared;
+        let t = e.transition.as_mut().ok_or(Error::NoTransition)?;
+        match t.phase {
+            Phase::Migrating => {
+                let list = shared.tasks.lock();
+                shared.tasks.clear_pending(&list);
+                drop(list);
+                t.phase = Phase::Reversing { gp: shared.tasks.gp_start(), since: Instant::now() };
+                t.stats.reversals += 1;
+            }
+            Phase::Reversing { .. } => {
+                // Reversing a reversal before its target flipped: keep the target and re-mark.
+                let list = shared.tasks.lock();
+                shared.tasks.start(&list);
+                t.phase = Phase::Migrating;
+                t.stats.reversals += 1;
+            }
+            Phase::Settling { .. } => {
+                return Err(Error::Forbidden { patch: t.patch, reason: Forbidden::Settling });
+            }
+        }
+        Ok(self.advance(&mut e))
+    }
+
+    /// Forces the transition in progress (`klp_force_transition`): every task, running or not, is
+    /// switched to the target. This knowingly breaks per-task consistency; the patch (and, for a
+    /// replace, every replaced patch) is marked forced, so its code can never be released.
+    pub fn force(&self) -> Result<Progress, Error> {
+        let mut e = self.engine();
+        let t = e.transition.as_mut().ok_or(Error::NoTransition)?;
+        t.force = true;
+        t.stats.forced = true;
+        let mut pinned = t.replaced.clone();
+        pinned.push(t.patch);
+        for p in pinned {
+            if let Some(Some(rec)) = e.patches.get_mut(p.0 as usize) {
+                rec.forced = true;
+            }
+        }
+        Ok(self.advance(&mut e))
+    }
+
+    /// Advances the transition in progress as far as it can without waiting.
+    pub fn try_complete(&self) -> Progress {
+        let mut e = self.engine();
+        self.advance(&mut e)
+    }
+
+    /// Waits for the transition in progress to complete, polling with a growing back-off (up to
+    /// 1 ms). Returns its statistics, or those of the last transition if none is in progress.
+    pub fn wait(&self, timeout: Duration) -> Result<TransitionStats, Error> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_micros(1);
+        loop {
+            match self.try_complete() {
+                Progress::Done(stats) => return Ok(stats),
+                Progress::Idle => return self.last_transition().ok_or(Error::NoTransition),
+                progress => {
+                    let waited = start.elapsed();
+                    if waited >= timeout {
+                        let pending = match progress {
+                            Progress::Migrating { pending } => pending,
+                            _ => 0,
+                        };
+                        let patch = self.engine().transition.as_ref().map_or(PatchId(u32::MAX), |t| t.patch);
+                        return Err(Error::Timeout { patch, pending, waited });
+                    }
+                    std::thread::sleep(backoff.min(timeout - waited));
+                    backoff = (backoff * 2).min(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// The statistics of the last completed transition.
+    pub fn last_transition(&self) -> Option<TransitionStats> {
+        self.engine().last.clone()
+    }
+
+    /// The patch in transition, if any.
+    pub fn in_transition(&self) -> Option<PatchId> {
+        self.engine().transition.as_ref().map(|t| t.patch)
+    }
+
+    /// Enabled patches, oldest first (including one whose enable is in progress).
+    pub fn enabled(&self) -> Vec<PatchId> {
+        self.engine().enabled.clone()
+    }
+
+    pub fn is_forced(&self, patch: PatchId) -> Result<bool, Error> {
+        Ok(self.engine().record(patch)?.forced)
+    }
+
+    /// What each site runs for a task in `state`, according to the engine's own stacks.
+    pub fn universe(&self, state: PatchState) -> Vec<Code> {
+        let e = self.engine();
+        e.stacks.iter().zip(self.shared.originals.iter()).map(|(s, &o)| crate::model::select(&s.entries, o, state)).collect()
+    }
+
+    // ---- the protocol ----
+
+    fn begin(&self, e: &mut Engine, patch: PatchId, op: Op, replaced: Vec<PatchId>) {
+        let tasks = &self.shared.tasks;
+        let target = if op == Op::Disable { PatchState::Unpatched } else { PatchState::Patched };
+        let rec = e.patches[patch.0 as usize].as_ref().expect("checked by the caller");
+        let per_task = match op {
+            Op::Disable => rec.live.iter().any(|&(site, f)| !e.is_immediate(site, f, rec)),
+            Op::Enable => rec.spec.funcs.iter().any(|f| !f.immediate),
+            Op::Replace => true,
+        };
+        e.transitions += 1;
+        let stats = TransitionStats {
+            id: e.transitions,
+            patch,
+            op,
+            target,
+            started: Instant::now(),
+            ended: None,
+            migrated_at_safe_point: 0,
+            migrated_while_parked: 0,
+            migrated_by_force: 0,
+            reversals: 0,
+            forced: false,
+            grace_periods: 0,
+            grace_period_wait: Duration::ZERO,
+        };
+        // The task list stays locked from init to start, so that a task registered meanwhile
+        // either is initialised and marked with the others or inherits a consistent state.
+        let list = tasks.lock();
+        if per_task {
+            // `klp_init_transition`. The Release of the first `transition` flag or func
+            // publication below orders these state stores before it (DOMAIN.md §1.5 row 1).
+            tasks.init(&list, target);
+        }
+        match op {
+            Op::Enable | Op::Replace => {
+                let funcs = rec.spec.funcs.clone();
+                for f in funcs {
+                    let entry = Entry { func: e.new_func(), code: f.code, nop: false, transition: !f.immediate };
+                    self.push(e, f.site, patch, entry);
+                }
+                if op == Op::Replace {
+                    for site in e.nop_sites(patch, &replaced) {
+                        let original = self.shared.originals[site.index()];
+                        let entry = Entry { func: e.new_func(), code: original, nop: true, transition: true };
+                        self.push(e, site, patch, entry);
+                    }
+                }
+                e.enabled.push(patch);
+            }
+            Op::Disable => {
+                let live = rec.live.clone();
+                for (site, func) in live {
+                    if e.is_immediate(site, func, e.patches[patch.0 as usize].as_ref().unwrap()) {
+                        // An immediate func leaves every task's view at once; it is reclaimed by
+                        // the grace period that ends the transition.
+                        self.remove(e, site, func);
+                    } else {
+                        self.set_transition(e, site, func, true);
+                    }
+                }
+            }
+        }
+        if per_task {
+            // `klp_start_transition`; the Release of each pending flag orders the target and the
+            // transition flags before it (DOMAIN.md §1.5 rows 3 and 4).
+            tasks.start(&list);
+        }
+        drop(list);
+        e.transition =
+            Some(Transition { patch, op, target, per_task, replaced, force: false, phase: Phase::Migrating, stats });
+    }
+
+    /// Runs the state machine until it has to wait.
+    fn advance(&self, e: &mut Engine) -> Progress {
+        let tasks = &self.shared.tasks;
+        loop {
+            let Some(t) = e.transition.as_mut() else { return Progress::Idle };
+            match t.phase {
+                Phase::Migrating => {
+                    if t.per_task {
+                        if t.force {
+                            let list = tasks.lock();
+                            t.stats.migrated_by_force += tasks.force(&list) as u64;
+                        }
+                        let affected: Vec<SiteId> = e.patches[t.patch.0 as usize]
+                            .as_ref()
+                            .map(|r| r.live.iter().map(|&(s, _)| s).collect())
+                            .unwrap_or_default();
+                        let (migrated, pending) = tasks.migrate_parked(|s| affected.contains(&s));
+                        t.stats.migrated_while_parked += migrated as u64;
+                        if pending > 0 {
+                            return Progress::Migrating { pending };
+                        }
+                    }
+                    self.finish_migration(e);
+                }
+                Phase::Reversing { gp, since } => {
+                    if !tasks.gp_elapsed(gp) {
+                        return Progress::Reversing;
+                    }
+                    t.stats.grace_periods += 1;
+                    t.stats.grace_period_wait += since.elapsed();
+                    self.flip(e);
+                }
+                Phase::Settling { gp, since } => {
+                    if !tasks.gp_elapsed(gp) {
+                        return Progress::Settling;
+                    }
+                    t.stats.grace_periods += 1;
+                    t.stats.grace_period_wait += since.elapsed();
+                    return Progress::Done(self.settle(e));
+                }
+            }
+        }
+    }
+
+    /// Second half of `klp_reverse_transition`, after its grace period: flip the target and mark
+    /// the tasks again. A reversed disable gets its immediate funcs back at once.
+    fn flip(&self, e: &mut Engine) {
+        let tasks = &self.shared.tasks;
+        let t = e.transition.as_mut().expect("in transition");
+        t.target = t.target.opposite();
+        t.stats.target = t.target;
+        let (patch, op, target) = (t.patch, t.op, t.target);
+        let list = tasks.lock();
+        tasks.set_target(&list, target);
+        if op == Op::Disable && target == PatchState::Patched {
+            let spec = e.patches[patch.0 as usize].as_ref().expect("patch in transition").spec.clone();
+            for f in spec.funcs.iter().filter(|f| f.immediate) {
+                let entry = Entry { func: e.new_func(), code: f.code, nop: false, transition: false };
+                self.push(e, f.site, patch, entry);
+            }
+        }
+        // The Release of each pending flag publishes the new target (DOMAIN.md §1.5 row 3).
+        tasks.start(&list);
+        drop(list);
+        e.transition.as_mut().expect("in transition").phase = Phase::Migrating;
+    }
+
+    /// Every task is at the target: `klp_complete_transition` up to its grace period.
+    fn finish_migration(&self, e: &mut Engine) {
+        let t = e.transition.as_ref().expect("in transition");
+        let (patch, op, target, replaced) = (t.patch, t.op, t.target, t.replaced.clone());
+        match target {
+            PatchState::Patched => {
+                if op == Op::Replace {
+                    // Unlink the replaced patches first: while the nops are still on top, every
+                    // task keeps running the original at those sites.
+                    for q in &replaced {
+                        for (site, func) in e.patches[q.0 as usize].as_ref().map(|r| r.live.clone()).unwrap_or_default() {
+                            self.remove(e, site, func);
+                        }
+                    }
+                    e.enabled.retain(|p| !replaced.contains(p));
+                    let nops: Vec<_> = e.live(patch).into_iter().filter(|&(s, f)| e.entry(s, f).nop).collect();
+                    for (site, func) in nops {
+                        self.remove(e, site, func);
+                    }
+                }
+                for (site, func) in e.live(patch) {
+                    if e.entry(site, func).transition {
+                        self.set_transition(e, site, func, false);
+                    }
+                }
+            }
+            PatchState::Unpatched | PatchState::Idle => {
+                for (site, func) in e.live(patch) {
+                    self.remove(e, site, func);
+                }
+                e.enabled.retain(|&p| p != patch);
+            }
+        }
+        // transition=0 → sync → Idle (Patched), unlink → sync (Unpatched).
+        let gp = self.shared.tasks.gp_start();
+        e.transition.as_mut().expect("in transition").phase = Phase::Settling { gp, since: Instant::now() };
+    }
+
+    /// After the final grace period: tasks back to Idle, the unlinked funcs reclaimed.
+    fn settle(&self, e: &mut Engine) -> TransitionStats {
+        let tasks = &self.shared.tasks;
+        let list = tasks.lock();
+        tasks.reset_idle(&list);
+        drop(list);
+        self.shared.strategy.reclaim();
+        let mut t = e.transition.take().expect("in transition");
+        // Relaxed: a statistic, counted by tasks at their safe points during the transition.
+        t.stats.migrated_at_safe_point = tasks.at_safe_point.load(Ordering::Relaxed);
+        t.stats.ended = Some(Instant::now());
+        e.last = Some(t.stats.clone());
+        t.stats
+    }
+
+    // ---- stack edits: the engine's stacks first, then the strategy ----
+
+    fn push(&self, e: &mut Engine, site: SiteId, patch: PatchId, entry: Entry) {
+        let stack = &mut e.stacks[site.index()];
+        stack.entries.push(entry);
+        stack.owners.push(patch);
+        e.patches[patch.0 as usize].as_mut().expect("live patch").live.push((site, entry.func));
+        self.publish(e, site, StackOp::Push);
+    }
+
+    fn remove(&self, e: &mut Engine, site: SiteId, func: FuncId) {
+        let stack = &mut e.stacks[site.index()];
+        let i = stack.entries.iter().position(|x| x.func == func).expect("func on its stack");
+        stack.entries.remove(i);
+        let owner = stack.owners.remove(i);
+        if let Some(Some(rec)) = e.patches.get_mut(owner.0 as usize) {
+            rec.live.retain(|&(_, f)| f != func);
+        }
+        self.publish(e, site, StackOp::Remove(func));
+    }
+
+    fn set_transition(&self, e: &mut Engine, site: SiteId, func: FuncId, on: bool) {
+        let stack = &mut e.stacks[site.index()];
+        stack.entries.iter_mut().find(|x| x.func == func).expect("func on its stack").transition = on;
+        self.publish(e, site, StackOp::SetTransition(func));
+    }
+
+    fn publish(&self, e: &Engine, site: SiteId, op: StackOp) {
+        let change =
+            Change { op, stack: &e.stacks[site.index()].entries, original: self.shared.originals[site.index()] };
+        self.shared.strategy.apply(site, change);
+    }
+}
+
+impl Engine {
+    fn record(&self, patch: PatchId) -> Result<&PatchRecord, Error> {
+        self.patches.get(patch.0 as usize).and_then(Option::as_ref).ok_or(Error::UnknownPatch(patch))
+    }
+
+    fn check_no_transition(&self) -> Result<(), Error> {
+        match &self.transition {
+            Some(t) => Err(Error::TransitionInProgress { patch: t.patch }),
+            None => Ok(()),
+        }
+    }
+
+    fn new_func(&mut self) -> FuncId {
+        self.next_func += 1;
+        FuncId(self.next_func)
+    }
+
+    fn live(&self, patch: PatchId) -> Vec<(SiteId, FuncId)> {
+        self.patches[patch.0 as usize].as_ref().map(|r| r.live.clone()).unwrap_or_default()
+    }
+
+    fn entry(&self, site: SiteId, func: FuncId) -> Entry {
+        *self.stacks[site.index()].entries.iter().find(|x| x.func == func).expect("func on its stack")
+    }
+
+    /// Whether a live func of `rec` came from an immediate FuncSpec.
+    fn is_immediate(&self, site: SiteId, func: FuncId, rec: &PatchRecord) -> bool {
+        let nop = self.entry(site, func).nop;
+        !nop && rec.spec.funcs.iter().any(|f| f.site == site && f.immediate)
+    }
+
+    /// Sites an enabled patch in `replaced` touches and `patch` does not (`klp_add_nops`).
+    fn nop_sites(&self, patch: PatchId, replaced: &[PatchId]) -> Vec<SiteId> {
+        let covered = &self.patches[patch.0 as usize].as_ref().expect("live patch").spec.funcs;
+        let mut sites: Vec<SiteId> = replaced
+            .iter()
+            .filter_map(|q| self.patches[q.0 as usize].as_ref())
+            .flat_map(|r| r.live.iter().map(|&(s, _)| s))
+            .filter(|s| !covered.iter().any(|f| f.site == *s))
+            .collect();
+        sites.sort();
+        sites.dedup();
+        sites
+    }
+}
