@@ -139,7 +139,7 @@ impl Resolved {
 
     /// The reader's half of [`select`], for a precomputed answer: the task's state is read only
     /// when the site is in transition, as in the kernel handler.
-    #[inline]
+    #[inline(always)]
     pub fn pick_for(&self, task: &crate::task::TaskState) -> Code {
         if !self.transition {
             return self.patched;

@@ -80,7 +80,7 @@ impl TaskState {
     /// The task's `patch_state`, for the read path. Relaxed: a reader calls this only after an
     /// Acquire load of a `transition` flag that pairs with the Release that published it, which
     /// orders the patcher's state writes before (DOMAIN.md §1.5 row 1, the kernel's rmb #2).
-    #[inline]
+    #[inline(always)]
     pub fn patch_state(&self) -> PatchState {
         PatchState::from_u8(self.state.load(Ordering::Relaxed))
     }
@@ -403,7 +403,7 @@ impl<S: Strategy> Task<S> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn state(&self) -> &TaskState {
         // SAFETY: see `unsafe impl Send`: the slot outlives `self.shared`, which we hold.
         unsafe { self.slot.as_ref() }
@@ -421,8 +421,9 @@ impl<S: Strategy> Task<S> {
         }
     }
 
-    /// Resolves `site` for this task and calls it: the hot path being measured.
-    #[inline]
+    /// Resolves `site` for this task and calls it: the hot path being measured. Always inlined,
+    /// like every strategy's `call`, so that each measured loop holds the whole read path.
+    #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
         self.shared.strategy.call(&self.local, self.state(), site, arg)
     }

@@ -43,7 +43,7 @@ impl ReadSide for ArcSwapStacks {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let code = self.sites[site.index()].load().0.pick_for(task);
         code(arg)

@@ -15,7 +15,7 @@ use crate::task::TaskState;
 /// The one function `direct` calls. Not inlined, so the floor still pays a call and a return.
 #[inline(never)]
 pub fn target(_arg: u64) -> u64 {
-    check::DIRECT_FINGERPRINT
+    check::opaque(check::DIRECT_FINGERPRINT)
 }
 
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ impl ReadSide for Direct {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
         target(arg)
     }

@@ -24,7 +24,7 @@ impl ReadSide for Fnptr {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // Relaxed: see the module's Synchronization section.
         (self.sites[site.index()].load(Ordering::Relaxed))(arg)

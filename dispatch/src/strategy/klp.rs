@@ -97,7 +97,7 @@ impl ReadSide for Klp {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let i = site.index();
         // Step 2, `list_first_or_null_rcu`. Acquire (rmb #1): pairs with the Release publishing

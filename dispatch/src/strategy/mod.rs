@@ -9,7 +9,7 @@
 //! | [`seqlock`] | a per-site sequence lock over atomic words: no reclamation, readers retry during writes |
 //! | [`rwlock`] | the stack behind a reader-writer lock: the naive baseline |
 //!
-//! The reader side ([`ReadSide`]) is the measured hot path: `#[inline]`, no allocation, no syscall,
+//! The reader side ([`ReadSide`]) is the measured hot path: `#[inline(always)]`, no allocation, no syscall,
 //! no lock (except in lock baselines). The writer side ([`WriteSide`]) is driven only by the one
 //! transition engine in `transition.rs`, which runs the kernel's protocol for every strategy and
 //! tells each strategy what changed ([`Change`]). Per-task reader state (the home of per-thread
@@ -181,7 +181,7 @@ impl AtomicCode {
         Self(AtomicPtr::new(code as *mut ()))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn load(&self, order: Ordering) -> Code {
         let p = self.0.load(order);
         // SAFETY: the only values ever stored are `Code`s (see `new` and `store`), and a fn

@@ -24,7 +24,7 @@ impl ReadSide for RwLockStacks {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A poisoned lock still holds a whole `Resolved` (writers store it in one assignment).
         let resolved = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());

@@ -40,7 +40,7 @@ pub struct SeqLock {
 impl SeqLock {
     /// Reads a consistent `Resolved` of `site`. `FENCED = false` drops the reader's Acquire fence:
     /// only the loom model uses it, to show that the model catches the torn read that follows.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<const FENCED: bool>(&self, site: SiteId) -> Resolved {
         let s = &self.sites[site.index()];
         loop {
@@ -88,7 +88,7 @@ impl ReadSide for SeqLock {
 
     fn task_local(&self) {}
 
-    #[inline]
+    #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         self.read::<true>(site).pick_for(task)(arg)
     }
