@@ -57,6 +57,8 @@ pub struct TaskState {
     parked_in: AtomicU64,
     /// Times a reader saw `transition` set while its state was Idle (invariant 2; kernel WARN).
     idle_in_transition: AtomicU64,
+    /// Cache strategies' misses on this task's reads.
+    cache_misses: AtomicU64,
 }
 
 impl TaskState {
@@ -68,6 +70,7 @@ impl TaskState {
             run: AtomicU8::new(FREE),
             parked_in: AtomicU64::new(0),
             idle_in_transition: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
         }
     }
 
@@ -83,6 +86,19 @@ impl TaskState {
     #[inline(always)]
     pub fn patch_state(&self) -> PatchState {
         PatchState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Counts a cache miss of this task's read (cache strategies, on their slow path only).
+    #[cold]
+    pub fn note_cache_miss(&self) {
+        // Relaxed: a statistic; only this task's thread writes it, so a load-add-store suffices
+        // and keeps a locked RMW off even the miss path.
+        let n = self.cache_misses.load(Ordering::Relaxed);
+        self.cache_misses.store(n + 1, Ordering::Relaxed);
+    }
+
+    pub fn cache_misses(&self) -> u64 {
+        self.cache_misses.load(Ordering::Relaxed)
     }
 
     /// How often a reader saw a transition while this task was Idle (invariant 2).
@@ -167,6 +183,7 @@ impl Tasks {
         slot.pending.store(pending, Ordering::Relaxed);
         slot.parked_in.store(0, Ordering::Relaxed);
         slot.idle_in_transition.store(0, Ordering::Relaxed);
+        slot.cache_misses.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire in `live`.
         slot.run.store(RUNNING, Ordering::Release);
         self.online(slot);
@@ -470,6 +487,11 @@ impl<S: Strategy> Task<S> {
 
     pub fn is_pending(&self) -> bool {
         self.state().pending.load(Ordering::Relaxed)
+    }
+
+    /// Misses of a cache strategy on this task's reads.
+    pub fn cache_misses(&self) -> u64 {
+        self.state().cache_misses()
     }
 
     /// How often this task saw a transition while Idle (invariant 2); must stay 0.

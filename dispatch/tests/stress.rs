@@ -91,7 +91,7 @@ fn stress<S: Strategy>(transitions: u64, until_violation: bool) -> Report {
                     sections.fetch_add(1, Ordering::Relaxed);
                     task.safe_point().unwrap();
                     n += 1;
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         // Sleep now and then: the patcher migrates parked tasks itself.
                         task.park().unwrap();
                         std::thread::yield_now();

@@ -104,37 +104,66 @@ impl ReadSide for Klp {
         // the node in `apply(Push)` or relinking in `apply(Remove)`; without it a reader could see
         // a new head with a stale `transition` flag or code and pick the wrong version.
         let head = self.heads[i].load(Ordering::Acquire);
-        if head.is_null() {
-            // No func on the stack: the kernel would not even have the ftrace ops registered.
-            return (self.originals[i])(arg);
-        }
         // SAFETY: a node reachable from a head is freed only two grace periods after it was
         // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
-        let mut func = unsafe { &*head };
-        // Step 4. Acquire (rmb #2): pairs with the Release `transition` store in
-        // `apply(SetTransition)`, which follows the engine's task-state init; without it a reader
-        // could see transition=1 with its stale Idle state.
-        if func.transition.load(Ordering::Acquire) {
-            match task.patch_state() {
-                PatchState::Unpatched => {
-                    // Acquire: pairs with the Release that linked this `next` (see head).
-                    let next = func.next.load(Ordering::Acquire);
-                    if next.is_null() {
-                        return (self.originals[i])(arg);
-                    }
-                    // SAFETY: as for `head`.
-                    func = unsafe { &*next };
-                }
-                PatchState::Patched => {}
-                PatchState::Idle => task.note_idle_in_transition(),
-            }
+        let head = unsafe { head.as_ref() };
+        let code = handler(head, task, |n| {
+            // Acquire: pairs with the Release that linked this `next` (see head).
+            // SAFETY: as for `head`.
+            unsafe { n.next.load(Ordering::Acquire).as_ref() }
+        });
+        code.unwrap_or(self.originals[i])(arg)
+    }
+}
+
+/// What a func-stack node offers [`handler`].
+pub(crate) trait StackNode {
+    /// `func->transition`. Acquire (rmb #2): pairs with the Release `transition` store of the
+    /// writer, which follows the engine's task-state init; without it a reader could see
+    /// transition=1 with its stale Idle state.
+    fn in_transition(&self) -> bool;
+    fn is_nop(&self) -> bool;
+    fn code(&self) -> Code;
+}
+
+/// Steps 4–6 of `klp_ftrace_handler`, written once for every func-stack strategy: from the head
+/// (`None`: an empty stack), pick the func for the task's state and return its code, or `None`
+/// when the original runs (no func, no older func for an Unpatched task, or a nop).
+#[inline(always)]
+pub(crate) fn handler<'a, N: StackNode>(
+    head: Option<&'a N>,
+    task: &TaskState,
+    next: impl FnOnce(&'a N) -> Option<&'a N>,
+) -> Option<Code> {
+    let mut func = head?;
+    if func.in_transition() {
+        match task.patch_state() {
+            PatchState::Unpatched => func = next(func)?,
+            PatchState::Patched => {}
+            PatchState::Idle => task.note_idle_in_transition(),
         }
-        // Step 5. Relaxed: `nop` and `code` are written before the node is published (Release).
-        if func.nop.load(Ordering::Relaxed) {
-            return (self.originals[i])(arg);
-        }
-        // Step 6.
-        (func.code.load(Ordering::Relaxed))(arg)
+    }
+    // Step 5: a nop runs the original.
+    if func.is_nop() { None } else { Some(func.code()) }
+}
+
+impl StackNode for Node {
+    #[inline(always)]
+    fn in_transition(&self) -> bool {
+        // Acquire: see the trait.
+        self.transition.load(Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn is_nop(&self) -> bool {
+        // Relaxed: written before the node is published (Release).
+        self.nop.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn code(&self) -> Code {
+        // Relaxed: as `nop`.
+        self.code.load(Ordering::Relaxed)
     }
 }
 
@@ -307,7 +336,7 @@ mod tests {
         // A stale reader's view of the func: taken before it is unlinked.
         let stale = klp.heads[0].load(Ordering::Acquire);
         klp.apply(SiteId(0), Change { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
-        // SAFETY (test): the node stays allocated until the second `reclaim` below.
+        // SAFETY: (test) the node stays allocated until the second `reclaim` below.
         let node = unsafe { &*stale };
         assert_eq!((node.code.load(Ordering::Relaxed))(0), check::fingerprint(1), "poisoned too early");
         klp.reclaim();

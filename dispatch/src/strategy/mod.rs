@@ -7,6 +7,9 @@
 //! | [`klp`] | the kernel's handler: atomic head of a func stack, `transition` flag, per-task state, QSBR reclamation |
 //! | [`arcswap`] | a per-site immutable snapshot in `arc_swap::ArcSwap`: RCU-like, reclamation by refcount/debts |
 //! | [`seqlock`] | a per-site sequence lock over atomic words: no reclamation, readers retry during writes |
+//! | [`percpu`] | per-CPU cache slots of both universes' targets (CPU id from rseq), validated by a writer generation |
+//! | [`tls`] | the same cache per task: cheapest steady state, one miss per site after every writer change |
+//! | [`epoch`] | the kernel's func stack under `crossbeam-epoch` pin/unpin per call: what most Rust code would write |
 //! | [`rwlock`] | the stack behind a reader-writer lock: the naive baseline |
 //!
 //! The reader side ([`ReadSide`]) is the measured hot path: `#[inline(always)]`, no allocation, no syscall,
@@ -16,11 +19,15 @@
 //! caches) is [`ReadSide::TaskLocal`], made when a task registers.
 
 pub mod arcswap;
+mod cache;
 pub mod direct;
+pub mod epoch;
 pub mod fnptr;
 pub mod klp;
+pub mod percpu;
 pub mod rwlock;
 pub mod seqlock;
+pub mod tls;
 
 use std::fmt;
 
@@ -140,6 +147,9 @@ macro_rules! for_each_strategy {
             klp: $crate::strategy::klp::Klp,
             arcswap: $crate::strategy::arcswap::ArcSwapStacks,
             seqlock: $crate::strategy::seqlock::SeqLock,
+            percpu: $crate::strategy::percpu::PerCpu,
+            tls: $crate::strategy::tls::Tls,
+            epoch: $crate::strategy::epoch::Epoch,
             rwlock: $crate::strategy::rwlock::RwLockStacks,
         }
     };
