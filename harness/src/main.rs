@@ -1,9 +1,18 @@
-//! `harness`: the command users run on their machines. See `harness --help`.
+//! `harness`: measure livepatch-style dispatch strategies under concurrent transitions.
+//! Exit codes: 0 success; 1 a consistent strategy showed violations (run) or a regression
+//! (compare); 2 bad input or unusable files; 3 the run could not complete.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use harness::config::{self, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
+use harness::{RunError, compare, counters, env, output};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Measure livepatch-style dispatch strategies under concurrent transitions")]
+#[command(version, about = "Measure livepatch-style dispatch strategies under concurrent transitions.\n\
+Without a subcommand, runs the default suite (same as `harness run`).")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -13,15 +22,214 @@ struct Cli {
 enum Command {
     /// Every strategy in the registry: name, consistency, description.
     List,
+    /// Measure strategies over the product of the scenario options below.
+    Run(RunArgs),
+    /// Compare two runs metric by metric; exit 0 no regression, 1 regression, 2 unusable input.
+    Compare {
+        base: PathBuf,
+        new: PathBuf,
+        /// A regression needs a change beyond this many percent (and p < 0.05).
+        #[arg(long, default_value_t = 5.0)]
+        threshold: f64,
+    },
+    /// The environment check alone.
+    Env {
+        #[arg(long, value_enum, default_value = "auto")]
+        counters: CountersMode,
+    },
 }
 
-fn main() {
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// `all` or a comma list of strategy names (see `harness list`).
+    #[arg(long, default_value = "all")]
+    strategies: String,
+    /// Reader counts, e.g. `1,2`; `all` = every CPU of the affinity mask.
+    #[arg(long, default_value = "1,all")]
+    readers: String,
+    /// Transition rates: 0 (steady), a rate in Hz, or `max` (back to back).
+    #[arg(long, default_value = "0,1000,max")]
+    rate: String,
+    /// Seconds each reader measures per strategy, scenario and run [default: 0.3, --quick 0.05].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Rounds per scenario (strategies shuffled per round) [default: 3, --quick 2].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Calls between two safe points: one critical section, timed as one batch.
+    #[arg(long, default_value_t = 4096)]
+    calls_per_safepoint: usize,
+    /// Patched sites.
+    #[arg(long, default_value_t = 8)]
+    sites: usize,
+    /// The order readers call the sites in.
+    #[arg(long, value_enum, default_value = "seq")]
+    order: Order,
+    /// Patches stacked below the one in transition.
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// What the writer cycles through.
+    #[arg(long, value_enum, default_value = "cycle")]
+    ops: Ops,
+    /// Also run one cold scenario (1 reader, steady, this many sites in random order); 0 = none.
+    #[arg(long, default_value_t = 4096)]
+    cold: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    counters: CountersMode,
+    /// Output directory (must not exist) [default: results/runs/<timestamp>-<host>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A short smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Allow more readers than CPUs (recorded in every row).
+    #[arg(long)]
+    oversubscribe: bool,
+    /// Seed of the strategy order and the random site order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl RunArgs {
+    /// The default suite: every option at its default.
+    fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        Wrap::parse_from(["harness"]).args
+    }
+
+    fn into_config(self) -> Result<RunConfig, config::ConfigError> {
+        let cpus = env::affinity_cpus();
+        let strategies = config::parse_strategies(&self.strategies)?;
+        let mut readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
+        readers.dedup();
+        let rates = config::parse_rates(&self.rate)?;
+        let duration = config::positive("duration", self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 }))?;
+        let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
+        let mut scenarios = Vec::new();
+        for &r in &readers {
+            for &rate in &rates {
+                scenarios.push(Scenario {
+                    readers: r,
+                    rate,
+                    sites: self.sites,
+                    order: self.order,
+                    depth: self.depth,
+                    ops: self.ops,
+                    calls_per_safepoint: self.calls_per_safepoint,
+                });
+            }
+        }
+        if self.cold > 0 {
+            scenarios.push(Scenario {
+                readers: 1,
+                rate: Rate::Steady,
+                sites: self.cold,
+                order: Order::Random,
+                depth: self.depth,
+                ops: self.ops,
+                calls_per_safepoint: self.calls_per_safepoint.max(self.cold),
+            });
+        }
+        Ok(RunConfig {
+            strategies,
+            scenarios,
+            duration: Duration::from_secs_f64(duration),
+            runs,
+            counters: self.counters,
+            oversubscribe: self.oversubscribe,
+            seed: self.seed,
+            cpus,
+            out: self.out,
+            panic_after_batches: None,
+        })
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let cfg = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match harness::run(cfg, &mut |line| eprintln!("harness: {line}")) {
+        Ok(outcome) => {
+            print!("{}", outcome.table);
+            println!("\nwrote {}", outcome.dir.display());
+            for n in &outcome.notes {
+                if n.starts_with("plots:") {
+                    eprintln!("harness: {n}");
+                }
+            }
+            if outcome.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for f in &outcome.failures {
+                    eprintln!("harness: CONSISTENCY FAILURE {f}");
+                }
+                ExitCode::from(1)
+            }
+        }
+        Err(e @ RunError::Config(_)) => {
+            eprintln!("harness: {e}");
+            ExitCode::from(2)
+        }
+        Err(e @ RunError::Failed(_)) => {
+            eprintln!("harness: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::List) => print!("{}", harness::list()),
-        None => {
-            eprintln!("harness: no default suite yet; `harness list` shows the strategies");
-            std::process::exit(2);
+        Some(Command::List) => {
+            print!("{}", harness::list());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Run(args)) => run(args),
+        None => run(RunArgs::defaults()),
+        Some(Command::Env { counters }) => {
+            let availability = counters::probe(counters);
+            let env = env::Env::capture(availability.as_ref().ok().cloned());
+            print!("{}", env.render());
+            match availability {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("harness: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Command::Compare { base, new, threshold }) => {
+            if !(threshold >= 0.0 && threshold.is_finite()) {
+                eprintln!("harness: --threshold must be a non-negative percentage, got {threshold}");
+                return ExitCode::from(2);
+            }
+            let load = |p: &PathBuf| output::load_run(p);
+            let (b, n) = match (load(&base), load(&new)) {
+                (Ok(b), Ok(n)) => (b, n),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("harness: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match compare::compare(&b, &n, threshold) {
+                Ok(changes) => {
+                    print!("{}", compare::render(&changes, threshold));
+                    if changes.iter().any(|c| c.verdict == compare::Verdict::Regression) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+                }
+                Err(e) => {
+                    eprintln!("harness: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
     }
 }

@@ -1,0 +1,131 @@
+//! The environment record of every run (USERS.md checklist item 10): what the numbers depend on,
+//! read before anything is measured and stored with the results.
+
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::Availability;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Env {
+    pub host: String,
+    pub cpu_model: String,
+    /// Logical CPUs of the affinity mask (what readers are pinned to).
+    pub cpus: Vec<usize>,
+    pub online_cpus: usize,
+    pub kernel: String,
+    pub hypervisor: bool,
+    pub governor: String,
+    pub turbo: String,
+    pub smt: String,
+    pub perf_event_paranoid: String,
+    pub aslr: String,
+    pub nmi_watchdog: String,
+    pub rustc: String,
+    pub git_commit: String,
+    pub counters: Option<Availability>,
+    /// Where `percpu` reads the CPU id from (`rseq` or `sched_getcpu`).
+    pub percpu_path: String,
+}
+
+fn read(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn or_unavailable(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "unavailable".to_owned())
+}
+
+/// The CPUs of this process's affinity mask, by id (core_affinity reads sched_getaffinity).
+pub fn affinity_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_default()
+}
+
+impl Env {
+    pub fn capture(counters: Option<Availability>) -> Self {
+        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let turbo = read("/sys/devices/system/cpu/cpufreq/boost")
+            .map(|b| if b == "1" { "on".to_owned() } else { "off".to_owned() })
+            .or_else(|| {
+                read("/sys/devices/system/cpu/intel_pstate/no_turbo").map(|t| if t == "1" { "off".into() } else { "on".into() })
+            });
+        Self {
+            host: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown-host".into()),
+            cpu_model: or_unavailable(field("model name")),
+            cpus: affinity_cpus(),
+            online_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: or_unavailable(read("/proc/sys/kernel/osrelease")),
+            hypervisor: field("flags").is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor")),
+            governor: or_unavailable(read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")),
+            turbo: or_unavailable(turbo),
+            smt: or_unavailable(read("/sys/devices/system/cpu/smt/active").map(|s| if s == "1" { "on".into() } else { "off".into() })),
+            perf_event_paranoid: or_unavailable(read("/proc/sys/kernel/perf_event_paranoid")),
+            aslr: or_unavailable(read("/proc/sys/kernel/randomize_va_space")),
+            nmi_watchdog: or_unavailable(read("/proc/sys/kernel/nmi_watchdog")),
+            rustc: env!("HARNESS_RUSTC").to_owned(),
+            git_commit: env!("HARNESS_COMMIT").to_owned(),
+            counters,
+            percpu_path: dispatch::strategy::percpu::cpu_source().name().to_owned(),
+        }
+    }
+
+    /// Warnings about settings that make numbers noisy or unrepresentative.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.hypervisor {
+            w.push("running in a VM (hypervisor flag): expect noise from the host".to_owned());
+        }
+        if self.governor != "performance" && self.governor != "unavailable" {
+            w.push(format!("CPU governor is {:?}; set `performance` for stable numbers", self.governor));
+        }
+        if self.turbo == "on" {
+            w.push("turbo/boost is on: clock speed varies with load and temperature".to_owned());
+        }
+        if self.percpu_path != "rseq" {
+            w.push(format!("percpu reads the CPU id with {} (no rseq): slower than on glibc >= 2.35", self.percpu_path));
+        }
+        w
+    }
+
+    /// The `harness env` report.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let counters = match &self.counters {
+            Some(c) if c.available => "hardware (cycles, instructions, branch/L1d/LLC misses)".to_owned(),
+            Some(c) => format!("{:?}: {}", c.kind, c.reason.as_deref().unwrap_or("")),
+            None => "not probed".to_owned(),
+        };
+        for (k, v) in [
+            ("host", self.host.clone()),
+            ("cpu", self.cpu_model.clone()),
+            ("affinity cpus", format!("{:?}", self.cpus)),
+            ("online cpus", self.online_cpus.to_string()),
+            ("kernel", self.kernel.clone()),
+            ("hypervisor", self.hypervisor.to_string()),
+            ("governor", self.governor.clone()),
+            ("turbo/boost", self.turbo.clone()),
+            ("smt", self.smt.clone()),
+            ("perf_event_paranoid", self.perf_event_paranoid.clone()),
+            ("aslr", self.aslr.clone()),
+            ("nmi_watchdog", self.nmi_watchdog.clone()),
+            ("rustc", self.rustc.clone()),
+            ("git commit", self.git_commit.clone()),
+            ("counters", counters),
+            ("percpu cpu id", self.percpu_path.clone()),
+        ] {
+            s.push_str(&format!("{k:<20} {v}\n"));
+        }
+        for w in self.warnings() {
+            s.push_str(&format!("warning: {w}\n"));
+        }
+        s
+    }
+}

@@ -1,0 +1,244 @@
+//! What a run says: the terminal table, `report.md` and the Bencher Metric Format export, all
+//! computed from the rows (medians over runs, never a single run's figure).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::measure::Row;
+use crate::output::RunFile;
+
+/// Median, minimum and maximum of a sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Self { median, min: v[0], max: v[n - 1] })
+    }
+}
+
+/// One strategy in one scenario, summarised over its runs.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub strategy: String,
+    pub scenario: String,
+    pub readers: usize,
+    pub ns_per_call: Spread,
+    pub ratio: Option<Spread>,
+    pub calls_per_sec: Spread,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub transitions: u64,
+    pub transition_p99_us: Option<f64>,
+    pub rate_kept: Option<bool>,
+    pub violations: u64,
+    pub use_after_reclaim: u64,
+    pub failed: bool,
+    /// Per call: counter name → median over runs of value / calls.
+    pub counters_per_call: BTreeMap<String, f64>,
+}
+
+/// Groups rows by (scenario, strategy), in the order scenarios and strategies first appear.
+pub fn summarize(rows: &[Row]) -> Vec<Summary> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let k = (r.scenario.clone(), r.strategy.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.sort_by_key(|(sc, _)| rows.iter().position(|r| &r.scenario == sc));
+    keys.into_iter()
+        .map(|(scenario, strategy)| {
+            let rs: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect();
+            let med = |f: &dyn Fn(&Row) -> Option<f64>| Spread::of(rs.iter().filter_map(|r| f(r))).map(|s| s.median);
+            let mut counters_per_call = BTreeMap::new();
+            let names: Vec<String> = rs.iter().filter_map(|r| r.counters.as_ref()).flat_map(|c| c.values.keys().cloned()).collect();
+            for name in names {
+                let per_call = Spread::of(rs.iter().filter_map(|r| {
+                    r.counters.as_ref().and_then(|c| c.values.get(&name)).map(|v| v / r.calls.max(1) as f64)
+                }));
+                if let Some(s) = per_call {
+                    counters_per_call.insert(name, s.median);
+                }
+            }
+            Summary {
+                readers: rs[0].readers,
+                ns_per_call: Spread::of(rs.iter().map(|r| r.ns_per_call)).expect("at least one row"),
+                ratio: Spread::of(rs.iter().filter_map(|r| r.ratio_to_fnptr)),
+                calls_per_sec: Spread::of(rs.iter().map(|r| r.calls_per_sec)).expect("at least one row"),
+                p50: med(&|r| r.batch_ns.map(|p| p.p50)).unwrap_or(f64::NAN),
+                p99: med(&|r| r.batch_ns.map(|p| p.p99)).unwrap_or(f64::NAN),
+                p999: med(&|r| r.batch_ns.map(|p| p.p999)).unwrap_or(f64::NAN),
+                max: rs.iter().filter_map(|r| r.batch_ns.map(|p| p.max)).fold(f64::NAN, f64::max),
+                transitions: rs.iter().map(|r| r.transitions).sum(),
+                transition_p99_us: med(&|r| r.transition_us.map(|p| p.p99)),
+                rate_kept: rs.iter().filter_map(|r| r.rate_kept).reduce(|a, b| a && b),
+                violations: rs.iter().map(|r| r.violations).sum(),
+                use_after_reclaim: rs.iter().map(|r| r.use_after_reclaim).sum(),
+                failed: rs.iter().any(|r| r.failed()),
+                counters_per_call,
+                strategy,
+                scenario,
+            }
+        })
+        .collect()
+}
+
+fn counters_cell(s: &Summary) -> String {
+    let c = &s.counters_per_call;
+    if let Some(ins) = c.get("instructions") {
+        let cyc = c.get("cycles").copied().unwrap_or(f64::NAN);
+        format!("{ins:.1} ins, {cyc:.1} cyc")
+    } else if let Some(clock) = c.get("task_clock_ns") {
+        format!("{clock:.2} ns task-clock")
+    } else {
+        "-".to_owned()
+    }
+}
+
+fn rate_cell(s: &Summary) -> String {
+    match s.rate_kept {
+        Some(false) => format!("{} (rate NOT kept)", s.transitions),
+        _ => s.transitions.to_string(),
+    }
+}
+
+/// Rows of one table: (header, cells per summary).
+fn table_rows(summaries: &[&Summary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "strategy", "ns/call", "min-max", "x fnptr", "ratio min-max", "Mcalls/s", "p50", "p99", "p99.9", "max", "transitions",
+        "tr p99 us", "viol", "uar", "counters/call",
+    ];
+    let f2 = |x: f64| if x.is_finite() { format!("{x:.2}") } else { "-".into() };
+    let cells = summaries
+        .iter()
+        .map(|s| {
+            vec![
+                format!("{}{}", s.strategy, if s.failed { " FAIL" } else { "" }),
+                f2(s.ns_per_call.median),
+                format!("{}-{}", f2(s.ns_per_call.min), f2(s.ns_per_call.max)),
+                s.ratio.map_or("-".into(), |r| f2(r.median)),
+                s.ratio.map_or("-".into(), |r| format!("{}-{}", f2(r.min), f2(r.max))),
+                f2(s.calls_per_sec.median / 1e6),
+                f2(s.p50),
+                f2(s.p99),
+                f2(s.p999),
+                f2(s.max),
+                rate_cell(s),
+                s.transition_p99_us.map_or("-".into(), |x| format!("{x:.1}")),
+                s.violations.to_string(),
+                s.use_after_reclaim.to_string(),
+                counters_cell(s),
+            ]
+        })
+        .collect();
+    (header, cells)
+}
+
+fn scenarios(summaries: &[Summary]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in summaries {
+        if !out.contains(&s.scenario) {
+            out.push(s.scenario.clone());
+        }
+    }
+    out
+}
+
+/// The terminal table, one block per scenario (per-batch percentiles in ns per call).
+pub fn terminal(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    for sc in scenarios(summaries) {
+        let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
+        let (header, cells) = table_rows(&group);
+        let widths: Vec<usize> =
+            (0..header.len()).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        writeln!(out, "\n== {sc}").unwrap();
+        let line = |cols: Vec<String>| cols.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ");
+        writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect())).unwrap();
+        for c in cells {
+            writeln!(out, "{}", line(c)).unwrap();
+        }
+    }
+    out
+}
+
+/// `report.md`: the machine, the config, and the tables.
+pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_note: Option<&str>) -> String {
+    let mut md = String::new();
+    let e = &run.env;
+    writeln!(md, "# dispatch-bench run {}\n", run.started).unwrap();
+    writeln!(md, "Machine: {} ({} CPUs in the affinity mask {:?}), kernel {}, {}.", e.cpu_model, e.cpus.len(), e.cpus, e.kernel, if e.hypervisor { "a VM" } else { "bare metal" }).unwrap();
+    writeln!(md, "Governor {}, turbo {}, SMT {}, perf_event_paranoid {}; {}; commit {}.", e.governor, e.turbo, e.smt, e.perf_event_paranoid, e.rustc, e.git_commit).unwrap();
+    let counters = e.counters.as_ref().map_or("not probed".to_owned(), |c| {
+        if c.available { "hardware counters".to_owned() } else { format!("no hardware counters ({})", c.reason.as_deref().unwrap_or("")) }
+    });
+    writeln!(md, "Counters: {counters}. percpu reads the CPU id with {}.\n", e.percpu_path).unwrap();
+    for w in e.warnings() {
+        writeln!(md, "- warning: {w}").unwrap();
+    }
+    let c = &run.config;
+    writeln!(
+        md,
+        "\nConfig: {} run(s) of {:.2} s per strategy and scenario, strategies interleaved in a random order per round (seed {}); \
+         ns/call is the mean over batches (one critical section each) with the clock's overhead subtracted; \
+         percentiles are per-batch ns/call; ratios are to `fnptr` in the same round, median (min-max) over rounds.\n",
+        c.runs,
+        c.duration.as_secs_f64(),
+        c.seed
+    )
+    .unwrap();
+    for sc in scenarios(summaries) {
+        let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
+        let (header, cells) = table_rows(&group);
+        writeln!(md, "## {sc}\n").unwrap();
+        writeln!(md, "| {} |", header.join(" | ")).unwrap();
+        writeln!(md, "|{}|", header.iter().map(|_| "---").collect::<Vec<_>>().join("|")).unwrap();
+        for c in cells {
+            writeln!(md, "| {} |", c.join(" | ")).unwrap();
+        }
+        md.push('\n');
+    }
+    if !plots.is_empty() {
+        writeln!(md, "## Plots\n").unwrap();
+        for p in plots {
+            writeln!(md, "![{p}]({p})\n").unwrap();
+        }
+    }
+    if let Some(note) = plot_note {
+        writeln!(md, "Plots: {note}\n").unwrap();
+    }
+    md
+}
+
+/// Bencher Metric Format: `{"<scenario>/<strategy>": {"latency": {value, lower_value, upper_value}, ...}}`.
+pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for s in summaries {
+        let measure = |sp: Spread| json!({"value": sp.median, "lower_value": sp.min, "upper_value": sp.max});
+        let mut m = serde_json::Map::new();
+        m.insert("latency".into(), measure(s.ns_per_call));
+        m.insert("throughput".into(), measure(s.calls_per_sec));
+        if let Some(r) = s.ratio {
+            m.insert("ratio-to-fnptr".into(), measure(r));
+        }
+        out.insert(format!("{}/{}", s.scenario, s.strategy), m.into());
+    }
+    out.into()
+}

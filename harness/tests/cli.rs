@@ -1,0 +1,195 @@
+//! The harness's command line, end to end: bad input gets a message naming the problem and the
+//! fix and exit code 2 before anything is measured; a short run writes its directory atomically;
+//! `compare` exits 0 / 1 / 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().expect("run harness")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dispatch-bench-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A fast run: two strategies, one reader, steady and back-to-back transitions; `overrides`
+/// replace options by name.
+fn tiny_run(out: &Path, overrides: &[(&str, &str)]) -> Output {
+    let mut opts = vec![
+        ("--strategies", "klp,fnptr"),
+        ("--readers", "1"),
+        ("--rate", "0,max"),
+        ("--duration", "0.02"),
+        ("--runs", "2"),
+        ("--cold", "0"),
+        ("--counters", "off"),
+        ("--out", out.to_str().unwrap()),
+    ];
+    for (k, v) in overrides {
+        match opts.iter_mut().find(|(name, _)| name == k) {
+            Some(o) => o.1 = v,
+            None => opts.push((k, v)),
+        }
+    }
+    let mut args = vec!["run".to_owned()];
+    for (k, v) in opts {
+        args.push(format!("{k}={v}"));
+    }
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(&args).output().expect("run harness")
+}
+
+#[test]
+fn list_prints_every_strategy() {
+    let o = harness(&["list"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for info in dispatch::strategy::ALL {
+        assert!(text.lines().any(|l| l.starts_with(info.name)), "{} missing", info.name);
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--strategies", "klp,nope"], "valid names: direct, fnptr, klp"),
+        (&["run", "--readers", "0"], "not a positive count"),
+        (&["run", "--readers", "x"], "not a positive count"),
+        (&["run", "--rate=-5"], "not a rate"),
+        (&["run", "--rate", "0,fast"], "not a rate"),
+        (&["run", "--duration", "0"], "--duration must be positive"),
+        (&["run", "--duration=-1"], "--duration must be positive"),
+        (&["run", "--runs", "0"], "--runs must be at least 1"),
+        (&["run", "--readers", "4096"], "--oversubscribe"),
+        (&["run", "--sites", "0"], "at least 1"),
+        (&["compare", "a", "b", "--threshold=-1"], "non-negative"),
+    ];
+    for (args, expected) in cases {
+        let o = harness(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+    }
+    // Unknown flags and values: clap's own message, same exit code.
+    for args in [&["run", "--bogus"][..], &["run", "--order", "sideways"], &["frobnicate"]] {
+        assert_eq!(harness(args).status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn an_existing_or_unwritable_output_directory_is_refused_before_measuring() {
+    let out = scratch("exists");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = tiny_run(&out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    // Refused before measuring: nothing but the check ran.
+    assert!(!stderr(&o).contains("clock overhead"));
+
+    let file = scratch("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let o = tiny_run(&file.join("run"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("choose a writable --out"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
+    let out = scratch("run");
+    let o = tiny_run(&out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["run.json", "report.md", "bmf.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let run = harness::output::load_run(&out).unwrap();
+    assert_eq!(run.rows.len(), 2 * 2 * 2, "strategies x scenarios x runs");
+    assert!(run.rows.iter().all(|r| r.calls > 0 && r.ns_per_call > 0.0));
+    assert!(run.rows.iter().filter(|r| r.strategy == "fnptr").all(|r| r.ratio_to_fnptr == Some(1.0)));
+    assert!(run.rows.iter().any(|r| r.transitions > 0), "the writer ran");
+    // No temporary directory is left beside the run.
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("{}.tmp", out.file_name().unwrap().to_string_lossy())))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    let o = harness(&["compare", out.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // Unusable inputs: missing, empty, corrupt, other schema, other scenarios.
+    let bad = scratch("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let json = std::fs::read_to_string(out.join("run.json")).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = bad.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cases = [
+        (bad.join("missing.json"), "cannot read"),
+        (write("empty.json", ""), "is empty"),
+        (write("corrupt.json", "{\"schema_version\": 1, "), "not valid JSON"),
+        (write("schema.json", &json.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1)), "schema_version 99"),
+        (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
+    ];
+    for (path, expected) in cases {
+        let o = harness(&["compare", out.to_str().unwrap(), path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", path.display(), stderr(&o));
+        assert!(stderr(&o).contains(expected), "{}: {}", path.display(), stderr(&o));
+    }
+    // A clear slowdown of every run is a regression (exit 1).
+    let mut slow: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for (i, row) in slow["rows"].as_array_mut().unwrap().iter_mut().enumerate() {
+        let ns = row["ns_per_call"].as_f64().unwrap();
+        row["ns_per_call"] = serde_json::json!(ns * 1.5 + i as f64 * 1e-3);
+    }
+    let slow_path = write("slow.json", &slow.to_string());
+    let o = harness(&["compare", out.to_str().unwrap(), slow_path.to_str().unwrap(), "--threshold", "10"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&bad);
+}
+
+#[test]
+fn env_reports_the_machine() {
+    let o = harness(&["env", "--counters", "auto"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for key in ["cpu", "kernel", "governor", "perf_event_paranoid", "counters", "percpu cpu id"] {
+        assert!(text.contains(key), "{key} missing: {text}");
+    }
+}
+
+#[test]
+fn counters_fall_back_with_a_reason_unless_required() {
+    let probe = harness::counters::probe(harness::config::CountersMode::Require);
+    let out = scratch("require");
+    let o = tiny_run(&out, &[("--counters", "require"), ("--strategies", "fnptr"), ("--rate", "0")]);
+    match probe {
+        Ok(_) => assert!(o.status.success(), "{}", stderr(&o)),
+        Err(_) => {
+            assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+            assert!(stderr(&o).contains("--counters auto"), "{}", stderr(&o));
+            // auto: the reason is said once and the run goes on with software counters.
+            let auto = scratch("auto");
+            let o = tiny_run(&auto, &[("--counters", "auto"), ("--strategies", "fnptr"), ("--rate", "0")]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stderr(&o).matches("counters:").count(), 1, "{}", stderr(&o));
+            let run = harness::output::load_run(&auto).unwrap();
+            let c = run.env.counters.unwrap();
+            assert!(!c.available && c.reason.is_some());
+            assert!(run.rows.iter().all(|r| r.counters.as_ref().is_some_and(|c| c.values.contains_key("task_clock_ns"))));
+            let _ = std::fs::remove_dir_all(&auto);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
