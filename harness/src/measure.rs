@@ -422,15 +422,17 @@ fn writer<S: Strategy>(
             // Refused once the transition is settling: it then completes forward.
             let _ = p.reverse();
         }
-        // Poll: spin briefly (readers pass a safe point every few µs), then yield the CPU.
+        // Poll: spin briefly (readers pass a safe point every few µs), then sleep in short steps.
+        // Sleeping, not yielding: when readers occupy every CPU, a yielding writer waits a whole
+        // time slice per poll, while a sleeping one preempts a reader as soon as it wakes.
         let polling = Instant::now();
         let stats = loop {
             match p.try_complete() {
                 Progress::Done(stats) => break Some(stats),
                 Progress::Idle => break p.last_transition(),
                 _ if control.aborted() => return Err("aborted".into()),
-                _ if polling.elapsed() < Duration::from_micros(50) => std::hint::spin_loop(),
-                _ => std::thread::yield_now(),
+                _ if polling.elapsed() < Duration::from_micros(20) => std::hint::spin_loop(),
+                _ => std::thread::sleep(Duration::from_micros(20)),
             }
         }
         .ok_or("writer: a transition vanished")?;

@@ -28,8 +28,11 @@ pub struct RunFile {
 
 /// `results/runs` of the workspace this binary was built in, if it exists, else `./results/runs`.
 pub fn default_root() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/runs");
-    if built.parent().is_some_and(Path::exists) { built } else { PathBuf::from("results/runs") }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.join("results"));
+    match workspace {
+        Some(results) if results.is_dir() => results.join("runs"),
+        _ => PathBuf::from("results/runs"),
+    }
 }
 
 /// `<timestamp>-<host>` under the default root.

@@ -62,7 +62,9 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             keys.push(k);
         }
     }
-    keys.sort_by_key(|(sc, _)| rows.iter().position(|r| &r.scenario == sc));
+    // Scenarios in run order, strategies in registry order (what the README's table lists).
+    let registry = |name: &str| dispatch::strategy::ALL.iter().position(|i| i.name == name);
+    keys.sort_by_key(|(sc, st)| (rows.iter().position(|r| &r.scenario == sc), registry(st)));
     keys.into_iter()
         .map(|(scenario, strategy)| {
             let rs: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect();
