@@ -4,9 +4,16 @@
 
 use std::hint::black_box;
 
+pub mod gate;
+
 use dispatch::check::{self, code};
 use dispatch::strategy::Consistency;
-use dispatch::{FuncSpec, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task};
+use dispatch::{
+    FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task, TransitionStats,
+};
+
+/// Calls per read-path benchmark of the gungraun suite; the gate divides by it.
+pub const GATE_CALLS: usize = 1000;
 
 /// Sites per fixture: calls cycle through them, so each call is a different site, as in a kernel
 /// that patched several functions.
@@ -15,22 +22,29 @@ pub const SITES: usize = 8;
 /// Which read path a fixture's task takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// Two patches enabled and settled: the head's func, no transition.
+    /// One patch enabled and settled: the head's func, no transition.
     Steady,
-    /// A third patch in transition, the task migrated: the head's func, after reading its state.
+    /// A second patch in transition, the task migrated: the head's func, after reading its state.
     TransitionPatched,
-    /// A third patch in transition, the task not migrated: the func below the head.
+    /// A second patch in transition, the task not migrated: the func below the head.
     TransitionUnpatched,
+    /// A replace in transition that covers none of the called sites, the task migrated: every
+    /// head is a nop, so the original runs.
+    Nop,
+    /// Two patches stacked and settled: the head's func with an older one below.
+    Depth2,
 }
 
 impl Path {
-    pub const ALL: [Path; 3] = [Path::Steady, Path::TransitionPatched, Path::TransitionUnpatched];
+    pub const ALL: [Path; 5] = [Path::Steady, Path::TransitionPatched, Path::TransitionUnpatched, Path::Nop, Path::Depth2];
 
     pub fn name(self) -> &'static str {
         match self {
             Path::Steady => "steady",
             Path::TransitionPatched => "transition_patched",
             Path::TransitionUnpatched => "transition_unpatched",
+            Path::Nop => "nop",
+            Path::Depth2 => "depth2",
         }
     }
 }
@@ -48,38 +62,47 @@ pub struct Fixture<S: Strategy> {
 
 impl<S: Strategy> Fixture<S> {
     pub fn new(path: Path) -> Self {
-        let originals: Vec<_> = (0..SITES).map(code).collect();
+        // One extra site, never called: the replace of the nop path patches only that one.
+        let originals: Vec<_> = (0..=SITES).map(code).collect();
         let patcher = Patcher::<S>::new(&originals, PatcherConfig::default());
-        let patch = |n: usize| {
-            let spec =
-                PatchSpec::new(format!("p{n}"), (0..SITES).map(|s| FuncSpec::new(SiteId(s as u32), code(100 * n + s))));
-            patcher.load(spec).expect("valid patch")
-        };
         let task = patcher.register().expect("capacity");
-        for n in 1..=2 {
-            patcher.enable(patch(n)).expect("enable");
+        let (settled, in_transition) = match path {
+            Path::Steady => (1, None),
+            Path::Depth2 => (2, None),
+            Path::TransitionPatched | Path::TransitionUnpatched => (1, Some(Op::Enable)),
+            Path::Nop => (1, Some(Op::Replace)),
+        };
+        for n in 1..=settled {
+            patcher.enable(all_sites(&patcher, n)).expect("enable");
             settle(&patcher, &task);
         }
-        let blocker = (path != Path::Steady).then(|| {
+        let blocker = in_transition.map(|op| {
             let blocker = patcher.register().expect("capacity");
-            assert!(matches!(patcher.enable(patch(3)).expect("enable"), Progress::Migrating { .. }));
-            if path == Path::TransitionPatched {
+            let progress = match op {
+                Op::Replace => {
+                    let spare = FuncSpec::new(SiteId(SITES as u32), code(900));
+                    patcher.replace(patcher.load(PatchSpec::new("r", [spare])).expect("valid patch"))
+                }
+                _ => patcher.enable(all_sites(&patcher, settled + 1)),
+            };
+            assert!(matches!(progress.expect("start"), Progress::Migrating { .. }));
+            if path != Path::TransitionUnpatched {
                 task.safe_point().expect("owner");
             }
             blocker
         });
         let state = match path {
-            Path::Steady => PatchState::Idle,
-            Path::TransitionPatched => PatchState::Patched,
+            Path::Steady | Path::Depth2 => PatchState::Idle,
+            Path::TransitionPatched | Path::Nop => PatchState::Patched,
             Path::TransitionUnpatched => PatchState::Unpatched,
         };
         assert_eq!(task.patch_state(), state);
         let sites = std::array::from_fn(|s| SiteId(s as u32));
+        // Per-task strategies honour the state; `fnptr` always runs the head (= Patched view).
+        let view = if S::INFO.consistency == Consistency::PerTask { state } else { PatchState::Patched };
         let expected = match S::INFO.consistency {
             Consistency::NotPatchable => (SITES as u64).wrapping_mul(check::DIRECT_FINGERPRINT),
-            // Per-task strategies honour the state; `fnptr` always runs the head (= Patched view).
-            Consistency::PerTask => check::signature(&patcher.universe(state), 0),
-            Consistency::Immediate => check::signature(&patcher.universe(PatchState::Patched), 0),
+            _ => check::signature(&patcher.universe(view)[..SITES], 0),
         };
         let fixture = Self { task, _blocker: blocker, patcher, sites, expected };
         fixture.verify();
@@ -90,6 +113,18 @@ impl<S: Strategy> Fixture<S> {
     pub fn verify(&self) {
         let got = self.round();
         assert_eq!(got, self.expected, "{}: the read path does not resolve to the expected targets", S::INFO.name);
+    }
+
+    /// After a contended run the patch under contention may or may not be enabled: checks that
+    /// every call still resolves to one of the two universes.
+    pub fn verify_after_contention(&self) {
+        if S::INFO.consistency == Consistency::NotPatchable {
+            return self.verify();
+        }
+        let got = self.round();
+        let candidates = [PatchState::Idle, PatchState::Unpatched, PatchState::Patched]
+            .map(|s| check::signature(&self.patcher.universe(s)[..SITES], 0));
+        assert!(candidates.contains(&got) || got == self.expected, "{}: unexpected targets after contention", S::INFO.name);
     }
 
     /// One call of every site, summed (as the consistency check does).
@@ -119,6 +154,79 @@ impl<S: Strategy> std::fmt::Debug for Fixture<S> {
     }
 }
 
+/// Loads patch `n`: a func for every called site.
+fn all_sites<S: Strategy>(patcher: &Patcher<S>, n: usize) -> PatchId {
+    let spec = PatchSpec::new(format!("p{n}"), (0..SITES).map(|s| FuncSpec::new(SiteId(s as u32), code(100 * n + s))));
+    patcher.load(spec).expect("valid patch")
+}
+
+/// A writer operation measured without readers: start it and drive it to completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterOp {
+    /// Enable a patch of every site on an empty stack.
+    Enable,
+    /// Replace an enabled patch with a cumulative one covering half the sites (nops for the rest).
+    Replace,
+}
+
+impl WriterOp {
+    pub const ALL: [WriterOp; 2] = [WriterOp::Enable, WriterOp::Replace];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriterOp::Enable => "enable",
+            WriterOp::Replace => "replace",
+        }
+    }
+}
+
+/// A patcher ready for one writer operation.
+pub struct WriterFixture<S: Strategy> {
+    pub patcher: Patcher<S>,
+    op: WriterOp,
+    patch: PatchId,
+}
+
+impl<S: Strategy> WriterFixture<S> {
+    pub fn new(op: WriterOp) -> Self {
+        let originals: Vec<_> = (0..SITES).map(code).collect();
+        let patcher = Patcher::<S>::new(&originals, PatcherConfig::default());
+        let patch = match op {
+            WriterOp::Enable => all_sites(&patcher, 1),
+            WriterOp::Replace => {
+                patcher.enable(all_sites(&patcher, 1)).expect("enable");
+                let half = (0..SITES / 2).map(|s| FuncSpec::new(SiteId(s as u32), code(300 + s)));
+                patcher.load(PatchSpec::new("cumulative", half)).expect("valid patch")
+            }
+        };
+        Self { patcher, op, patch }
+    }
+
+    /// Runs the operation to completion (no tasks: it completes without waiting) and checks it.
+    #[inline(never)]
+    pub fn run(&self) -> TransitionStats {
+        let progress = match self.op {
+            WriterOp::Enable => self.patcher.enable(self.patch),
+            WriterOp::Replace => self.patcher.replace(self.patch),
+        };
+        match progress.expect("the operation starts") {
+            Progress::Done(stats) => stats,
+            other => panic!("{}: {:?} did not complete without tasks: {other:?}", S::INFO.name, self.op),
+        }
+    }
+
+    /// Panics unless the operation took effect.
+    pub fn verify(&self) {
+        assert_eq!(self.patcher.enabled(), vec![self.patch], "{}: {:?} did not take effect", S::INFO.name, self.op);
+    }
+}
+
+impl<S: Strategy> std::fmt::Debug for WriterFixture<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterFixture").field("strategy", &S::INFO.name).field("op", &self.op).finish()
+    }
+}
+
 /// Completes the transition in progress from the calling thread (the only task's thread).
 fn settle<S: Strategy>(patcher: &Patcher<S>, task: &Task<S>) {
     for _ in 0..10 {
@@ -145,6 +253,11 @@ mod tests {
                 for path in Path::ALL {
                     let f = Fixture::<S>::new(path);
                     assert_eq!(f.calls(SITES), f.round());
+                }
+                for op in WriterOp::ALL {
+                    let w = WriterFixture::<S>::new(op);
+                    w.run();
+                    w.verify();
                 }
             }
         }

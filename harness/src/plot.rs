@@ -123,7 +123,8 @@ fn latency(path: &Path, summaries: &[Summary]) -> DrawResult {
         .x_label_formatter(&|x| names.get(x.round() as usize).cloned().unwrap_or_default())
         .y_desc("ns per call (log)")
         .draw()?;
-    let series: [(&str, fn(&Summary) -> f64); 4] =
+    type Series = (&'static str, fn(&Summary) -> f64);
+    let series: [Series; 4] =
         [("p50", |s| s.p50), ("p99", |s| s.p99), ("p99.9", |s| s.p999), ("max", |s| s.max)];
     for (i, (label, f)) in series.into_iter().enumerate() {
         let c = color(i);

@@ -1,0 +1,72 @@
+//! gungraun (iai-callgrind's current name): instruction counts of every strategy in the
+//! registry on every read path (per `CALLS` calls) and of the writer operations. Deterministic,
+//! so they are what CI gates on (`scripts/gate`); run with `cargo bench -p benches --bench
+//! instructions` once `scripts/setup` has installed valgrind and gungraun-runner.
+//!
+//! Setup (building the fixture) happens in the bench arguments, outside the counted function;
+//! the fixture is returned so that its drop is not counted either.
+
+use std::hint::black_box;
+
+use benches::{Fixture, Path, WriterFixture, WriterOp};
+use dispatch::{Strategy, TransitionStats};
+use gungraun::prelude::*;
+
+const CALLS: usize = benches::GATE_CALLS;
+
+fn read<S: Strategy>(fixture: Fixture<S>) -> (u64, Fixture<S>) {
+    let sum = black_box(fixture.calls(CALLS));
+    (sum, fixture)
+}
+
+fn write<S: Strategy>(fixture: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) {
+    let stats = black_box(fixture.run());
+    (stats, fixture)
+}
+
+/// One benchmark function per path, one `#[bench]` per strategy of the registry.
+macro_rules! benchmarks {
+    ($($name:ident : $ty:path),* $(,)?) => {
+        #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::Steady))])*
+        fn steady<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::TransitionPatched))])*
+        fn transition_patched<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::TransitionUnpatched))])*
+        fn transition_unpatched<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::Nop))])*
+        fn nop<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::Depth2))])*
+        fn depth2<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(WriterFixture::<$ty>::new(WriterOp::Enable))])*
+        fn writer_enable<S: Strategy>(f: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) { write(f) }
+
+        #[library_benchmark]
+        $(#[bench::$name(WriterFixture::<$ty>::new(WriterOp::Replace))])*
+        fn writer_replace<S: Strategy>(f: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) { write(f) }
+    };
+}
+
+dispatch::for_each_strategy!(benchmarks);
+
+library_benchmark_group!(
+    name = read_path;
+    benchmarks = steady, transition_patched, transition_unpatched, nop, depth2
+);
+
+library_benchmark_group!(
+    name = writer;
+    benchmarks = writer_enable, writer_replace
+);
+
+main!(library_benchmark_groups = read_path, writer);

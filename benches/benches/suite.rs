@@ -1,0 +1,259 @@
+//! criterion: every strategy of the registry on every read path, the writer operations, and a
+//! contended group (readers plus a writer cycling transitions).
+//!
+//! `cargo bench -p benches --bench suite [-- --quick]`. `DISPATCH_BENCH_MEASURE=instructions` or
+//! `cycles` counts with perf-event2 instead of timing (calling thread only, user space); where the
+//! counter cannot be opened the reason is printed once and time is used.
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::{Fixture, Path, WriterFixture, WriterOp};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use dispatch::{Strategy, Visitor};
+use perf_event::events::Hardware;
+use perf_event::{Builder, Counter};
+
+/// Calls per iteration of the read-path benches.
+const CALLS: usize = 256;
+
+struct ReadPath<'a, 'c, M: Measurement> {
+    group: &'a mut BenchmarkGroup<'c, M>,
+    path: Path,
+}
+
+impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
+    type Output = ();
+
+    fn visit<S: Strategy>(&mut self) {
+        // Verifies that the path resolves as expected before timing, and again after.
+        let fixture = Fixture::<S>::new(self.path);
+        self.group.bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| b.iter(|| black_box(fixture.calls(CALLS))));
+        fixture.verify();
+    }
+}
+
+struct Writer<'a, 'c, M: Measurement> {
+    group: &'a mut BenchmarkGroup<'c, M>,
+    op: WriterOp,
+}
+
+impl<M: Measurement> Visitor for Writer<'_, '_, M> {
+    type Output = ();
+
+    fn visit<S: Strategy>(&mut self) {
+        let check = WriterFixture::<S>::new(self.op);
+        check.run();
+        check.verify();
+        let id = BenchmarkId::new(self.op.name(), S::INFO.name);
+        self.group.bench_function(id, |b| {
+            b.iter_batched(|| WriterFixture::<S>::new(self.op), |w| black_box(w.run()), BatchSize::SmallInput)
+        });
+    }
+}
+
+/// Readers (pinned) plus a writer enabling and disabling a patch back to back; each reader times
+/// its own calls after a start barrier, thread creation stays outside the timed part, and the
+/// sample is the mean of the readers' times.
+struct Contended<'a, 'c> {
+    group: &'a mut BenchmarkGroup<'c, WallTime>,
+    readers: usize,
+}
+
+impl Visitor for Contended<'_, '_> {
+    type Output = ();
+
+    fn visit<S: Strategy>(&mut self) {
+        let readers = self.readers;
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let id = BenchmarkId::new(S::INFO.name, format!("r{readers}w1"));
+        self.group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let fixture = Fixture::<S>::new(Path::Steady);
+                let start = Barrier::new(readers + 1);
+                let stop = AtomicBool::new(false);
+                let spec = dispatch::PatchSpec::new(
+                    "contender",
+                    (0..benches::SITES).map(|s| dispatch::FuncSpec::new(dispatch::SiteId(s as u32), dispatch::check::code(700 + s))),
+                );
+                let patch = fixture.patcher.load(spec).expect("valid patch");
+                // The fixture's own task sleeps meanwhile, so that it never holds a transition up.
+                fixture.task.park().expect("owner");
+                let patcher = &fixture.patcher;
+                let total: Duration = std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..readers)
+                        .map(|i| {
+                            let (start, core) = (&start, cores.get(i % cores.len().max(1)).copied());
+                            s.spawn(move || {
+                                if let Some(core) = core {
+                                    core_affinity::set_for_current(core);
+                                }
+                                let task = patcher.register().expect("capacity");
+                                start.wait();
+                                let t0 = Instant::now();
+                                let mut done = 0u64;
+                                while done < iters {
+                                    let n = (iters - done).min(1024);
+                                    for i in 0..n {
+                                        black_box(task.call(dispatch::SiteId((i % benches::SITES as u64) as u32), 0));
+                                    }
+                                    task.safe_point().expect("owner");
+                                    done += n;
+                                }
+                                t0.elapsed()
+                            })
+                        })
+                        .collect();
+                    let writer = s.spawn(|| {
+                        start.wait();
+                        let p = patcher;
+                        while !stop.load(Ordering::Relaxed) {
+                            let progress = if p.enabled().contains(&patch) { p.disable(patch) } else { p.enable(patch) };
+                            progress.expect("writer op");
+                            while !matches!(p.try_complete(), dispatch::Progress::Done(_) | dispatch::Progress::Idle) {
+                                if stop.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                                std::thread::yield_now();
+                            }
+                        }
+                    });
+                    let total = handles.into_iter().map(|h| h.join().expect("reader")).sum();
+                    stop.store(true, Ordering::Relaxed);
+                    writer.join().expect("writer");
+                    total
+                });
+                fixture.task.unpark().expect("owner");
+                fixture.verify_after_contention();
+                total / readers as u32
+            })
+        });
+    }
+}
+
+fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
+    for path in Path::ALL {
+        let mut group = c.benchmark_group(path.name());
+        group.throughput(Throughput::Elements(CALLS as u64));
+        dispatch::strategy::visit_all(&mut ReadPath { group: &mut group, path });
+        group.finish();
+    }
+    let mut group = c.benchmark_group("writer");
+    for op in WriterOp::ALL {
+        dispatch::strategy::visit_all(&mut Writer { group: &mut group, op });
+    }
+    group.finish();
+}
+
+fn contended(c: &mut Criterion<WallTime>) {
+    let cpus = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    let mut group = c.benchmark_group("contended");
+    group.throughput(Throughput::Elements(1));
+    for readers in [1, cpus].into_iter().collect::<std::collections::BTreeSet<_>>() {
+        dispatch::strategy::visit_all(&mut Contended { group: &mut group, readers });
+    }
+    group.finish();
+}
+
+/// A perf-event2 hardware counter as a criterion measurement (criterion-perf-events does not
+/// build against criterion 0.8). Counts the calling thread, user space only.
+struct PerfMeasurement {
+    counter: RefCell<Counter>,
+    unit: &'static str,
+}
+
+impl PerfMeasurement {
+    fn open(event: Hardware, unit: &'static str) -> std::io::Result<Self> {
+        Ok(Self { counter: RefCell::new(Builder::new(event).build()?), unit })
+    }
+}
+
+impl Measurement for PerfMeasurement {
+    type Intermediate = ();
+    type Value = u64;
+
+    fn start(&self) {
+        let mut c = self.counter.borrow_mut();
+        c.reset().expect("reset a perf counter");
+        c.enable().expect("enable a perf counter");
+    }
+
+    fn end(&self, _: ()) -> u64 {
+        let mut c = self.counter.borrow_mut();
+        c.disable().expect("disable a perf counter");
+        c.read().expect("read a perf counter")
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self
+    }
+}
+
+impl ValueFormatter for PerfMeasurement {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        self.unit
+    }
+
+    fn scale_throughputs(&self, _typical: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match throughput {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Bits(n) => *n,
+            Throughput::ElementsAndBytes { elements, .. } => *elements,
+        };
+        for v in values.iter_mut() {
+            *v /= n as f64;
+        }
+        match self.unit {
+            "instructions" => "instructions/call",
+            _ => "cycles/call",
+        }
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        self.unit
+    }
+}
+
+fn main() {
+    let choice = std::env::var("DISPATCH_BENCH_MEASURE").unwrap_or_else(|_| "time".into());
+    let event = match choice.as_str() {
+        "time" => None,
+        "instructions" => Some((Hardware::INSTRUCTIONS, "instructions")),
+        "cycles" => Some((Hardware::CPU_CYCLES, "cycles")),
+        other => {
+            eprintln!("DISPATCH_BENCH_MEASURE={other:?} is not one of time, instructions, cycles");
+            std::process::exit(2);
+        }
+    };
+    if let Some((event, unit)) = event {
+        match PerfMeasurement::open(event, unit) {
+            Ok(m) => {
+                let mut c = Criterion::default().with_measurement(m).configure_from_args();
+                benches(&mut c);
+                eprintln!("contended: skipped under DISPATCH_BENCH_MEASURE={choice} (it times several threads)");
+                c.final_summary();
+                return;
+            }
+            Err(e) => eprintln!("DISPATCH_BENCH_MEASURE={choice}: cannot open the counter ({e}); measuring time instead"),
+        }
+    }
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    contended(&mut c);
+    c.final_summary();
+}
