@@ -22,6 +22,7 @@
 //! | CAS stamp → stamp\|1 claims the entry (losers skip the refill) → `fence(Release)` → targets (Relaxed) | targets (Relaxed) → `fence(Acquire)` → stamp re-check (Relaxed) | a reader that read any target of a refill in progress sees the odd stamp, or a newer one, and misses |
 //! | targets → stamp `2g` (Release) | stamp (Acquire) → targets | a reader that sees stamp `2g` reads the targets refilled for generation g |
 //! | refill read the source after loading generation g (see [`super::cache`]) | — | an entry stamped g holds targets at least as new as generation g |
+//! | task states (init) → source → generation → refiller's stamp (Release) | stamp (Acquire), or the reader's own refill → `patch_state` | the state a reader indexes the targets with is never older than the targets: a task that sees a transition sees its own state as Patched or Unpatched (the stress test with forking tasks caught the state read before a refill) |
 //!
 //! So whichever CPU's entry a thread ends up using, it either gets a whole entry of the
 //! generation it loaded or takes the slow path.
@@ -198,9 +199,9 @@ impl ReadSide for PerCpu {
         let entry = self.entry(self.cpu.current(), site);
         // Acquire: pairs with the Release stamp store that ends `refill`.
         let seen = entry.stamp.load(Ordering::Acquire);
-        let state = task.patch_state();
         if seen == generation << 1 {
-            let code = entry.targets[state as usize].load(Ordering::Relaxed);
+            // Read after the stamp (see the table above): the state matches the targets.
+            let code = entry.targets[task.patch_state() as usize].load(Ordering::Relaxed);
             // Pairs with `fence(Release)` in `refill` (see the table above).
             fence(Ordering::Acquire);
             if entry.stamp.load(Ordering::Relaxed) == seen {
@@ -208,7 +209,12 @@ impl ReadSide for PerCpu {
             }
         }
         task.note_cache_miss();
-        self.refill(entry, seen, generation, site).for_state(state)(arg)
+        let targets = self.refill(entry, seen, generation, site);
+        // The state is read only now, after the source: a refill may read a change newer than
+        // the generation loaded above, and only a state read after it is ordered after the task
+        // states the engine initialised before that change (a state read before it could still
+        // say Idle next to a transition, and pick the new version mid-section).
+        targets.for_state(task.patch_state())(arg)
     }
 }
 
@@ -237,7 +243,7 @@ impl Strategy for PerCpu {
 mod loom_models {
     use super::*;
     use crate::check::{code, fingerprint};
-    use crate::model::{Entry as StackEntry, FuncId};
+    use crate::model::{Entry as StackEntry, FuncId, PatchState};
     use crate::strategy::StackOp;
     use crate::sync::Arc;
 
@@ -266,6 +272,40 @@ mod loom_models {
                 loom::thread::yield_now();
             }
             assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(1), "stale target for the generation seen");
+            writer.join().unwrap();
+            refiller.join().unwrap();
+        });
+    }
+
+    /// A task that was Idle when the transition started, and is switched to Unpatched by the
+    /// engine's init before the func is pushed, must never run the new func: not even when a
+    /// stale generation sends it to refill from a source that already holds the transition.
+    #[test]
+    fn state_is_read_after_a_refill() {
+        loom::model(|| {
+            let s = Arc::new(PerCpu::with_cpus(&[code(0)], 1, CpuSource::SchedGetcpu));
+            let task = Arc::new(TaskState::new());
+            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(0));
+            let writer = {
+                let (s, task) = (s.clone(), task.clone());
+                loom::thread::spawn(move || {
+                    // klp_init_transition(PATCHED): the running task becomes Unpatched …
+                    task.set_for_model(PatchState::Unpatched);
+                    // … then the new func is published in transition.
+                    let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
+                    s.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) });
+                })
+            };
+            let refiller = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    // Another task, already migrated, refills the shared entry.
+                    let other = TaskState::new();
+                    other.set_for_model(PatchState::Patched);
+                    s.call(&(), &other, SiteId(0), 0);
+                })
+            };
+            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(0), "an Idle/Unpatched task ran the new func");
             writer.join().unwrap();
             refiller.join().unwrap();
         });
