@@ -6,6 +6,7 @@
 //! - [`transition`]: the [`Patcher`], the one transition engine, generic over the strategy.
 //! - [`strategy`]: the trait (read side / write side) and the one registry of strategies.
 //! - [`check`]: fingerprinted functions, poison, and the universe log used to verify readers.
+//! - [`torture`]: the consistency torture engine of the stress tests and `scripts/soak`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -14,6 +15,8 @@ pub mod model;
 pub mod strategy;
 pub(crate) mod sync;
 pub mod task;
+#[cfg(not(loom))]
+pub mod torture;
 pub mod transition;
 
 pub use model::{Code, Error, FuncSpec, Op, PatchId, PatchSpec, PatchState, SiteId};

@@ -1,0 +1,254 @@
+//! The torture engine behind the consistency stress tests and `scripts/soak`: reader tasks call
+//! every site of multi-site patches between safe points and check that each critical section saw
+//! one universe the writer announced, while a writer cycles enable / disable / replace / reverse
+//! over stacked patches (depth 2, with nops). Readers park now and then (the patcher migrates
+//! them) and spawn child tasks mid-section (which must inherit their state and stay consistent on
+//! their own threads).
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::check::{self, Universes, code, resolve, signature};
+use crate::{Code, FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, SiteId, Strategy, Task};
+
+/// Sites every patch set is spread over.
+pub const SITES: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub readers: usize,
+    /// Stop after this many completed transitions…
+    pub transitions: u64,
+    /// …or after this long, whichever comes first.
+    pub time_limit: Duration,
+    /// Stop at the first violation (to prove that the checker catches an inconsistent strategy).
+    pub until_violation: bool,
+    /// Each reader parks and unparks every this many critical sections (0: never).
+    pub park_every: u64,
+    /// Each reader spawns a child task every this many critical sections (0: never).
+    pub spawn_every: u64,
+    /// Test hook: reader 0 panics in the middle of this critical section.
+    pub panic_at: Option<u64>,
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            readers: 2,
+            transitions: 300,
+            time_limit: Duration::from_secs(60),
+            until_violation: false,
+            park_every: 256,
+            spawn_every: 0,
+            panic_at: None,
+            seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub transitions: u64,
+    pub reversals: u64,
+    pub forced: u64,
+    pub migrated_at_safe_point: u64,
+    pub migrated_while_parked: u64,
+    pub critical_sections: u64,
+    pub violations: u64,
+    pub poison_hits: u64,
+    pub idle_in_transition: u64,
+    pub children: u64,
+    /// Children whose state or pending flag differed from their parent's at creation.
+    pub inheritance_errors: u64,
+}
+
+/// Patches over [`SITES`] sites: A and B overlap (stacking), C and D cover parts (a replace by
+/// either gets nops for the rest).
+pub fn patch_specs() -> Vec<PatchSpec> {
+    let patch = |name: &str, base: usize, sites: std::ops::Range<usize>| {
+        PatchSpec::new(name, sites.map(|s| FuncSpec::new(SiteId(s as u32), code(base + s))))
+    };
+    vec![patch("a", 100, 0..6), patch("b", 200, 2..8), patch("c", 300, 0..3), patch("d", 400, 4..8)]
+}
+
+/// xorshift64*: deterministic, so that a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+    }
+}
+
+/// Counters shared by readers and children.
+#[derive(Default)]
+struct Tally {
+    sections: AtomicU64,
+    violations: AtomicU64,
+    poison: AtomicU64,
+    idle: AtomicU64,
+    children: AtomicU64,
+    inheritance: AtomicU64,
+}
+
+impl Tally {
+    fn add(c: &AtomicU64, n: u64) {
+        // Relaxed: statistics, read after every thread is joined.
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One critical section: every site, twice, in an order that depends on `r`; both rounds must
+/// see the same universe, and it must be one the writer announced.
+fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &Universes, tally: &Tally, panic_here: bool) {
+    let mut sums = [0u64; 2];
+    for (round, sum) in sums.iter_mut().enumerate() {
+        for i in 0..SITES {
+            let site = if (r + round) % 2 == 0 { i } else { SITES - 1 - i };
+            *sum = sum.wrapping_add(task.call(SiteId(site as u32), 0));
+            if panic_here && round == 1 && i == SITES / 2 {
+                panic!("injected reader panic in the middle of a critical section (test hook)");
+            }
+        }
+    }
+    if sums[0] != sums[1] || !universes.contains(sums[0]) {
+        Tally::add(&tally.violations, 1);
+    }
+    Tally::add(&tally.sections, 1);
+}
+
+/// Runs readers against a writer; `after_transition(n)` is called after the n-th completion.
+pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> Report {
+    let originals: Vec<Code> = (0..SITES).map(code).collect();
+    let capacity = cfg.readers * 4 + 4;
+    let p = Patcher::<S>::new(&originals, PatcherConfig { capacity, ..Default::default() });
+    let specs = patch_specs();
+    let ids: Vec<PatchId> = specs.iter().map(|s| p.load(s.clone()).expect("valid patch")).collect();
+    let universes = Universes::new(signature(&originals, 0));
+    let stop = AtomicBool::new(false);
+    let tally = Tally::default();
+    let start = Barrier::new(cfg.readers + 1);
+    let mut report = Report::default();
+    let deadline = Instant::now() + cfg.time_limit;
+
+    std::thread::scope(|s| {
+        for r in 0..cfg.readers {
+            let (p, universes, stop, start, tally) = (&p, &universes, &stop, &start, &tally);
+            s.spawn(move || {
+                let task = p.register().expect("capacity");
+                start.wait();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let panic_here = r == 0 && cfg.panic_at == Some(n);
+                    if cfg.spawn_every > 0 && n % cfg.spawn_every == cfg.spawn_every / 2 {
+                        // Fork in the middle of a critical section: the child inherits the state.
+                        let before = task.call(SiteId(0), 0);
+                        if let Ok(child) = task.spawn_child() {
+                            let inherited = (child.patch_state(), child.is_pending()) == (task.patch_state(), task.is_pending());
+                            Tally::add(&tally.inheritance, u64::from(!inherited));
+                            Tally::add(&tally.children, 1);
+                            s.spawn(move || {
+                                for _ in 0..4 {
+                                    section(&child, r + 1, universes, tally, false);
+                                    child.safe_point().expect("the child's own thread");
+                                }
+                                Tally::add(&tally.poison, check::poison_hits());
+                                Tally::add(&tally.idle, child.idle_in_transition());
+                            });
+                        }
+                        // Still the parent's universe: the fork is not a safe point.
+                        if task.call(SiteId(0), 0) != before {
+                            Tally::add(&tally.violations, 1);
+                        }
+                    }
+                    section(&task, r, universes, tally, panic_here);
+                    task.safe_point().expect("the reader's own thread");
+                    n += 1;
+                    if cfg.park_every > 0 && n % cfg.park_every == 0 {
+                        // Sleep now and then: the patcher migrates parked tasks itself.
+                        task.park().expect("running");
+                        std::thread::yield_now();
+                        task.unpark().expect("parked");
+                    }
+                }
+                Tally::add(&tally.poison, check::poison_hits());
+                Tally::add(&tally.idle, task.idle_in_transition());
+            });
+        }
+
+        start.wait();
+        let mut rng = Rng(cfg.seed ^ cfg.transitions);
+        // The oracle: enabled patches (indexes into `specs`), oldest first.
+        let mut enabled: Vec<usize> = Vec::new();
+        while report.transitions < cfg.transitions && Instant::now() < deadline {
+            if cfg.until_violation && tally.violations.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            let disabled: Vec<usize> = (0..specs.len()).filter(|i| !enabled.contains(i)).collect();
+            let choice = rng.below(4);
+            let (op, target, after): (Op, usize, Vec<usize>) = if enabled.is_empty() || (choice == 0 && enabled.len() < 2) {
+                let t = disabled[rng.below(disabled.len())];
+                (Op::Enable, t, enabled.iter().copied().chain([t]).collect())
+            } else if choice == 1 {
+                let t = disabled[rng.below(disabled.len())];
+                (Op::Replace, t, vec![t])
+            } else {
+                let t = enabled[rng.below(enabled.len())];
+                (Op::Disable, t, enabled.iter().copied().filter(|&e| e != t).collect())
+            };
+            let config = |set: &[usize]| {
+                let specs: Vec<&PatchSpec> = set.iter().map(|&i| &specs[i]).collect();
+                signature(&resolve(&originals, &specs), 0)
+            };
+            universes.publish(config(&after));
+            match op {
+                Op::Enable => p.enable(ids[target]),
+                Op::Replace => p.replace(ids[target]),
+                Op::Disable => p.disable(ids[target]),
+            }
+            .expect("a valid operation");
+            if rng.below(4) == 0 {
+                // Reverse mid-flight (refused once the transition is settling).
+                universes.publish(config(&enabled));
+                if p.reverse().is_ok() {
+                    report.reversals += 1;
+                }
+            }
+            let stats = p.wait(Duration::from_secs(30)).expect("transition did not complete");
+            if (stats.op == Op::Disable) == (stats.target == PatchState::Unpatched) {
+                enabled = after;
+            }
+            // The engine agrees with the oracle.
+            let expected: Vec<u64> = {
+                let specs: Vec<&PatchSpec> = enabled.iter().map(|&i| &specs[i]).collect();
+                resolve(&originals, &specs).iter().map(|c| c(0)).collect()
+            };
+            let actual: Vec<u64> = p.universe(PatchState::Idle).iter().map(|c| c(0)).collect();
+            assert_eq!(actual, expected, "engine and oracle disagree after {stats:?}");
+            report.transitions += 1;
+            report.migrated_at_safe_point += stats.migrated_at_safe_point;
+            report.migrated_while_parked += stats.migrated_while_parked;
+            report.forced += u64::from(stats.forced);
+            after_transition(report.transitions);
+            // Let every reader run a few sections before the next transition, so that
+            // transitions and reads interleave even on a loaded 2-CPU machine.
+            let seen = tally.sections.load(Ordering::Relaxed);
+            while tally.sections.load(Ordering::Relaxed) < seen + 2 * cfg.readers as u64 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    report.critical_sections = tally.sections.into_inner();
+    report.violations = tally.violations.into_inner();
+    report.poison_hits = tally.poison.into_inner();
+    report.idle_in_transition = tally.idle.into_inner();
+    report.children = tally.children.into_inner();
+    report.inheritance_errors = tally.inheritance.into_inner();
+    report
+}
