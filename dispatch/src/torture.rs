@@ -60,7 +60,8 @@ pub struct Report {
     pub poison_hits: u64,
     pub idle_in_transition: u64,
     pub children: u64,
-    /// Children whose state or pending flag differed from their parent's at creation.
+    /// Children whose first calls (before their own first safe point) saw another universe
+    /// than their parent at the fork: the state or pending flag was not inherited.
     pub inheritance_errors: u64,
 }
 
@@ -103,6 +104,11 @@ impl Tally {
     }
 }
 
+/// Every site once, summed: the universe the task sees.
+fn round<S: Strategy>(task: &Task<S>, r: usize) -> u64 {
+    (0..SITES).fold(0u64, |sum, i| sum.wrapping_add(task.call(SiteId(((i + r) % SITES) as u32), 0)))
+}
+
 /// One critical section: every site, twice, in an order that depends on `r`; both rounds must
 /// see the same universe, and it must be one the writer announced.
 fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &Universes, tally: &Tally, panic_here: bool) {
@@ -120,6 +126,18 @@ fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &Universes, tally: 
         Tally::add(&tally.violations, 1);
     }
     Tally::add(&tally.sections, 1);
+}
+
+/// Raises `stop` if its thread unwinds, so that one panicking reader ends the run at once
+/// instead of leaving the others (and the writer) running until the time limit.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Runs readers against a writer; `after_transition(n)` is called after the n-th completion.
@@ -140,19 +158,24 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
         for r in 0..cfg.readers {
             let (p, universes, stop, start, tally) = (&p, &universes, &stop, &start, &tally);
             s.spawn(move || {
+                let _stop_on_panic = StopOnPanic(stop);
                 let task = p.register().expect("capacity");
                 start.wait();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let panic_here = r == 0 && cfg.panic_at == Some(n);
                     if cfg.spawn_every > 0 && n % cfg.spawn_every == cfg.spawn_every / 2 {
-                        // Fork in the middle of a critical section: the child inherits the state.
-                        let before = task.call(SiteId(0), 0);
+                        // Fork in the middle of a critical section. The child inherits the state
+                        // and pending flag, so until its own first safe point it must see the
+                        // very universe its parent sees now.
+                        let parent_view = round(&task, r);
                         if let Ok(child) = task.spawn_child() {
-                            let inherited = (child.patch_state(), child.is_pending()) == (task.patch_state(), task.is_pending());
-                            Tally::add(&tally.inheritance, u64::from(!inherited));
                             Tally::add(&tally.children, 1);
                             s.spawn(move || {
+                                let _stop_on_panic = StopOnPanic(stop);
+                                if round(&child, r) != parent_view {
+                                    Tally::add(&tally.inheritance, 1);
+                                }
                                 for _ in 0..4 {
                                     section(&child, r + 1, universes, tally, false);
                                     child.safe_point().expect("the child's own thread");
@@ -162,7 +185,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                             });
                         }
                         // Still the parent's universe: the fork is not a safe point.
-                        if task.call(SiteId(0), 0) != before {
+                        if round(&task, r) != parent_view {
                             Tally::add(&tally.violations, 1);
                         }
                     }
@@ -185,7 +208,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
         let mut rng = Rng(cfg.seed ^ cfg.transitions);
         // The oracle: enabled patches (indexes into `specs`), oldest first.
         let mut enabled: Vec<usize> = Vec::new();
-        while report.transitions < cfg.transitions && Instant::now() < deadline {
+        while report.transitions < cfg.transitions && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             if cfg.until_violation && tally.violations.load(Ordering::Relaxed) > 0 {
                 break;
             }
@@ -238,7 +261,10 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
             // Let every reader run a few sections before the next transition, so that
             // transitions and reads interleave even on a loaded 2-CPU machine.
             let seen = tally.sections.load(Ordering::Relaxed);
-            while tally.sections.load(Ordering::Relaxed) < seen + 2 * cfg.readers as u64 && Instant::now() < deadline {
+            while tally.sections.load(Ordering::Relaxed) < seen + 2 * cfg.readers as u64
+                && Instant::now() < deadline
+                && !stop.load(Ordering::Relaxed)
+            {
                 std::thread::yield_now();
             }
         }

@@ -193,3 +193,28 @@ fn counters_fall_back_with_a_reason_unless_required() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn soak_refuses_bad_input_with_code_2() {
+    let soak = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_soak")).args(args).output().expect("run soak");
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "--strategy is required"),
+        (&["--strategy", "nope"], "valid names"),
+        (&["--strategy", "fnptr"], "not per-task consistent"),
+        (&["--strategy", "klp", "--transitions", "0"], "positive count"),
+        (&["--strategy", "klp", "--transitions", "many"], "positive count"),
+        (&["--strategy", "klp", "--minutes", "-1"], "positive number"),
+        (&["--strategy", "klp", "--transitions", "5", "--minutes", "1"], "not both"),
+        (&["--strategy", "klp", "--bogus", "1"], "unknown"),
+    ];
+    for (args, expected) in cases {
+        let o = soak(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+    }
+    let list = soak(&["--list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l == "klp"));
+    // A short clean soak passes.
+    let ok = soak(&["--strategy", "klp", "--transitions", "50"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}

@@ -80,8 +80,8 @@ fn run() -> Result<u8, Unusable> {
     if let Some(bmf) = &args.bmf {
         write_atomically(bmf, serde_json::to_string_pretty(&gate::bmf(&measured)).expect("json").as_bytes())?;
     }
-    let versions = versions()?;
     if args.update {
+        let versions = versions()?;
         let limits = std::fs::read_to_string(&args.baseline)
             .ok()
             .and_then(|t| gate::parse_baseline(&t, "").ok())
@@ -92,10 +92,12 @@ fn run() -> Result<u8, Unusable> {
         println!("wrote {} ({n} benchmarks); review and commit it", args.baseline.display());
         return Ok(0);
     }
+    // The baseline is checked before the tools, so that its problems are reported first.
     let base_text = std::fs::read_to_string(&args.baseline).map_err(|e| {
         Unusable(format!("cannot read the baseline {} ({e}); make one on purpose with scripts/gate --update", args.baseline.display()))
     })?;
     let base = gate::parse_baseline(&base_text, &args.baseline.display().to_string())?;
+    let versions = versions()?;
     let lines = gate::compare(&base, &versions, &measured)?;
     print!("{}", gate::markdown(&lines));
     let code = gate::exit_code(&lines);
