@@ -218,3 +218,18 @@ fn soak_refuses_bad_input_with_code_2() {
     let ok = soak(&["--strategy", "klp", "--transitions", "50"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
+
+#[test]
+fn a_killed_run_leaves_no_output_directory() {
+    let out = scratch("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--strategies", "fnptr", "--readers", "1", "--rate", "0", "--cold", "0", "--counters", "off"])
+        .args(["--duration", "30", "--runs", "1", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed run must not leave {}", out.display());
+}
