@@ -98,6 +98,7 @@ impl TaskState {
     }
 
     pub fn cache_misses(&self) -> u64 {
+        // Relaxed: a statistic.
         self.cache_misses.load(Ordering::Relaxed)
     }
 
@@ -237,6 +238,7 @@ impl Tasks {
     }
 
     pub(crate) fn park(&self, slot: &TaskState, inside: Option<SiteId>) -> Result<(), Error> {
+        // Relaxed: published by the Release CAS to PARKED below.
         slot.parked_in.store(inside.map_or(0, |s| s.0 as u64 + 1), Ordering::Relaxed);
         // Release: the parked_in store and the whole critical section happen before a patcher that
         // acquires PARKED migrates this task (pairs with the CAS in `migrate_parked`).
@@ -270,6 +272,7 @@ impl Tasks {
         self.target.store(target as u8, Ordering::Relaxed);
         self.at_safe_point.store(0, Ordering::Relaxed);
         for slot in self.live() {
+            // Relaxed: see the doc comment; the caller's Release publishes it.
             slot.state.store(target.opposite() as u8, Ordering::Relaxed);
         }
     }
@@ -294,6 +297,7 @@ impl Tasks {
     }
 
     pub(crate) fn set_target(&self, _list: &ListGuard<'_>, target: PatchState) {
+        // Relaxed: published by the Release of the pending flags that `start` sets next.
         self.target.store(target as u8, Ordering::Relaxed);
     }
 
@@ -301,6 +305,8 @@ impl Tasks {
     pub(crate) fn reset_idle(&self, _list: &ListGuard<'_>) {
         self.target.store(PatchState::Idle as u8, Ordering::Relaxed);
         for slot in self.live() {
+            // Relaxed: a grace period after transition=0 (or the unlink) separates these stores
+            // from every read that could still see a transition (DOMAIN.md §1.5 rows 5-6).
             slot.pending.store(false, Ordering::Relaxed);
             slot.state.store(PatchState::Idle as u8, Ordering::Relaxed);
         }
@@ -311,6 +317,8 @@ impl Tasks {
         let target = self.target.load(Ordering::Relaxed);
         let mut forced = 0;
         for slot in self.live() {
+            // Relaxed: force knowingly breaks consistency; the task's next safe point or the
+            // grace periods of completion order everything that matters after it.
             if slot.state.load(Ordering::Relaxed) != target {
                 slot.pending.store(false, Ordering::Relaxed);
                 slot.state.store(target, Ordering::Relaxed);
@@ -326,6 +334,8 @@ impl Tasks {
         let target = self.target.load(Ordering::Relaxed);
         let (mut migrated, mut pending) = (0, 0);
         for slot in self.live() {
+            // Relaxed: a progress check; a task's own migration publishes nothing the
+            // patcher reads afterwards.
             if slot.state.load(Ordering::Relaxed) == target {
                 continue;
             }
@@ -335,12 +345,14 @@ impl Tasks {
                 pending += 1;
                 continue;
             }
+            // Relaxed: ordered by the Acquire CAS above.
             let inside = slot.parked_in.load(Ordering::Relaxed);
             // The stack check (-EADDRINUSE): a task asleep inside a site of the transition stays.
             let busy = inside != 0 && affected(SiteId((inside - 1) as u32));
             if busy {
                 pending += 1;
             } else {
+                // Relaxed: published to the task by the Release store of PARKED below.
                 slot.pending.store(false, Ordering::Relaxed);
                 slot.state.store(target, Ordering::Relaxed);
                 migrated += 1;
@@ -486,6 +498,7 @@ impl<S: Strategy> Task<S> {
     }
 
     pub fn is_pending(&self) -> bool {
+        // Relaxed: an observation for tests and reports, not a synchronization.
         self.state().pending.load(Ordering::Relaxed)
     }
 

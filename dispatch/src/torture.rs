@@ -135,6 +135,7 @@ struct StopOnPanic<'a>(&'a AtomicBool);
 impl Drop for StopOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // Relaxed: `stop` is a signal; nothing is published with it.
             self.0.store(true, Ordering::Relaxed);
         }
     }
@@ -162,6 +163,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                 let task = p.register().expect("capacity");
                 start.wait();
                 let mut n = 0u64;
+                // Relaxed: a signal (see StopOnPanic).
                 while !stop.load(Ordering::Relaxed) {
                     let panic_here = r == 0 && cfg.panic_at == Some(n);
                     if cfg.spawn_every > 0 && n % cfg.spawn_every == cfg.spawn_every / 2 {
@@ -268,6 +270,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                 std::thread::yield_now();
             }
         }
+        // Relaxed: a signal; the scope's join orders the tallies read below.
         stop.store(true, Ordering::Relaxed);
     });
     report.critical_sections = tally.sections.into_inner();

@@ -192,10 +192,12 @@ impl Control {
     fn fail(&self, msg: String) {
         let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
         why.get_or_insert(msg);
+        // SeqCst: rare, and the simplest to reason about; the message itself is under the mutex.
         self.abort.store(true, Ordering::SeqCst);
     }
 
     fn aborted(&self) -> bool {
+        // Relaxed: a signal, polled; the message is read under the mutex after the join.
         self.abort.load(Ordering::Relaxed)
     }
 
@@ -270,6 +272,7 @@ fn reader<S: Strategy>(ctx: &ReaderCtx<'_, S>, cpu: Option<usize>, panic_after: 
     };
     let (mut violations, mut sections) = (0u64, 0u64);
 
+    // AcqRel / Acquire in `wait_for`: the start barrier; every thread's setup happens before anyone measures.
     ctx.control.arrived.fetch_add(1, Ordering::AcqRel);
     if !ctx.control.wait_for(&ctx.control.arrived, ctx.readers + 1) {
         return Err("aborted".into());
@@ -362,6 +365,7 @@ fn writer<S: Strategy>(
 ) -> Result<WriterResult, String> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let mut grace = latency.clone();
+    // AcqRel: the start barrier (see `reader`).
     control.arrived.fetch_add(1, Ordering::AcqRel);
     if !control.wait_for(&control.arrived, scenario.readers + 1) {
         return Err("aborted".into());
@@ -376,6 +380,7 @@ fn writer<S: Strategy>(
         _ => None,
     };
     let mut n = 0u64;
+    // Acquire: pairs with the Release that sets it once every reader has been joined.
     while !control.stop_writer.load(Ordering::Acquire) && !control.aborted() {
         let intended = match period {
             Some(p) => start + p.mul_f64(n as f64),
@@ -392,6 +397,7 @@ fn writer<S: Strategy>(
                 std::thread::yield_now();
             }
         }
+        // Acquire: as in the loop condition.
         if control.stop_writer.load(Ordering::Acquire) || control.aborted() {
             break;
         }
@@ -538,6 +544,7 @@ impl Visitor for Measure<'_> {
                 })
             });
             let readers: Vec<_> = readers.into_iter().map(|h| h.join().unwrap_or(Err(()))).collect();
+            // Release: pairs with the writer's Acquire loads.
             control.stop_writer.store(true, Ordering::Release);
             let writer = writer.map(|h| h.join().unwrap_or(Err(())));
             (readers, writer)

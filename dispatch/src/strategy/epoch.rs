@@ -123,6 +123,7 @@ impl WriteSide for Epoch {
             }
             StackOp::Remove(func) => {
                 let link = self.link_to(site, func, guard);
+                // Relaxed: the writer's own store.
                 let node = link.load(Ordering::Relaxed, guard);
                 // SAFETY: `link_to` found a live node.
                 let next = unsafe { node.deref() }.next.load(Ordering::Relaxed, guard);
@@ -134,6 +135,7 @@ impl WriteSide for Epoch {
             }
             StackOp::SetTransition(func) => {
                 let on = change.stack.iter().find(|e| e.func == func).expect("epoch: unknown func").transition;
+                // Relaxed: the writer's own store.
                 let node = self.link_to(site, func, guard).load(Ordering::Relaxed, guard);
                 // Release: pairs with the reader's Acquire `transition` load (rmb #2).
                 // SAFETY: `link_to` found a live node.

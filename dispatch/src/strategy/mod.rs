@@ -207,6 +207,7 @@ impl AtomicCode {
 
 impl fmt::Debug for AtomicCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a debugging snapshot.
         write!(f, "AtomicCode({:p})", self.0.load(Ordering::Relaxed))
     }
 }
