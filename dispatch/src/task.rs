@@ -199,8 +199,20 @@ impl Tasks {
         slot.qs.store(OFFLINE, Ordering::Release);
         slot.state.store(PatchState::Idle as u8, Ordering::Relaxed);
         slot.pending.store(false, Ordering::Relaxed);
-        // Release: pairs with the Acquire in `live` and in `register`'s successor.
-        slot.run.store(FREE, Ordering::Release);
+        // A task may exit while parked, and the patcher may be migrating it right now: wait for
+        // the migration to end (it stores PARKED back), or the slot would come back to life.
+        loop {
+            let run = slot.run.load(Ordering::Relaxed);
+            if run == MIGRATING {
+                spin_hint();
+                continue;
+            }
+            // Release: pairs with the Acquire in `live` (the next user of the slot registers
+            // under the list lock, which orders it with everything here).
+            if slot.run.compare_exchange(run, FREE, Ordering::Release, Ordering::Relaxed).is_ok() {
+                break;
+            }
+        }
     }
 
     pub(crate) fn slot(&self, index: usize) -> NonNull<TaskState> {
@@ -222,7 +234,7 @@ impl Tasks {
     #[inline]
     pub(crate) fn safe_point(&self, slot: &TaskState) {
         // Relaxed pre-check: the kernel only calls klp_update_patch_state when the TIF flag is set.
-        // Acquire swap: pairs with the Release store in `start`/`mark_pending`; the target (and, on
+        // Acquire swap: pairs with the Release store in `start`; the target (and, on
         // the disable path, the transition flags) written before it are visible below.
         if slot.pending.load(Ordering::Relaxed) && slot.pending.swap(false, Ordering::Acquire) {
             let target = self.target.load(Ordering::Relaxed);

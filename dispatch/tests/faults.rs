@@ -83,6 +83,19 @@ fn dropped_task_stops_blocking<S: Strategy>() {
     assert!(matches!(p.try_complete(), Progress::Done(_)));
 }
 
+/// A task that exits while parked frees its slot and stops blocking, too.
+fn dropped_parked_task_frees_its_slot<S: Strategy>() {
+    let p = Patcher::<S>::new(&[code(0), code(1)], PatcherConfig { capacity: 1, ..Default::default() });
+    let t = p.register().unwrap();
+    t.park_in(S0).unwrap();
+    let patch = p.load(PatchSpec::new("p", [FuncSpec::new(S0, code(10))])).unwrap();
+    assert!(matches!(p.enable(patch).unwrap(), Progress::Migrating { pending: 1 }));
+    drop(t);
+    assert!(matches!(p.try_complete(), Progress::Done(_)));
+    // The only slot is free again.
+    assert!(p.register().is_ok());
+}
+
 /// The patcher dropped mid-transition: tasks keep a consistent, valid view (the shared state
 /// lives until the last task goes), and everything is freed then (tests/leak.rs counts it).
 fn patcher_dropped_mid_transition<S: Strategy>() {
@@ -116,6 +129,10 @@ macro_rules! per_strategy {
             #[test]
             fn dropped_task_stops_blocking() {
                 super::dropped_task_stops_blocking::<$ty>();
+            }
+            #[test]
+            fn dropped_parked_task_frees_its_slot() {
+                super::dropped_parked_task_frees_its_slot::<$ty>();
             }
             #[test]
             fn patcher_dropped_mid_transition() {
