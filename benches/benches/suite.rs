@@ -32,7 +32,8 @@ impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
     fn visit<S: Strategy>(&mut self) {
         // Verifies that the path resolves as expected before timing, and again after.
         let fixture = Fixture::<S>::new(self.path);
-        self.group.bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| b.iter(|| black_box(fixture.calls(CALLS))));
+        self.group
+            .bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| b.iter(|| black_box(fixture.calls(CALLS))));
         fixture.verify();
     }
 }
@@ -78,7 +79,8 @@ impl Visitor for Contended<'_, '_> {
                 let stop = AtomicBool::new(false);
                 let spec = dispatch::PatchSpec::new(
                     "contender",
-                    (0..benches::SITES).map(|s| dispatch::FuncSpec::new(dispatch::SiteId(s as u32), dispatch::check::code(700 + s))),
+                    (0..benches::SITES)
+                        .map(|s| dispatch::FuncSpec::new(dispatch::SiteId(s as u32), dispatch::check::code(700 + s))),
                 );
                 let patch = fixture.patcher.load(spec).expect("valid patch");
                 // The fixture's own task sleeps meanwhile, so that it never holds a transition up.
@@ -112,7 +114,8 @@ impl Visitor for Contended<'_, '_> {
                         start.wait();
                         let p = patcher;
                         while !stop.load(Ordering::Relaxed) {
-                            let progress = if p.enabled().contains(&patch) { p.disable(patch) } else { p.enable(patch) };
+                            let progress =
+                                if p.enabled().contains(&patch) { p.disable(patch) } else { p.enable(patch) };
                             progress.expect("writer op");
                             while !matches!(p.try_complete(), dispatch::Progress::Done(_) | dispatch::Progress::Idle) {
                                 if stop.load(Ordering::Relaxed) {
@@ -249,7 +252,9 @@ fn main() {
                 c.final_summary();
                 return;
             }
-            Err(e) => eprintln!("DISPATCH_BENCH_MEASURE={choice}: cannot open the counter ({e}); measuring time instead"),
+            Err(e) => {
+                eprintln!("DISPATCH_BENCH_MEASURE={choice}: cannot open the counter ({e}); measuring time instead")
+            }
         }
     }
     let mut c = Criterion::default().configure_from_args();

@@ -82,12 +82,20 @@ pub struct Unusable(pub String);
 /// Parses a baseline file's text.
 pub fn parse_baseline(text: &str, path: &str) -> Result<Baseline, Unusable> {
     if text.trim().is_empty() {
-        return Err(Unusable(format!("{path} is empty; restore it from git or make one on purpose with scripts/gate --update")));
+        return Err(Unusable(format!(
+            "{path} is empty; restore it from git or make one on purpose with scripts/gate --update"
+        )));
     }
-    let b: Baseline = serde_json::from_str(text)
-        .map_err(|e| Unusable(format!("{path} is corrupt ({e}); restore it from git or make one on purpose with scripts/gate --update")))?;
+    let b: Baseline = serde_json::from_str(text).map_err(|e| {
+        Unusable(format!(
+            "{path} is corrupt ({e}); restore it from git or make one on purpose with scripts/gate --update"
+        ))
+    })?;
     if b.schema != BASELINE_SCHEMA {
-        return Err(Unusable(format!("{path} has schema {}, this gate reads {BASELINE_SCHEMA}; re-baseline with scripts/gate --update", b.schema)));
+        return Err(Unusable(format!(
+            "{path} has schema {}, this gate reads {BASELINE_SCHEMA}; re-baseline with scripts/gate --update",
+            b.schema
+        )));
     }
     Ok(b)
 }
@@ -97,16 +105,16 @@ pub fn parse_baseline(text: &str, path: &str) -> Result<Baseline, Unusable> {
 pub fn parse_gungraun(text: &str, calls_of: impl Fn(&str) -> u64) -> Result<BTreeMap<String, Count>, Unusable> {
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| Unusable(format!("gungraun output line {} is not JSON ({e})", i + 1)))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Unusable(format!("gungraun output line {} is not JSON ({e})", i + 1)))?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
         let (Some(group), Some(function), Some(id)) = (field("group"), field("function_name"), field("id")) else {
             return Err(Unusable(format!("gungraun output line {} lacks group/function_name/id", i + 1)));
         };
-        let ir = v
-            .pointer("/profiles/0/data/total/metrics/Ir/values/new")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| Unusable(format!("gungraun output line {} has no Ir count (was the output format changed?)", i + 1)))?;
+        let ir =
+            v.pointer("/profiles/0/data/total/metrics/Ir/values/new").and_then(|x| x.as_u64()).ok_or_else(|| {
+                Unusable(format!("gungraun output line {} has no Ir count (was the output format changed?)", i + 1))
+            })?;
         out.insert(format!("{group}::{function}::{id}"), Count { instructions: ir, calls: calls_of(&group) });
     }
     if out.is_empty() {
@@ -117,7 +125,11 @@ pub fn parse_gungraun(text: &str, calls_of: impl Fn(&str) -> u64) -> Result<BTre
 
 /// Compares measured counts with the baseline. Mismatched tool versions are unusable: counts
 /// shift with the compiler and valgrind, so the baseline must be remade on purpose.
-pub fn compare(base: &Baseline, versions: &Versions, measured: &BTreeMap<String, Count>) -> Result<Vec<Line>, Unusable> {
+pub fn compare(
+    base: &Baseline,
+    versions: &Versions,
+    measured: &BTreeMap<String, Count>,
+) -> Result<Vec<Line>, Unusable> {
     if &base.versions != versions {
         return Err(Unusable(format!(
             "the baseline was made with {:?}, this machine has {:?}; counts are not comparable across tool versions: \
@@ -128,9 +140,17 @@ pub fn compare(base: &Baseline, versions: &Versions, measured: &BTreeMap<String,
     let mut lines = Vec::new();
     for (name, b) in &base.benchmarks {
         let line = match measured.get(name) {
-            None => Line { name: name.clone(), base: Some(b.instructions), new: None, limit: None, calls: b.calls, verdict: Verdict::Missing },
+            None => Line {
+                name: name.clone(),
+                base: Some(b.instructions),
+                new: None,
+                limit: None,
+                calls: b.calls,
+                verdict: Verdict::Missing,
+            },
             Some(n) => {
-                let limit = b.instructions as f64 * base.limits.relative_pct / 100.0 + base.limits.absolute_per_call * b.calls as f64;
+                let limit = b.instructions as f64 * base.limits.relative_pct / 100.0
+                    + base.limits.absolute_per_call * b.calls as f64;
                 let change = n.instructions as f64 - b.instructions as f64;
                 let verdict = if change > limit {
                     Verdict::Regression
@@ -139,13 +159,27 @@ pub fn compare(base: &Baseline, versions: &Versions, measured: &BTreeMap<String,
                 } else {
                     Verdict::Pass
                 };
-                Line { name: name.clone(), base: Some(b.instructions), new: Some(n.instructions), limit: Some(limit), calls: b.calls, verdict }
+                Line {
+                    name: name.clone(),
+                    base: Some(b.instructions),
+                    new: Some(n.instructions),
+                    limit: Some(limit),
+                    calls: b.calls,
+                    verdict,
+                }
             }
         };
         lines.push(line);
     }
     for (name, n) in measured.iter().filter(|(k, _)| !base.benchmarks.contains_key(*k)) {
-        lines.push(Line { name: name.clone(), base: None, new: Some(n.instructions), limit: None, calls: n.calls, verdict: Verdict::New });
+        lines.push(Line {
+            name: name.clone(),
+            base: None,
+            new: Some(n.instructions),
+            limit: None,
+            calls: n.calls,
+            verdict: Verdict::New,
+        });
     }
     Ok(lines)
 }
@@ -170,11 +204,15 @@ pub fn markdown(lines: &[Line]) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for l in lines {
         let change = match (l.base, l.new) {
-            (Some(b), Some(n)) => format!("{:+} ({:+.2}%)", n as i64 - b as i64, (n as f64 - b as f64) / b.max(1) as f64 * 100.0),
+            (Some(b), Some(n)) => {
+                format!("{:+} ({:+.2}%)", n as i64 - b as i64, (n as f64 - b as f64) / b.max(1) as f64 * 100.0)
+            }
             _ => "-".into(),
         };
         let per_call = match (l.base, l.new) {
-            (Some(b), Some(n)) if l.calls > 1 => format!("{:.2} → {:.2}", b as f64 / l.calls as f64, n as f64 / l.calls as f64),
+            (Some(b), Some(n)) if l.calls > 1 => {
+                format!("{:.2} → {:.2}", b as f64 / l.calls as f64, n as f64 / l.calls as f64)
+            }
             _ => "-".into(),
         };
         let verdict = match l.verdict {
@@ -184,7 +222,15 @@ pub fn markdown(lines: &[Line]) -> String {
             Verdict::New => "new (not in baseline)",
             Verdict::Missing => "**MISSING** (in baseline, not measured)",
         };
-        writeln!(s, "| {} | {} | {} | {change} | {} | {per_call} | {verdict} |", l.name, opt(l.base), opt(l.new), l.limit.map_or("-".into(), |x| format!("±{x:.0}"))).unwrap();
+        writeln!(
+            s,
+            "| {} | {} | {} | {change} | {} | {per_call} | {verdict} |",
+            l.name,
+            opt(l.base),
+            opt(l.new),
+            l.limit.map_or("-".into(), |x| format!("±{x:.0}"))
+        )
+        .unwrap();
     }
     let count = |v: Verdict| lines.iter().filter(|l| l.verdict == v).count();
     writeln!(
@@ -237,7 +283,11 @@ mod tests {
     }
 
     fn measured(f: impl Fn(&str, u64) -> u64) -> BTreeMap<String, Count> {
-        base().benchmarks.into_iter().map(|(k, c)| (k.clone(), Count { instructions: f(&k, c.instructions), ..c })).collect()
+        base()
+            .benchmarks
+            .into_iter()
+            .map(|(k, c)| (k.clone(), Count { instructions: f(&k, c.instructions), ..c }))
+            .collect()
     }
 
     fn verdict_of(lines: &[Line], name: &str) -> Verdict {
@@ -315,7 +365,8 @@ mod tests {
         let Ok(text) = std::fs::read_to_string(path) else { return };
         let b = parse_baseline(&text, path).unwrap();
         for (name, c) in b.benchmarks.iter().filter(|(n, _)| n.starts_with("read_path::")) {
-            let limit = c.instructions as f64 * b.limits.relative_pct / 100.0 + b.limits.absolute_per_call * c.calls as f64;
+            let limit =
+                c.instructions as f64 * b.limits.relative_pct / 100.0 + b.limits.absolute_per_call * c.calls as f64;
             assert!(3.0 * c.calls as f64 > limit, "{name}: +3/call would pass (limit {limit})");
             assert!(0.015 * c.instructions as f64 <= limit, "{name}: 1.5% noise would fail");
         }

@@ -9,7 +9,8 @@ pub mod gate;
 use dispatch::check::{self, code};
 use dispatch::strategy::Consistency;
 use dispatch::{
-    FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task, TransitionStats,
+    FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task,
+    TransitionStats,
 };
 
 /// Calls per read-path benchmark of the gungraun suite; the gate divides by it.
@@ -36,7 +37,8 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 5] = [Path::Steady, Path::TransitionPatched, Path::TransitionUnpatched, Path::Nop, Path::Depth2];
+    pub const ALL: [Path; 5] =
+        [Path::Steady, Path::TransitionPatched, Path::TransitionUnpatched, Path::Nop, Path::Depth2];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -124,7 +126,11 @@ impl<S: Strategy> Fixture<S> {
         let got = self.round();
         let candidates = [PatchState::Idle, PatchState::Unpatched, PatchState::Patched]
             .map(|s| check::signature(&self.patcher.universe(s)[..SITES], 0));
-        assert!(candidates.contains(&got) || got == self.expected, "{}: unexpected targets after contention", S::INFO.name);
+        assert!(
+            candidates.contains(&got) || got == self.expected,
+            "{}: unexpected targets after contention",
+            S::INFO.name
+        );
     }
 
     /// One call of every site, summed (as the consistency check does).

@@ -31,9 +31,28 @@ fn unusable_inputs_exit_2() {
         (vec!["--measured".into(), "/nonexistent/measured.json".into()], "cannot read"),
         (vec!["--measured".into(), scratch("garbage.json", "garbage").to_str().unwrap().into()], "not JSON"),
         (vec!["--measured".into(), scratch("empty.json", "").to_str().unwrap().into()], "no benchmark results"),
-        (vec!["--measured".into(), m.into(), "--baseline".into(), "/nonexistent/base.json".into()], "scripts/gate --update"),
-        (vec!["--measured".into(), m.into(), "--baseline".into(), scratch("corrupt.json", "{\"schema\":").to_str().unwrap().into()], "corrupt"),
-        (vec!["--measured".into(), m.into(), "--baseline".into(), scratch("blank.json", " ").to_str().unwrap().into()], "empty"),
+        (
+            vec!["--measured".into(), m.into(), "--baseline".into(), "/nonexistent/base.json".into()],
+            "scripts/gate --update",
+        ),
+        (
+            vec![
+                "--measured".into(),
+                m.into(),
+                "--baseline".into(),
+                scratch("corrupt.json", "{\"schema\":").to_str().unwrap().into(),
+            ],
+            "corrupt",
+        ),
+        (
+            vec![
+                "--measured".into(),
+                m.into(),
+                "--baseline".into(),
+                scratch("blank.json", " ").to_str().unwrap().into(),
+            ],
+            "empty",
+        ),
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

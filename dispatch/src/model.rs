@@ -200,22 +200,41 @@ impl fmt::Display for Forbidden {
 /// Every way the model refuses bad input. Each leaves every state as it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
-    UnknownSite { site: SiteId, sites: usize },
+    UnknownSite {
+        site: SiteId,
+        sites: usize,
+    },
     UnknownPatch(PatchId),
-    EmptyPatch { name: String },
-    DuplicateSite { name: String, site: SiteId },
+    EmptyPatch {
+        name: String,
+    },
+    DuplicateSite {
+        name: String,
+        site: SiteId,
+    },
     AlreadyEnabled(PatchId),
     NotEnabled(PatchId),
-    TransitionInProgress { patch: PatchId },
+    TransitionInProgress {
+        patch: PatchId,
+    },
     NoTransition,
-    Forbidden { patch: PatchId, reason: Forbidden },
+    Forbidden {
+        patch: PatchId,
+        reason: Forbidden,
+    },
     /// A task handle was used from a thread other than the one that registered it.
     WrongThread,
-    TooManyTasks { capacity: usize },
+    TooManyTasks {
+        capacity: usize,
+    },
     NotParked,
     AlreadyParked,
     /// The transition did not complete in time; `pending` tasks have not reached the target.
-    Timeout { patch: PatchId, pending: usize, waited: Duration },
+    Timeout {
+        patch: PatchId,
+        pending: usize,
+        waited: Duration,
+    },
 }
 
 impl fmt::Display for Error {
@@ -228,11 +247,9 @@ impl fmt::Display for Error {
             ),
             Self::UnknownPatch(p) => write!(f, "unknown patch {}: load it with Patcher::load first", p.0),
             Self::EmptyPatch { name } => write!(f, "patch {name:?} has no funcs; give it at least one FuncSpec"),
-            Self::DuplicateSite { name, site } => write!(
-                f,
-                "patch {name:?} has two funcs for site {}; a patch may replace a site only once",
-                site.0
-            ),
+            Self::DuplicateSite { name, site } => {
+                write!(f, "patch {name:?} has two funcs for site {}; a patch may replace a site only once", site.0)
+            }
             Self::AlreadyEnabled(p) => write!(f, "patch {} is already enabled; disable it first", p.0),
             Self::NotEnabled(p) => write!(f, "patch {} is not enabled; enable it first", p.0),
             Self::TransitionInProgress { patch } => write!(
@@ -240,15 +257,16 @@ impl fmt::Display for Error {
                 "a transition of patch {} is in progress; wait for it (Patcher::wait), reverse or force it first",
                 patch.0
             ),
-            Self::NoTransition => f.write_str("no transition is in progress; there is nothing to reverse, force or wait for"),
+            Self::NoTransition => {
+                f.write_str("no transition is in progress; there is nothing to reverse, force or wait for")
+            }
             Self::Forbidden { patch, reason } => write!(f, "patch {}: {reason}", patch.0),
             Self::WrongThread => f.write_str(
                 "this task handle belongs to another thread; register a task (or spawn a child task) on this thread",
             ),
-            Self::TooManyTasks { capacity } => write!(
-                f,
-                "all {capacity} task slots are in use; raise PatcherConfig::capacity or drop finished tasks"
-            ),
+            Self::TooManyTasks { capacity } => {
+                write!(f, "all {capacity} task slots are in use; raise PatcherConfig::capacity or drop finished tasks")
+            }
             Self::NotParked => f.write_str("the task is not parked; call park() before unpark()"),
             Self::AlreadyParked => f.write_str("the task is already parked; unpark() it first"),
             Self::Timeout { patch, pending, waited } => write!(

@@ -425,7 +425,6 @@ pub struct Task<S: Strategy> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-
 // SAFETY: `slot` points into `shared.tasks.slots`, a boxed slice that lives as long as the `Arc`
 // this handle holds and whose fields are all atomics; the handle is not Sync, so it is used by one
 // thread at a time, and `S::TaskLocal: Send` covers the rest.

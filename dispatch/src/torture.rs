@@ -216,16 +216,17 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
             }
             let disabled: Vec<usize> = (0..specs.len()).filter(|i| !enabled.contains(i)).collect();
             let choice = rng.below(4);
-            let (op, target, after): (Op, usize, Vec<usize>) = if enabled.is_empty() || (choice == 0 && enabled.len() < 2) {
-                let t = disabled[rng.below(disabled.len())];
-                (Op::Enable, t, enabled.iter().copied().chain([t]).collect())
-            } else if choice == 1 {
-                let t = disabled[rng.below(disabled.len())];
-                (Op::Replace, t, vec![t])
-            } else {
-                let t = enabled[rng.below(enabled.len())];
-                (Op::Disable, t, enabled.iter().copied().filter(|&e| e != t).collect())
-            };
+            let (op, target, after): (Op, usize, Vec<usize>) =
+                if enabled.is_empty() || (choice == 0 && enabled.len() < 2) {
+                    let t = disabled[rng.below(disabled.len())];
+                    (Op::Enable, t, enabled.iter().copied().chain([t]).collect())
+                } else if choice == 1 {
+                    let t = disabled[rng.below(disabled.len())];
+                    (Op::Replace, t, vec![t])
+                } else {
+                    let t = enabled[rng.below(enabled.len())];
+                    (Op::Disable, t, enabled.iter().copied().filter(|&e| e != t).collect())
+                };
             let config = |set: &[usize]| {
                 let specs: Vec<&PatchSpec> = set.iter().map(|&i| &specs[i]).collect();
                 signature(&resolve(&originals, &specs), 0)

@@ -383,7 +383,11 @@ impl<S: Strategy> Patcher<S> {
     /// What each site runs for a task in `state`, according to the engine's own stacks.
     pub fn universe(&self, state: PatchState) -> Vec<Code> {
         let e = self.engine();
-        e.stacks.iter().zip(self.shared.originals.iter()).map(|(s, &o)| crate::model::select(&s.entries, o, state)).collect()
+        e.stacks
+            .iter()
+            .zip(self.shared.originals.iter())
+            .map(|(s, &o)| crate::model::select(&s.entries, o, state))
+            .collect()
     }
 
     // ---- the protocol ----
@@ -537,7 +541,8 @@ impl<S: Strategy> Patcher<S> {
                     // Unlink the replaced patches first: while the nops are still on top, every
                     // task keeps running the original at those sites.
                     for q in &replaced {
-                        for (site, func) in e.patches[q.0 as usize].as_ref().map(|r| r.live.clone()).unwrap_or_default() {
+                        for (site, func) in e.patches[q.0 as usize].as_ref().map(|r| r.live.clone()).unwrap_or_default()
+                        {
                             self.remove(e, site, func);
                         }
                     }

@@ -149,7 +149,8 @@ dispatch::for_each_strategy!(per_strategy);
 #[test]
 fn a_reader_panicking_mid_section_fails_fast() {
     let start = Instant::now();
-    let cfg = Config { transitions: 1_000_000, panic_at: Some(50), time_limit: Duration::from_secs(60), ..Config::default() };
+    let cfg =
+        Config { transitions: 1_000_000, panic_at: Some(50), time_limit: Duration::from_secs(60), ..Config::default() };
     let result = std::panic::catch_unwind(|| torture::run::<Klp>(&cfg, |_| {}));
     assert!(result.is_err(), "the panic must reach the caller");
     // Far less than the time limit: the other readers and the writer stopped on their own.

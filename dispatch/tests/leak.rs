@@ -73,7 +73,8 @@ fn flush_epoch() {
 
 #[test]
 fn nothing_leaks_when_the_patcher_is_dropped_mid_transition() {
-    let leaks: Vec<(&str, isize)> = dispatch::strategy::ALL.iter().map(|i| i.name).zip(dispatch::strategy::visit_all(&mut Scenario)).collect();
+    let leaks: Vec<(&str, isize)> =
+        dispatch::strategy::ALL.iter().map(|i| i.name).zip(dispatch::strategy::visit_all(&mut Scenario)).collect();
     for (name, bytes) in &leaks {
         assert_eq!(*bytes, 0, "{name} leaked {bytes} bytes (all: {leaks:?})");
     }

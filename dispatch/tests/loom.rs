@@ -26,7 +26,8 @@ fn two_task_transition(disable: bool) {
     model.check(move || {
         let p = Arc::new(Patcher::<Klp>::new(&[code(0), code(1)], PatcherConfig { capacity: 2, ..Default::default() }));
         let patch = p.load(PatchSpec::new("p", SITES.map(|s| FuncSpec::new(s, code(10 + s.index()))))).unwrap();
-        let (orig, patched) = (fingerprint(0).wrapping_add(fingerprint(1)), fingerprint(10).wrapping_add(fingerprint(11)));
+        let (orig, patched) =
+            (fingerprint(0).wrapping_add(fingerprint(1)), fingerprint(10).wrapping_add(fingerprint(11)));
         let (old, new) = if disable {
             p.enable(patch).unwrap();
             (patched, orig)

@@ -5,7 +5,9 @@
 
 use dispatch::check::{DIRECT_FINGERPRINT, code, fingerprint};
 use dispatch::strategy::Consistency;
-use dispatch::{FuncSpec, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task, TransitionStats};
+use dispatch::{
+    FuncSpec, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task, TransitionStats,
+};
 
 const S0: SiteId = SiteId(0);
 const S1: SiteId = SiteId(1);

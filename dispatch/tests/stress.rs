@@ -5,9 +5,9 @@
 //!
 //! `_small` runs by default; `_large` (`cargo test --release -- --ignored`) runs 10x longer.
 
+use dispatch::Strategy;
 use dispatch::strategy::Consistency;
 use dispatch::torture::{self, Config};
-use dispatch::Strategy;
 
 /// The stress tests run one at a time: on 2 CPUs, three of them at once starve each other's
 /// readers, and transitions then complete while every reader sleeps (arc-swap serializes its
@@ -31,7 +31,10 @@ fn check_strategy<S: Strategy>(transitions: u64) {
             assert!(r.migrated_at_safe_point > 0, "{name}: no task migrated at a safe point");
         }
         Consistency::Immediate => {
-            let r = torture::run::<S>(&Config { transitions: u64::MAX, until_violation: true, ..Config::default() }, |_| {});
+            let r = torture::run::<S>(
+                &Config { transitions: u64::MAX, until_violation: true, ..Config::default() },
+                |_| {},
+            );
             eprintln!("{name}: {r:?}");
             assert!(r.violations > 0, "{name}: the checker found no violation: it cannot fail");
         }

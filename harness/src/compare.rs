@@ -69,7 +69,11 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
     let mut out = Vec::new();
     for (scenario, strategy) in kb {
         let pick = |f: &RunFile, m: &Metric| -> Vec<f64> {
-            f.rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).filter_map(|r| (m.value)(r)).collect()
+            f.rows
+                .iter()
+                .filter(|r| r.scenario == scenario && r.strategy == strategy)
+                .filter_map(|r| (m.value)(r))
+                .collect()
         };
         for m in &METRICS {
             let (b, n) = (pick(base, m), pick(new, m));
@@ -80,7 +84,8 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
             let change_pct = if mb != 0.0 { (mn - mb) / mb * 100.0 } else { 0.0 };
             let p_increase = welch_p_greater(&n, &b);
             let p_decrease = welch_p_greater(&b, &n);
-            let (p_worse, p_better) = if m.higher_is_better { (p_decrease, p_increase) } else { (p_increase, p_decrease) };
+            let (p_worse, p_better) =
+                if m.higher_is_better { (p_decrease, p_increase) } else { (p_increase, p_decrease) };
             let worse_pct = if m.higher_is_better { -change_pct } else { change_pct };
             let verdict = if worse_pct > threshold_pct && p_worse < ALPHA {
                 Verdict::Regression
@@ -89,11 +94,28 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
             } else {
                 Verdict::Unchanged
             };
-            out.push(Change { scenario: scenario.clone(), strategy: strategy.clone(), metric: m.name, base: mb, new: mn, change_pct, p_worse, p_better, verdict });
+            out.push(Change {
+                scenario: scenario.clone(),
+                strategy: strategy.clone(),
+                metric: m.name,
+                base: mb,
+                new: mn,
+                change_pct,
+                p_worse,
+                p_better,
+                verdict,
+            });
         }
         // Consistency is not a statistic: any new violation is a regression.
-        let viol = |f: &RunFile| f.rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).map(|r| r.violations + r.use_after_reclaim).sum::<u64>();
-        let consistent = base.rows.iter().any(|r| r.scenario == scenario && r.strategy == strategy && r.consistency == "per-task");
+        let viol = |f: &RunFile| {
+            f.rows
+                .iter()
+                .filter(|r| r.scenario == scenario && r.strategy == strategy)
+                .map(|r| r.violations + r.use_after_reclaim)
+                .sum::<u64>()
+        };
+        let consistent =
+            base.rows.iter().any(|r| r.scenario == scenario && r.strategy == strategy && r.consistency == "per-task");
         let (vb, vn) = (viol(base), viol(new));
         if consistent && (vb > 0 || vn > 0) {
             out.push(Change {
@@ -123,7 +145,12 @@ pub fn render(changes: &[Change], threshold_pct: f64) -> String {
             Verdict::Improvement => "improvement",
             Verdict::Unchanged => "-",
         };
-        writeln!(s, "| {} | {} | {} | {:.3} | {:.3} | {:+.1}% | {:.3} | {v} |", c.scenario, c.strategy, c.metric, c.base, c.new, c.change_pct, c.p_worse).unwrap();
+        writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {:.3} | {:+.1}% | {:.3} | {v} |",
+            c.scenario, c.strategy, c.metric, c.base, c.new, c.change_pct, c.p_worse
+        )
+        .unwrap();
     }
     let regressions = changes.iter().filter(|c| c.verdict == Verdict::Regression).count();
     writeln!(s, "\n{regressions} regression(s): a verdict needs a change beyond {threshold_pct}% and one-sided Welch p < {ALPHA}.").unwrap();
@@ -163,8 +190,14 @@ pub fn student_t_sf(t: f64, df: f64) -> f64 {
 fn ln_gamma(x: f64) -> f64 {
     // Lanczos approximation (g = 7, n = 9).
     const C: [f64; 9] = [
-        0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1,
-        -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6,
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
         1.505_632_735_149_311_6e-7,
     ];
     if x < 0.5 {
@@ -188,11 +221,7 @@ fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
         return 1.0;
     }
     let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
-    if x < (a + 1.0) / (a + b + 2.0) {
-        front * beta_cf(a, b, x) / a
-    } else {
-        1.0 - front * beta_cf(b, a, 1.0 - x) / b
-    }
+    if x < (a + 1.0) / (a + b + 2.0) { front * beta_cf(a, b, x) / a } else { 1.0 - front * beta_cf(b, a, 1.0 - x) / b }
 }
 
 fn beta_cf(a: f64, b: f64, x: f64) -> f64 {

@@ -168,7 +168,9 @@ pub fn parse_readers(s: &str, cpus: usize) -> Result<Vec<usize>, ConfigError> {
         .map(|x| match x.trim() {
             "all" => Ok(cpus),
             x => match x.parse::<usize>() {
-                Ok(0) | Err(_) => Err(bad(format!("--readers: {x:?} is not a positive count; use e.g. `1,2` or `all`"))),
+                Ok(0) | Err(_) => {
+                    Err(bad(format!("--readers: {x:?} is not a positive count; use e.g. `1,2` or `all`")))
+                }
                 Ok(n) => Ok(n),
             },
         })
@@ -190,11 +192,7 @@ pub fn parse_rates(s: &str) -> Result<Vec<Rate>, ConfigError> {
 }
 
 pub fn positive(name: &str, v: f64) -> Result<f64, ConfigError> {
-    if v > 0.0 && v.is_finite() {
-        Ok(v)
-    } else {
-        Err(bad(format!("--{name} must be positive, got {v}")))
-    }
+    if v > 0.0 && v.is_finite() { Ok(v) } else { Err(bad(format!("--{name} must be positive, got {v}"))) }
 }
 
 /// Checks a full config against the machine: readers vs CPUs, sizes, an output directory that

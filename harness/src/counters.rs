@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use perf_event::events::{Cache, CacheOp, CacheResult, Hardware, Software, CacheId};
+use perf_event::events::{Cache, CacheId, CacheOp, CacheResult, Hardware, Software};
 use perf_event::{Builder, Counter, Group};
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +66,11 @@ fn reason(e: &io::Error) -> String {
 /// Decides the counter set for a run, on the calling thread, before anything is measured.
 pub fn probe(mode: CountersMode) -> Result<Availability, String> {
     if mode == CountersMode::Off {
-        return Ok(Availability { available: false, reason: Some("disabled by --counters off".into()), kind: CounterKind::None });
+        return Ok(Availability {
+            available: false,
+            reason: Some("disabled by --counters off".into()),
+            kind: CounterKind::None,
+        });
     }
     match ThreadCounters::open(CounterKind::Hardware) {
         Ok(_) => Ok(Availability { available: true, reason: None, kind: CounterKind::Hardware }),
@@ -74,7 +78,11 @@ pub fn probe(mode: CountersMode) -> Result<Availability, String> {
             Err(format!("--counters require: {}; use --counters auto to continue without them", reason(&e)))
         }
         Err(e) => {
-            let kind = if ThreadCounters::open(CounterKind::Software).is_ok() { CounterKind::Software } else { CounterKind::None };
+            let kind = if ThreadCounters::open(CounterKind::Software).is_ok() {
+                CounterKind::Software
+            } else {
+                CounterKind::None
+            };
             Ok(Availability { available: false, reason: Some(reason(&e)), kind })
         }
     }
@@ -96,7 +104,9 @@ pub struct CounterValues {
 
 impl std::fmt::Debug for ThreadCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadCounters").field("events", &self.counters.iter().map(|c| c.0).collect::<Vec<_>>()).finish()
+        f.debug_struct("ThreadCounters")
+            .field("events", &self.counters.iter().map(|c| c.0).collect::<Vec<_>>())
+            .finish()
     }
 }
 

@@ -55,7 +55,8 @@ impl Env {
         let turbo = read("/sys/devices/system/cpu/cpufreq/boost")
             .map(|b| if b == "1" { "on".to_owned() } else { "off".to_owned() })
             .or_else(|| {
-                read("/sys/devices/system/cpu/intel_pstate/no_turbo").map(|t| if t == "1" { "off".into() } else { "on".into() })
+                read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+                    .map(|t| if t == "1" { "off".into() } else { "on".into() })
             });
         Self {
             host: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown-host".into()),
@@ -66,7 +67,9 @@ impl Env {
             hypervisor: field("flags").is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor")),
             governor: or_unavailable(read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")),
             turbo: or_unavailable(turbo),
-            smt: or_unavailable(read("/sys/devices/system/cpu/smt/active").map(|s| if s == "1" { "on".into() } else { "off".into() })),
+            smt: or_unavailable(
+                read("/sys/devices/system/cpu/smt/active").map(|s| if s == "1" { "on".into() } else { "off".into() }),
+            ),
             perf_event_paranoid: or_unavailable(read("/proc/sys/kernel/perf_event_paranoid")),
             aslr: or_unavailable(read("/proc/sys/kernel/randomize_va_space")),
             nmi_watchdog: or_unavailable(read("/proc/sys/kernel/nmi_watchdog")),
@@ -90,7 +93,10 @@ impl Env {
             w.push("turbo/boost is on: clock speed varies with load and temperature".to_owned());
         }
         if self.percpu_path != "rseq" {
-            w.push(format!("percpu reads the CPU id with {} (no rseq): slower than on glibc >= 2.35", self.percpu_path));
+            w.push(format!(
+                "percpu reads the CPU id with {} (no rseq): slower than on glibc >= 2.35",
+                self.percpu_path
+            ));
         }
         w
     }

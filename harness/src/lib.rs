@@ -92,7 +92,12 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
     let failures: Vec<String> = summaries
         .iter()
         .filter(|s| s.failed)
-        .map(|s| format!("{}/{}: {} violations, {} uses after reclaim", s.scenario, s.strategy, s.violations, s.use_after_reclaim))
+        .map(|s| {
+            format!(
+                "{}/{}: {} violations, {} uses after reclaim",
+                s.scenario, s.strategy, s.violations, s.use_after_reclaim
+            )
+        })
         .collect();
     let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows };
     let staging = Staging::new(&dir).map_err(RunError::Failed)?;
@@ -102,7 +107,9 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
     };
     let json = serde_json::to_vec_pretty(&run).map_err(|e| RunError::Failed(e.to_string()))?;
     staging.write("run.json", &json).map_err(RunError::Failed)?;
-    staging.write("report.md", report::markdown(&run, &summaries, &plots, plot_note.as_deref()).as_bytes()).map_err(RunError::Failed)?;
+    staging
+        .write("report.md", report::markdown(&run, &summaries, &plots, plot_note.as_deref()).as_bytes())
+        .map_err(RunError::Failed)?;
     let bmf = serde_json::to_vec_pretty(&report::bmf(&summaries)).map_err(|e| RunError::Failed(e.to_string()))?;
     staging.write("bmf.json", &bmf).map_err(RunError::Failed)?;
     let dir = staging.commit().map_err(RunError::Failed)?;

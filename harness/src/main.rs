@@ -11,8 +11,11 @@ use harness::config::{self, CountersMode, Ops, Order, Rate, RunConfig, Scenario}
 use harness::{RunError, compare, counters, env, output};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Measure livepatch-style dispatch strategies under concurrent transitions.\n\
-Without a subcommand, runs the default suite (same as `harness run`).")]
+#[command(
+    version,
+    about = "Measure livepatch-style dispatch strategies under concurrent transitions.\n\
+Without a subcommand, runs the default suite (same as `harness run`)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -223,7 +226,11 @@ fn main() -> ExitCode {
             match compare::compare(&b, &n, threshold) {
                 Ok(changes) => {
                     print!("{}", compare::render(&changes, threshold));
-                    if changes.iter().any(|c| c.verdict == compare::Verdict::Regression) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+                    if changes.iter().any(|c| c.verdict == compare::Verdict::Regression) {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("harness: {e}");

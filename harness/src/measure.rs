@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use dispatch::check::{self, Universes, signature};
 use dispatch::strategy::Consistency;
-use dispatch::{Code, FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task, Visitor};
+use dispatch::{
+    Code, FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task,
+    Visitor,
+};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +92,8 @@ pub struct Row {
 impl Row {
     /// Violations that fail the run: any for a strategy that promises per-task consistency.
     pub fn failed(&self) -> bool {
-        self.consistency == Consistency::PerTask.name() && (self.violations > 0 || self.use_after_reclaim > 0 || self.idle_in_transition > 0)
+        self.consistency == Consistency::PerTask.name()
+            && (self.violations > 0 || self.use_after_reclaim > 0 || self.idle_in_transition > 0)
     }
 }
 
@@ -253,7 +257,11 @@ struct ReaderCtx<'a, S: Strategy> {
 }
 
 /// `panic_after`: the test hook of `RunConfig::panic_after_batches`.
-fn reader<S: Strategy>(ctx: &ReaderCtx<'_, S>, cpu: Option<usize>, panic_after: Option<u64>) -> Result<ReaderResult, String> {
+fn reader<S: Strategy>(
+    ctx: &ReaderCtx<'_, S>,
+    cpu: Option<usize>,
+    panic_after: Option<u64>,
+) -> Result<ReaderResult, String> {
     let pinned = cpu.is_some_and(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
     let task = ctx.patcher.register().map_err(|e| e.to_string())?;
     let mut counters = match ctx.counters {
@@ -531,15 +539,17 @@ impl Visitor for Measure<'_> {
                 .collect();
             let writer = has_writer.then(|| {
                 let (p, ids, universes, control) = (&p, &ids, &universes, &control);
-                scope.spawn(move || match catch_unwind(AssertUnwindSafe(|| writer(p, work, ids, s, universes, control))) {
-                    Ok(Ok(r)) => Ok(r),
-                    Ok(Err(e)) => {
-                        control.fail(e);
-                        Err(())
-                    }
-                    Err(_) => {
-                        control.fail("the writer panicked".into());
-                        Err(())
+                scope.spawn(move || {
+                    match catch_unwind(AssertUnwindSafe(|| writer(p, work, ids, s, universes, control))) {
+                        Ok(Ok(r)) => Ok(r),
+                        Ok(Err(e)) => {
+                            control.fail(e);
+                            Err(())
+                        }
+                        Err(_) => {
+                            control.fail("the writer panicked".into());
+                            Err(())
+                        }
                     }
                 })
             });

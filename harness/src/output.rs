@@ -51,7 +51,8 @@ pub fn check_target(dir: &Path) -> Result<(), String> {
         ));
     }
     let parent = parent_of(dir);
-    fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}; choose a writable --out", parent.display()))?;
+    fs::create_dir_all(&parent)
+        .map_err(|e| format!("cannot create {}: {e}; choose a writable --out", parent.display()))?;
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // Relaxed: only distinct numbers are needed.
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,7 +100,11 @@ impl Staging {
     /// replace an empty directory).
     pub fn commit(mut self) -> Result<PathBuf, String> {
         if self.dir.exists() {
-            return Err(format!("{} appeared during the run; the results stay in {}", self.dir.display(), self.tmp.display()));
+            return Err(format!(
+                "{} appeared during the run; the results stay in {}",
+                self.dir.display(),
+                self.tmp.display()
+            ));
         }
         fs::rename(&self.tmp, &self.dir).map_err(|e| format!("moving the run into {}: {e}", self.dir.display()))?;
         self.committed = true;
@@ -131,12 +136,13 @@ pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<(), String
 /// Reads a run from a run directory or a `run.json`, with errors that say what to do.
 pub fn load_run(path: &Path) -> Result<RunFile, String> {
     let file = if path.is_dir() { path.join("run.json") } else { path.to_path_buf() };
-    let text = fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}; give a run directory or its run.json", file.display()))?;
+    let text = fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}; give a run directory or its run.json", file.display()))?;
     if text.trim().is_empty() {
         return Err(format!("{} is empty; it is not a complete run", file.display()));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON ({e}); it is corrupt or not a run.json", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON ({e}); it is corrupt or not a run.json", file.display()))?;
     match value.get("schema_version").and_then(|v| v.as_u64()) {
         Some(v) if v == SCHEMA_VERSION as u64 => {}
         Some(v) => {
@@ -147,7 +153,8 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
         }
         None => return Err(format!("{} has no schema_version; it is not a run.json", file.display())),
     }
-    serde_json::from_value(value).map_err(|e| format!("{} does not match schema {SCHEMA_VERSION} ({e})", file.display()))
+    serde_json::from_value(value)
+        .map_err(|e| format!("{} does not match schema {SCHEMA_VERSION} ({e})", file.display()))
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).

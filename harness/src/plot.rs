@@ -32,8 +32,16 @@ fn font() -> Result<(), String> {
 
 fn color(i: usize) -> RGBColor {
     const PALETTE: [RGBColor; 10] = [
-        RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(127, 127, 127), RGBColor(188, 189, 34), RGBColor(23, 190, 207),
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
     ];
     PALETTE[i % PALETTE.len()]
 }
@@ -87,8 +95,11 @@ fn throughput(path: &Path, summaries: &[Summary]) -> DrawResult {
         .build_cartesian_2d(0.5..max_r + 0.5, 0.0..max_y)?;
     chart.configure_mesh().x_desc("reader threads").y_desc("million calls / s (all readers)").draw()?;
     for (i, name) in strategies(summaries).iter().enumerate() {
-        let mut xy: Vec<(f64, f64)> =
-            points.iter().filter(|s| &s.strategy == name).map(|s| (s.readers as f64, s.calls_per_sec.median / 1e6)).collect();
+        let mut xy: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|s| &s.strategy == name)
+            .map(|s| (s.readers as f64, s.calls_per_sec.median / 1e6))
+            .collect();
         xy.sort_by(|a, b| a.0.total_cmp(&b.0));
         let c = color(i);
         chart
@@ -97,7 +108,12 @@ fn throughput(path: &Path, summaries: &[Summary]) -> DrawResult {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         chart.draw_series(xy.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -107,7 +123,8 @@ fn latency(path: &Path, summaries: &[Summary]) -> DrawResult {
     let scenario = summaries.iter().find(|s| steady_hot(s)).unwrap_or(&summaries[0]).scenario.clone();
     let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == scenario).collect();
     let max_y = group.iter().map(|s| s.max).filter(|x| x.is_finite()).fold(1.0, f64::max) * 2.0;
-    let min_y = group.iter().map(|s| s.p50).filter(|x| x.is_finite() && *x > 0.0).fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
+    let min_y =
+        group.iter().map(|s| s.p50).filter(|x| x.is_finite() && *x > 0.0).fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
     let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -124,11 +141,11 @@ fn latency(path: &Path, summaries: &[Summary]) -> DrawResult {
         .y_desc("ns per call (log)")
         .draw()?;
     type Series = (&'static str, fn(&Summary) -> f64);
-    let series: [Series; 4] =
-        [("p50", |s| s.p50), ("p99", |s| s.p99), ("p99.9", |s| s.p999), ("max", |s| s.max)];
+    let series: [Series; 4] = [("p50", |s| s.p50), ("p99", |s| s.p99), ("p99.9", |s| s.p999), ("max", |s| s.max)];
     for (i, (label, f)) in series.into_iter().enumerate() {
         let c = color(i);
-        let pts: Vec<(f64, f64)> = group.iter().enumerate().map(|(x, s)| (x as f64, f(s))).filter(|p| p.1.is_finite() && p.1 > 0.0).collect();
+        let pts: Vec<(f64, f64)> =
+            group.iter().enumerate().map(|(x, s)| (x as f64, f(s))).filter(|p| p.1.is_finite() && p.1 > 0.0).collect();
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, c.filled())))?
             .label(label)
@@ -171,7 +188,13 @@ fn transitions(path: &Path, summaries: &[Summary]) -> DrawResult {
         let pts: Vec<(f64, f64)> = names
             .iter()
             .enumerate()
-            .filter_map(|(x, n)| summaries.iter().find(|s| &s.scenario == sc && &s.strategy == n).and_then(|s| s.transition_p99_us).map(|y| (x as f64, y.max(0.1))))
+            .filter_map(|(x, n)| {
+                summaries
+                    .iter()
+                    .find(|s| &s.scenario == sc && &s.strategy == n)
+                    .and_then(|s| s.transition_p99_us)
+                    .map(|y| (x as f64, y.max(0.1)))
+            })
             .collect();
         chart
             .draw_series(pts.into_iter().map(|p| TriangleMarker::new(p, 6, c.filled())))?

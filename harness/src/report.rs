@@ -70,7 +70,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
             let rs: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect();
             let med = |f: &dyn Fn(&Row) -> Option<f64>| Spread::of(rs.iter().filter_map(|r| f(r))).map(|s| s.median);
             let mut counters_per_call = BTreeMap::new();
-            let names: Vec<String> = rs.iter().filter_map(|r| r.counters.as_ref()).flat_map(|c| c.values.keys().cloned()).collect();
+            let names: Vec<String> =
+                rs.iter().filter_map(|r| r.counters.as_ref()).flat_map(|c| c.values.keys().cloned()).collect();
             for name in names {
                 let per_call = Spread::of(rs.iter().filter_map(|r| {
                     r.counters.as_ref().and_then(|c| c.values.get(&name)).map(|v| v / r.calls.max(1) as f64)
@@ -124,8 +125,21 @@ fn rate_cell(s: &Summary) -> String {
 /// Rows of one table: (header, cells per summary).
 fn table_rows(summaries: &[&Summary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let header = vec![
-        "strategy", "ns/call", "min-max", "x fnptr", "ratio min-max", "Mcalls/s", "p50", "p99", "p99.9", "max", "transitions",
-        "tr p99 us", "viol", "uar", "counters/call",
+        "strategy",
+        "ns/call",
+        "min-max",
+        "x fnptr",
+        "ratio min-max",
+        "Mcalls/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "transitions",
+        "tr p99 us",
+        "viol",
+        "uar",
+        "counters/call",
     ];
     let f2 = |x: f64| if x.is_finite() { format!("{x:.2}") } else { "-".into() };
     let cells = summaries
@@ -169,10 +183,13 @@ pub fn terminal(summaries: &[Summary]) -> String {
     for sc in scenarios(summaries) {
         let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
         let (header, cells) = table_rows(&group);
-        let widths: Vec<usize> =
-            (0..header.len()).map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+            .collect();
         writeln!(out, "\n== {sc}").unwrap();
-        let line = |cols: Vec<String>| cols.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ");
+        let line = |cols: Vec<String>| {
+            cols.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ")
+        };
         writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect())).unwrap();
         for c in cells {
             writeln!(out, "{}", line(c)).unwrap();
@@ -186,10 +203,28 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
     let mut md = String::new();
     let e = &run.env;
     writeln!(md, "# dispatch-bench run {}\n", run.started).unwrap();
-    writeln!(md, "Machine: {} ({} CPUs in the affinity mask {:?}), kernel {}, {}.", e.cpu_model, e.cpus.len(), e.cpus, e.kernel, if e.hypervisor { "a VM" } else { "bare metal" }).unwrap();
-    writeln!(md, "Governor {}, turbo {}, SMT {}, perf_event_paranoid {}; {}; commit {}.", e.governor, e.turbo, e.smt, e.perf_event_paranoid, e.rustc, e.git_commit).unwrap();
+    writeln!(
+        md,
+        "Machine: {} ({} CPUs in the affinity mask {:?}), kernel {}, {}.",
+        e.cpu_model,
+        e.cpus.len(),
+        e.cpus,
+        e.kernel,
+        if e.hypervisor { "a VM" } else { "bare metal" }
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "Governor {}, turbo {}, SMT {}, perf_event_paranoid {}; {}; commit {}.",
+        e.governor, e.turbo, e.smt, e.perf_event_paranoid, e.rustc, e.git_commit
+    )
+    .unwrap();
     let counters = e.counters.as_ref().map_or("not probed".to_owned(), |c| {
-        if c.available { "hardware counters".to_owned() } else { format!("no hardware counters ({})", c.reason.as_deref().unwrap_or("")) }
+        if c.available {
+            "hardware counters".to_owned()
+        } else {
+            format!("no hardware counters ({})", c.reason.as_deref().unwrap_or(""))
+        }
     });
     writeln!(md, "Counters: {counters}. percpu reads the CPU id with {}.\n", e.percpu_path).unwrap();
     for w in e.warnings() {

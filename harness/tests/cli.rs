@@ -117,7 +117,9 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().contains(&format!("{}.tmp", out.file_name().unwrap().to_string_lossy())))
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains(&format!("{}.tmp", out.file_name().unwrap().to_string_lossy()))
+        })
         .collect();
     assert!(leftovers.is_empty());
 
@@ -137,7 +139,10 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
         (bad.join("missing.json"), "cannot read"),
         (write("empty.json", ""), "is empty"),
         (write("corrupt.json", "{\"schema_version\": 1, "), "not valid JSON"),
-        (write("schema.json", &json.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1)), "schema_version 99"),
+        (
+            write("schema.json", &json.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1)),
+            "schema_version 99",
+        ),
         (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
     ];
     for (path, expected) in cases {
@@ -187,7 +192,9 @@ fn counters_fall_back_with_a_reason_unless_required() {
             let run = harness::output::load_run(&auto).unwrap();
             let c = run.env.counters.unwrap();
             assert!(!c.available && c.reason.is_some());
-            assert!(run.rows.iter().all(|r| r.counters.as_ref().is_some_and(|c| c.values.contains_key("task_clock_ns"))));
+            assert!(
+                run.rows.iter().all(|r| r.counters.as_ref().is_some_and(|c| c.values.contains_key("task_clock_ns")))
+            );
             let _ = std::fs::remove_dir_all(&auto);
         }
     }

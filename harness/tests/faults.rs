@@ -5,10 +5,24 @@ use std::time::{Duration, Instant};
 use harness::config::{CountersMode, Ops, Order, Rate, RunConfig, Scenario};
 
 /// One klp scenario on 8 hot sites, into `out`.
-fn config(rate: Rate, readers: usize, duration: Duration, out: &std::path::Path, panic_after_batches: Option<u64>) -> RunConfig {
+fn config(
+    rate: Rate,
+    readers: usize,
+    duration: Duration,
+    out: &std::path::Path,
+    panic_after_batches: Option<u64>,
+) -> RunConfig {
     RunConfig {
         strategies: vec!["klp".into()],
-        scenarios: vec![Scenario { readers, rate, sites: 8, order: Order::Seq, depth: 1, ops: Ops::Cycle, calls_per_safepoint: 256 }],
+        scenarios: vec![Scenario {
+            readers,
+            rate,
+            sites: 8,
+            order: Order::Seq,
+            depth: 1,
+            ops: Ops::Cycle,
+            calls_per_safepoint: 256,
+        }],
         duration,
         runs: 1,
         counters: CountersMode::Off,

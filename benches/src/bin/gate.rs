@@ -46,13 +46,18 @@ fn parse_args() -> Result<Args, Unusable> {
         bmf: None,
     };
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().map(PathBuf::from).ok_or_else(|| Unusable(format!("{name} needs a file")));
+        let mut value =
+            |name: &str| it.next().map(PathBuf::from).ok_or_else(|| Unusable(format!("{name} needs a file")));
         match a.as_str() {
             "--measured" => args.measured = value("--measured")?,
             "--baseline" => args.baseline = value("--baseline")?,
             "--bmf" => args.bmf = Some(value("--bmf")?),
             "--update" => args.update = true,
-            other => return Err(Unusable(format!("unknown argument {other:?}; usage: gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]"))),
+            other => {
+                return Err(Unusable(format!(
+                    "unknown argument {other:?}; usage: gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]"
+                )));
+            }
         }
     }
     if args.measured.as_os_str().is_empty() {
@@ -63,12 +68,10 @@ fn parse_args() -> Result<Args, Unusable> {
 
 fn write_atomically(path: &PathBuf, bytes: &[u8]) -> Result<(), Unusable> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Unusable(format!("writing {}: {e}", path.display()))
-        })
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Unusable(format!("writing {}: {e}", path.display()))
+    })
 }
 
 fn run() -> Result<u8, Unusable> {
@@ -94,7 +97,10 @@ fn run() -> Result<u8, Unusable> {
     }
     // The baseline is checked before the tools, so that its problems are reported first.
     let base_text = std::fs::read_to_string(&args.baseline).map_err(|e| {
-        Unusable(format!("cannot read the baseline {} ({e}); make one on purpose with scripts/gate --update", args.baseline.display()))
+        Unusable(format!(
+            "cannot read the baseline {} ({e}); make one on purpose with scripts/gate --update",
+            args.baseline.display()
+        ))
     })?;
     let base = gate::parse_baseline(&base_text, &args.baseline.display().to_string())?;
     let versions = versions()?;
@@ -102,7 +108,9 @@ fn run() -> Result<u8, Unusable> {
     print!("{}", gate::markdown(&lines));
     let code = gate::exit_code(&lines);
     if code == 2 {
-        println!("\nThe baseline lists benchmarks the suite no longer has: update it on purpose with scripts/gate --update.");
+        println!(
+            "\nThe baseline lists benchmarks the suite no longer has: update it on purpose with scripts/gate --update."
+        );
     }
     Ok(code)
 }

@@ -11,9 +11,9 @@
 
 use crate::model::{Code, PatchState, Resolved, SiteId};
 use crate::strategy::Change;
+use crate::strategy::WriteSide;
 use crate::strategy::seqlock::SeqLock;
 use crate::sync::{AtomicU64, Ordering};
-use crate::strategy::WriteSide;
 
 /// What a task in each state runs, indexed by [`PatchState`] as `usize` (Idle runs the head, like
 /// Patched: outside a transition both universes are the same).

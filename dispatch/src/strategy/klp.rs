@@ -309,7 +309,10 @@ mod loom_models {
                     task.set_for_model(PatchState::Patched);
                     // … then transition=1 (Release).
                     let flagged = [entry(1, code(1), true)];
-                    klp.apply(SiteId(0), Change { op: StackOp::SetTransition(FuncId(1)), stack: &flagged, original: code(0) });
+                    klp.apply(
+                        SiteId(0),
+                        Change { op: StackOp::SetTransition(FuncId(1)), stack: &flagged, original: code(0) },
+                    );
                 })
             };
             // Idle or Patched, the head's version runs; only the Idle-in-transition count may tell.

@@ -41,7 +41,9 @@ use crate::task::TaskState;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuSource {
     /// The `cpu_id` field of the thread's rseq area, at this offset from the thread pointer.
-    Rseq { offset: isize },
+    Rseq {
+        offset: isize,
+    },
     SchedGetcpu,
 }
 
@@ -95,7 +97,10 @@ impl CpuSource {
             // SAFETY: glibc placed this thread's struct rseq at tp + __rseq_offset, and registered
             // at least 8 bytes of it (checked in `detect`); the kernel updates `cpu_id` in place,
             // so it is read as an atomic.
-            let id = unsafe { (*(tp.offset(offset).add(4) as *const std::sync::atomic::AtomicU32)).load(std::sync::atomic::Ordering::Relaxed) };
+            let id = unsafe {
+                (*(tp.offset(offset).add(4) as *const std::sync::atomic::AtomicU32))
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
             // u32::MAX / MAX-1: RSEQ_CPU_ID_UNINITIALIZED / REGISTRATION_FAILED on this thread.
             return (id < u32::MAX - 1).then_some(id as usize);
         }
@@ -151,7 +156,10 @@ pub struct PerCpu {
 
 impl PerCpu {
     fn with_cpus(originals: &[Code], cpus: usize, cpu: CpuSource) -> Self {
-        let entry = |&c: &Code| Entry { stamp: AtomicU64::new(0), targets: [AtomicCode::new(c), AtomicCode::new(c), AtomicCode::new(c)] };
+        let entry = |&c: &Code| Entry {
+            stamp: AtomicU64::new(0),
+            targets: [AtomicCode::new(c), AtomicCode::new(c), AtomicCode::new(c)],
+        };
         let slot = || CachePadded::new(originals.iter().map(entry).collect::<Box<[Entry]>>());
         Self { source: Source::new(originals), slots: (0..cpus.max(1)).map(|_| slot()).collect(), cpu }
     }
