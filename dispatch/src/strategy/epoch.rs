@@ -143,6 +143,14 @@ impl WriteSide for Epoch {
             }
         }
     }
+
+    /// After every transition: push this thread's deferred garbage to the collector and help
+    /// collect, so that garbage (and what exited threads left registered) does not pile up
+    /// between the writer's rare pins. The 10^6-transition soak's peak-RSS growth went from
+    /// +18% to +11% with it (still above the 10% bound: see the README).
+    fn reclaim(&self) {
+        epoch::pin().flush();
+    }
 }
 
 impl Drop for Epoch {
