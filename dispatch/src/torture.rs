@@ -115,7 +115,7 @@ fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &Universes, tally: 
     let mut sums = [0u64; 2];
     for (round, sum) in sums.iter_mut().enumerate() {
         for i in 0..SITES {
-            let site = if (r + round) % 2 == 0 { i } else { SITES - 1 - i };
+            let site = if (r + round).is_multiple_of(2) { i } else { SITES - 1 - i };
             *sum = sum.wrapping_add(task.call(SiteId(site as u32), 0));
             if panic_here && round == 1 && i == SITES / 2 {
                 panic!("injected reader panic in the middle of a critical section (test hook)");
@@ -194,7 +194,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                     section(&task, r, universes, tally, panic_here);
                     task.safe_point().expect("the reader's own thread");
                     n += 1;
-                    if cfg.park_every > 0 && n % cfg.park_every == 0 {
+                    if cfg.park_every > 0 && n.is_multiple_of(cfg.park_every) {
                         // Sleep now and then: the patcher migrates parked tasks itself.
                         task.park().expect("running");
                         std::thread::yield_now();
