@@ -69,29 +69,11 @@ impl Visitor for Scenario {
             t.call(SiteId(1), 0);
             t.safe_point().unwrap();
         };
-        // Warm up lazily allocated per-thread state (epoch's handle, arc-swap's debts) first.
+        // Warm up lazily allocated per-thread state (arc-swap's debts) first.
         run();
-        flush_epoch(isize::MIN);
         let before = LIVE.load(Ordering::Relaxed);
         run();
-        flush_epoch(before);
         LIVE.load(Ordering::Relaxed) - before
-    }
-}
-
-/// crossbeam-epoch frees deferred garbage only as the epoch advances, a few bags per pin: advance
-/// it until the live bytes are back to `target` (or stop falling).
-fn flush_epoch(target: isize) {
-    let mut last = isize::MAX;
-    for i in 0..100_000 {
-        crossbeam_epoch::pin().flush();
-        let live = LIVE.load(Ordering::Relaxed);
-        if live <= target || (i % 1000 == 999 && live >= last) {
-            return;
-        }
-        if i % 1000 == 999 {
-            last = live;
-        }
     }
 }
 
