@@ -48,7 +48,8 @@ struct Participant(LocalHandle);
 // deferred functions that only the thread using the handle may touch (crossbeam-epoch #65/#70:
 // the bug was two clones of one handle on two threads). A `Participant` is unique (handles are no
 // longer Clone, and this type is not), it is moved only while none of its guards is alive
-// (guards live inside one `call`, `apply` or `reclaim`, which borrow the owner), and each move is
+// (every guard is dropped before the function that pinned returns, and `call`, `apply`,
+// `reclaim` and `give_back` hold a borrow of the participant meanwhile), and each move is
 // ordered by what moves it (a thread spawn, or the pool's mutex): its `Local` is used by one
 // thread at a time, with happens-before between consecutive users, exactly as for a `Cell` in a
 // `Send` type. Nothing in a `Local` depends on the identity of the thread.
