@@ -12,12 +12,17 @@
 //! exits, so the collector keeps as many participants as tasks were ever alive at once. With
 //! crossbeam's default instead (`epoch::pin()`, a participant per OS thread, unlinked and freed
 //! lazily after the thread exits), the soak's task churn (tens of thousands of short-lived tasks
-//! a second) grew the 10^6-transition soak's peak RSS by 18%, over its 10% bound. A participant's
-//! bag also collects the frees of the collector's own queue nodes (one per sealed bag it
-//! collected, about 2 KiB each, since a node holds its bag inline), so a participant idle in the
-//! pool would keep up to 63 of them: it is flushed on the way in. Without that flush the live heap
-//! grew linearly over the run (0.34 → 1.6 MiB) and peak RSS by 22%; with it the heap stays flat
-//! and peak RSS grows 4% (README, "Reliability").
+//! a second) grew the 10^6-transition soak's peak RSS by 18%, over its 10% bound.
+//!
+//! A participant's bag also collects the frees of the collector's own queue nodes (one per
+//! sealed bag it collected, about 2 KiB each, since a node holds its bag inline), up to 63 before
+//! it pushes them. Measured with the soak's engine (1e6 transitions, live heap from `mallinfo2`,
+//! peak RSS from `VmHWM`): a pool that never flushes lets the rarely reused participants at its
+//! bottom fill up, and the live heap grew linearly (0.34 → 1.6 MiB, peak RSS +22%); flushing every
+//! returned participant kept the heap flat but allocated a 2 KiB bag per task exit, and the
+//! allocator's high-water marks crept (+6.1% and +8.3% in two runs); flushing only participants that sat unused
+//! through a whole transition ([`WriteSide::reclaim`]) keeps the heap flat without that churn
+//! (+2.4% and +4.6%; `klp` +2.3%).
 //!
 //! # Synchronization
 //!
@@ -37,7 +42,7 @@ use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::klp::{StackNode, handler};
 use crate::strategy::{Change, Consistency, Info, ReadSide, StackOp, Strategy, WriteSide};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
 use crate::task::TaskState;
 
 /// A registered participant of the strategy's collector, movable between threads.
@@ -55,26 +60,48 @@ struct Participant(LocalHandle);
 // `Send` type. Nothing in a `Local` depends on the identity of the thread.
 unsafe impl Send for Participant {}
 
+/// An unused participant, and how many transitions it has sat through unused (capped at 2).
+#[derive(Debug)]
+struct Idle {
+    participant: Participant,
+    quiet: u8,
+}
+
 /// The collector and its idle participants.
 #[derive(Debug)]
 struct Participants {
     collector: Collector,
-    idle: Mutex<Vec<Participant>>,
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl Participants {
-    fn take(&self) -> Participant {
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
         // A poisoned pool is still a valid list of unused participants.
-        let reused = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Participant {
+        let reused = self.idle().pop().map(|i| i.participant);
         reused.unwrap_or_else(|| Participant(self.collector.register()))
     }
 
     fn give_back(&self, participant: Participant) {
-        // Hand its bag to the collector first: idle, it would keep up to 63 deferred frees (the
-        // collector's own 2 KiB queue nodes among them) until reused, and the participants at the
-        // bottom of the pool, rarely reused, filled up over a long run (see the module comment).
-        participant.0.pin().flush();
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(participant);
+        self.idle().push(Idle { participant, quiet: 0 });
+    }
+
+    /// Hands to the collector the bag of every participant that has sat unused through a whole
+    /// transition. A participant's bag collects the frees of the collector's own queue nodes (2
+    /// KiB each), up to 63 of them; the rarely reused participants at the bottom of the pool would
+    /// keep theirs for good, and the hot ones at the top push theirs when full anyway, so only the
+    /// cold ones are flushed, once (flushing every returned participant cost a 2 KiB bag per task
+    /// exit, see the module comment).
+    fn flush_cold(&self) {
+        for idle in self.idle().iter_mut() {
+            if idle.quiet == 1 {
+                idle.participant.0.pin().flush();
+            }
+            idle.quiet = idle.quiet.saturating_add(1).min(2);
+        }
     }
 }
 
@@ -229,6 +256,7 @@ impl WriteSide for Epoch {
     /// bag until 64 have piled up.
     fn reclaim(&self) {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner).0.pin().flush();
+        self.participants.flush_cold();
     }
 }
 
@@ -276,7 +304,7 @@ mod tests {
     use crate::check::code;
 
     fn idle(e: &Epoch) -> usize {
-        e.participants.idle.lock().unwrap().len()
+        e.participants.idle().len()
     }
 
     /// Tasks that come and go reuse participants: the collector keeps as many as were ever
@@ -294,8 +322,9 @@ mod tests {
         assert_eq!(idle(&e), 2);
     }
 
-    /// Garbage deferred by a task that then exits is collected while its participant sits idle
-    /// in the pool: the bag is handed to the collector on the way in.
+    /// Garbage deferred by a task that then exits is collected once its participant has sat
+    /// idle in the pool through a whole transition: `reclaim` hands cold participants' bags to
+    /// the collector.
     #[test]
     fn an_idle_participant_holds_no_garbage() {
         let e = Epoch::new(&[code(0)]);
@@ -306,6 +335,15 @@ mod tests {
         // Relaxed: read back on this thread.
         exiting.participant.0.pin().defer(move || flag.store(true, Ordering::Relaxed));
         drop(exiting);
+        // The first transition finds it just returned (hot: it may be reused at once, and a hot
+        // participant pushes its bag when full), the second finds it cold and flushes it.
+        e.reclaim();
+        for _ in 0..10 {
+            running.participant.0.pin().flush();
+        }
+        // Relaxed: as above.
+        assert!(!collected.load(Ordering::Relaxed), "a just-returned participant was flushed");
+        e.reclaim();
         // Each flush tries to advance the epoch and collects expired bags: a few suffice.
         for _ in 0..100 {
             if collected.load(Ordering::Relaxed) {
