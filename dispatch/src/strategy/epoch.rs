@@ -20,9 +20,9 @@
 //! peak RSS from `VmHWM`): a pool that never flushes lets the rarely reused participants at its
 //! bottom fill up, and the live heap grew linearly (0.34 → 1.6 MiB, peak RSS +22%); flushing every
 //! returned participant kept the heap flat but allocated a 2 KiB bag per task exit, and the
-//! allocator's high-water marks crept (+6.1% and +8.3% in two runs); flushing only participants that sat unused
-//! through a whole transition ([`WriteSide::reclaim`]) keeps the heap flat without that churn
-//! (+2.4% and +4.6%; `klp` +2.3%).
+//! allocator's high-water marks crept (+6.1% and +8.3% in two runs); flushing only participants
+//! that sat unused through a whole transition ([`WriteSide::reclaim`]) keeps the heap flat
+//! without that churn (+2.4% and +4.6%; `klp` +2.3%).
 //!
 //! # Synchronization
 //!
@@ -53,8 +53,8 @@ struct Participant(LocalHandle);
 // deferred functions that only the thread using the handle may touch (crossbeam-epoch #65/#70:
 // the bug was two clones of one handle on two threads). A `Participant` is unique (handles are no
 // longer Clone, and this type is not), it is moved only while none of its guards is alive
-// (every guard is dropped before the function that pinned returns, and `call`, `apply`,
-// `reclaim` and `give_back` hold a borrow of the participant meanwhile), and each move is
+// (every guard is dropped before the function that pinned returns, and the functions that pin,
+// `call`, `apply`, `reclaim` and `flush_cold`, hold a borrow of it meanwhile), and each move is
 // ordered by what moves it (a thread spawn, or the pool's mutex): its `Local` is used by one
 // thread at a time, with happens-before between consecutive users, exactly as for a `Cell` in a
 // `Send` type. Nothing in a `Local` depends on the identity of the thread.
