@@ -1,7 +1,7 @@
 //! The harness: what `cargo run --release -p harness` does, as a library the tests drive.
 //!
 //! - [`config`]: scenarios and run settings, parsed and validated before anything runs.
-//! - [`env`]: the environment record (CPU, governor, turbo, counters, the percpu path, …).
+//! - [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path, …).
 //! - [`counters`]: perf-event2 groups per reader, with the software fallback.
 //! - [`measure`]: the refscale-style runner, interleaving strategies per round.
 //! - [`report`], [`plot`], [`output`]: the table, `report.md`, plots, BMF, atomic output.
