@@ -90,17 +90,14 @@ impl Participants {
     }
 
     /// Hands to the collector the bag of every participant that has sat unused through a whole
-    /// transition. A participant's bag collects the frees of the collector's own queue nodes (2
-    /// KiB each), up to 63 of them; the rarely reused participants at the bottom of the pool would
-    /// keep theirs for good, and the hot ones at the top push theirs when full anyway, so only the
-    /// cold ones are flushed, once (flushing every returned participant cost a 2 KiB bag per task
-    /// exit, see the module comment).
+    /// transition, once: cold participants would keep their garbage for good, hot ones push it
+    /// when their bag is full (the module comment has the measurements).
     fn flush_cold(&self) {
         for idle in self.idle().iter_mut() {
             if idle.quiet == 1 {
                 idle.participant.0.pin().flush();
             }
-            idle.quiet = idle.quiet.saturating_add(1).min(2);
+            idle.quiet = (idle.quiet + 1).min(2);
         }
     }
 }
