@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use benches::{Fixture, Path, WriterFixture, WriterOp};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use dispatch::{Strategy, Visitor};
+use dispatch::driver::Driver;
+use dispatch::{Op, Strategy, Visitor};
 use perf_event::events::Hardware;
 use perf_event::{Builder, Counter};
 
@@ -77,12 +79,11 @@ impl Visitor for Contended<'_, '_> {
                 let fixture = Fixture::<S>::new(Path::Steady);
                 let start = Barrier::new(readers + 1);
                 let stop = AtomicBool::new(false);
-                let spec = dispatch::PatchSpec::new(
+                let contender = dispatch::PatchSpec::new(
                     "contender",
                     (0..benches::SITES)
                         .map(|s| dispatch::FuncSpec::new(dispatch::SiteId(s as u32), dispatch::check::code(700 + s))),
                 );
-                let patch = fixture.patcher.load(spec).expect("valid patch");
                 // The fixture's own task sleeps meanwhile, so that it never holds a transition up.
                 fixture.task.park().expect("owner");
                 let patcher = &fixture.patcher;
@@ -111,18 +112,21 @@ impl Visitor for Contended<'_, '_> {
                         })
                         .collect();
                     let writer = s.spawn(|| {
+                        // No reader checks universes here: nothing to announce.
+                        let mut driver = Driver::new(patcher, vec![contender], |_: &[&dispatch::PatchSpec]| {})
+                            .expect("valid patch");
                         start.wait();
-                        let p = patcher;
+                        // Relaxed: `stop` is a signal; nothing is published with it.
                         while !stop.load(Ordering::Relaxed) {
-                            let progress =
-                                if p.enabled().contains(&patch) { p.disable(patch) } else { p.enable(patch) };
-                            progress.expect("writer op");
-                            while !matches!(p.try_complete(), dispatch::Progress::Done(_) | dispatch::Progress::Idle) {
+                            let op = if driver.enabled().is_empty() { Op::Enable } else { Op::Disable };
+                            driver.start(op, 0, false).expect("writer op");
+                            driver.finish(|_| {
                                 if stop.load(Ordering::Relaxed) {
-                                    break;
+                                    return ControlFlow::Break(());
                                 }
                                 std::thread::yield_now();
-                            }
+                                ControlFlow::Continue(())
+                            });
                         }
                     });
                     let total = handles.into_iter().map(|h| h.join().expect("reader")).sum();

@@ -236,7 +236,7 @@ impl<S: Strategy> std::fmt::Debug for WriterFixture<S> {
 /// Completes the transition in progress from the calling thread (the only task's thread).
 fn settle<S: Strategy>(patcher: &Patcher<S>, task: &Task<S>) {
     for _ in 0..10 {
-        if let Progress::Done(_) | Progress::Idle = patcher.try_complete() {
+        if let Progress::Done(_) | Progress::NoTransition = patcher.try_complete() {
             return;
         }
         task.safe_point().expect("owner");

@@ -2,9 +2,11 @@
 //! say who they are, a poisoned function that counts who reached reclaimed memory, and a log of
 //! the universes a task may legally observe.
 //!
-//! Every function in [`CODES`] returns its own 64-bit fingerprint, so the sum of what a task's
-//! calls returned between two safe points identifies the universe it saw: a reader compares its
-//! sum with [`Universes::contains`], one add per call and one lookup per critical section.
+//! A *universe* is what every site runs for a task (all previous versions, or all new ones). Every
+//! function in [`CODES`] returns its own 64-bit fingerprint, so the sum of what a task's calls
+//! returned between two safe points (the critical section's *signature*) identifies the universe
+//! it saw: a reader compares its sum with [`UniverseLog::contains`], one add per call and one
+//! lookup per critical section.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
@@ -92,28 +94,28 @@ pub fn resolve(originals: &[Code], enabled: &[&PatchSpec]) -> Vec<Code> {
 
 /// The signatures of the last few universes a writer announced, for readers to check against.
 ///
-/// A writer publishes the universe a transition leads to *before* starting it. Per-task
+/// A writer announces the universe a transition leads to *before* starting it. Per-task
 /// consistency means that between two safe points a task sees one universe, and at most two
 /// transitions can complete while it is between them (it must pass a safe point before a
-/// transition that found it unmigrated can complete), so a ring of [`Universes::RING`] suffices.
+/// transition that found it unmigrated can complete), so a ring of [`UniverseLog::RING`] suffices.
 #[derive(Debug)]
-pub struct Universes {
+pub struct UniverseLog {
     ring: [StdAtomicU64; Self::RING],
     next: StdAtomicU64,
 }
 
-impl Universes {
+impl UniverseLog {
     pub const RING: usize = 16;
 
     /// A log that holds `initial`, the universe before the first transition.
     pub fn new(initial: u64) -> Self {
         let u = Self { ring: std::array::from_fn(|_| StdAtomicU64::new(initial)), next: StdAtomicU64::new(0) };
-        u.publish(initial);
+        u.announce(initial);
         u
     }
 
     /// Announces a universe. Call it before the transition that leads there starts.
-    pub fn publish(&self, signature: u64) {
+    pub fn announce(&self, signature: u64) {
         // Relaxed: only the single writer advances `next`.
         let i = self.next.fetch_add(1, StdOrdering::Relaxed) as usize % Self::RING;
         // Release: pairs with the Acquire in `contains`; the strategy's own publication, which
@@ -122,7 +124,7 @@ impl Universes {
     }
 
     pub fn contains(&self, signature: u64) -> bool {
-        // Acquire: pairs with the Release in `publish`.
+        // Acquire: pairs with the Release in `announce`.
         self.ring.iter().any(|s| s.load(StdOrdering::Acquire) == signature)
     }
 }

@@ -1,23 +1,36 @@
 //! `dispatch`: the Linux livepatch redirection path (`klp_ftrace_handler`) re-created in user
 //! space, with interchangeable strategies behind one trait.
 //!
-//! - [`model`]: sites, funcs, patches, the tri-state task state, typed errors.
-//! - [`task`]: tasks, safe points, parking, and the quiescent-state grace periods.
-//! - [`transition`]: the [`Patcher`], the one transition engine, generic over the strategy.
-//! - [`strategy`]: the trait (read side / write side) and the one registry of strategies.
-//! - [`check`]: fingerprinted functions, poison, and the universe log used to verify readers.
-//! - [`torture`]: the consistency torture engine of the stress tests and `scripts/soak`.
+//! Read it bottom-up; every module imports only modules listed before it:
+//!
+//! 1. [`docs`]: the rules, in prose: the handler's steps, the invariants, the barrier pairs.
+//! 2. [`model`]: ids, states, patch specs, errors, and the one selection rule.
+//!    Beside it, [`rng`] and [`check`] (fingerprinted functions, poison, the universe log).
+//! 3. [`tasks`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
+//! 4. [`strategy`]: the trait, the registry, the shared building blocks, one file per strategy.
+//! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`].
+//! 6. [`driver`]: the writer's loop (announce, start, reverse, poll, record), used by every
+//!    caller that drives transitions; [`torture`]: the consistency stress engine.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod docs;
+pub(crate) mod sync;
+
 pub mod check;
 pub mod model;
+pub mod rng;
+
+pub mod tasks;
+
 pub mod strategy;
-pub(crate) mod sync;
+
 pub mod task;
+pub mod transition;
+
+pub mod driver;
 #[cfg(not(loom))]
 pub mod torture;
-pub mod transition;
 
 pub use model::{Code, Error, FuncSpec, Op, PatchId, PatchSpec, PatchState, SiteId};
 pub use strategy::{Consistency, Info, Strategy, Visitor};

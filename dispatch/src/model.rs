@@ -1,8 +1,14 @@
 //! The livepatch model: sites, funcs, patches, the tri-state task state, and the typed errors.
 //!
-//! Vocabulary follows the kernel (DOMAIN.md §1.2): a *site* is a patchable function (its original
-//! implementation plus a func stack), a *func* is one patch's replacement for one site, a *patch* is
-//! a set of funcs. `nop` funcs are made by [`Patcher::replace`](crate::Patcher::replace) only.
+//! The bottom layer: it imports nothing else of this crate. Vocabulary follows the kernel (see
+//! [`docs`](crate::docs)): a *site* is a patchable function (its original implementation plus a
+//! func stack), a *func* is one patch's replacement for one site, a *patch* is a set of funcs.
+//! `nop` funcs are made by [`Patcher::replace`](crate::Patcher::replace) only.
+//!
+//! The one selection rule, "which code does this task run at this site", is [`Version::select`];
+//! the writer side precomputes with [`select`] and [`Selection`], the reader side asks
+//! [`TaskState::version`](crate::tasks::TaskState::version), which applies the same rule and counts
+//! an Idle task found inside a transition.
 
 use std::fmt;
 use std::time::Duration;
@@ -40,15 +46,6 @@ pub enum PatchState {
 }
 
 impl PatchState {
-    #[inline]
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Unpatched,
-            2 => Self::Patched,
-            _ => Self::Idle,
-        }
-    }
-
     /// `!state` of `klp_init_transition`: the state every task starts a transition in.
     pub(crate) fn opposite(self) -> Self {
         match self {
@@ -65,7 +62,9 @@ pub struct FuncSpec {
     pub site: SiteId,
     pub code: Code,
     /// Switched for every task at once, without per-task consistency (the kernel's `immediate`,
-    /// v4.12–v4.15; DOMAIN.md §1.6). A patch whose funcs are all immediate completes at once.
+    /// v4.12–v4.15): the func still carries a `transition` flag while its patch is in transition,
+    /// but the patcher's stack check ignores it, so a task asleep inside it may be migrated. A
+    /// patch whose funcs are all immediate completes at once, without per-task work.
     pub immediate: bool,
 }
 
@@ -92,65 +91,78 @@ impl PatchSpec {
     }
 }
 
-/// One entry of a func stack as the writer side of a strategy sees it.
+/// One func on a site's func stack, as the writer side of a strategy sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct Entry {
+pub struct StackEntry {
     pub func: FuncId,
     pub code: Code,
-    /// A placeholder of an atomic replace: run the original (DOMAIN.md §1.3 step 5).
+    /// A placeholder of an atomic replace: run the original ([`HandlerStep::Nop`](crate::docs::HandlerStep::Nop)).
     pub nop: bool,
     /// `func->transition`: during a transition, pick by the calling task's state.
     pub transition: bool,
 }
 
+/// Which func of a site's stack a task runs: the head, or the one below it (the previous version;
+/// the original when there is none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Head,
+    Previous,
+}
+
+impl Version {
+    /// The selection rule ([`Invariant::Selection`](crate::docs::Invariant::Selection)), written
+    /// once: outside a transition every task runs the head; inside one, an Unpatched task runs the
+    /// previous version and a Patched one the head. An Idle task inside a transition breaks
+    /// [`Invariant::TriState`](crate::docs::Invariant::TriState): it runs the head, as the kernel
+    /// does after its warning; readers count it ([`TaskState::version`](crate::tasks::TaskState::version)).
+    #[inline(always)]
+    pub fn select(in_transition: bool, state: PatchState) -> Self {
+        if in_transition && state == PatchState::Unpatched { Self::Previous } else { Self::Head }
+    }
+}
+
 /// What a task in `state` runs for a site whose stack is `stack` (oldest first), given the site's
-/// `original`: the selection rule of DOMAIN.md §1.8 item 4, written once for every strategy that
-/// precomputes its answer, and for the tests' oracle.
-pub fn select(stack: &[Entry], original: Code, state: PatchState) -> Code {
+/// `original`: [`Version::select`] applied to a whole stack, for every strategy that precomputes
+/// its answer and for the tests' oracle.
+pub fn select(stack: &[StackEntry], original: Code, state: PatchState) -> Code {
     let Some((head, below)) = stack.split_last() else { return original };
-    let func = if head.transition && state == PatchState::Unpatched {
-        match below.last() {
-            Some(next) => next,
+    let func = match Version::select(head.transition, state) {
+        Version::Head => head,
+        Version::Previous => match below.last() {
+            Some(previous) => previous,
             None => return original,
-        }
-    } else {
-        head
+        },
     };
     if func.nop { original } else { func.code }
 }
 
-/// The two answers a snapshot-style strategy publishes for a site: what a Patched (or Idle) task
-/// runs, and what an Unpatched task runs. Outside a transition they are equal.
+/// What a site's stack selects for each [`Version`], precomputed by the writer: snapshot-style
+/// strategies publish it whole, and readers pick with [`Selection::code`]. Outside a transition
+/// both codes are equal.
 #[derive(Clone, Copy, Debug)]
-pub struct Resolved {
+pub struct Selection {
+    /// The head's `transition` flag.
     pub transition: bool,
-    pub patched: Code,
-    pub unpatched: Code,
+    pub head: Code,
+    pub previous: Code,
 }
 
-impl Resolved {
-    pub fn of(stack: &[Entry], original: Code) -> Self {
+impl Selection {
+    pub fn of(stack: &[StackEntry], original: Code) -> Self {
         Self {
             transition: stack.last().is_some_and(|e| e.transition),
-            patched: select(stack, original, PatchState::Patched),
-            unpatched: select(stack, original, PatchState::Unpatched),
+            head: select(stack, original, PatchState::Patched),
+            previous: select(stack, original, PatchState::Unpatched),
         }
     }
 
-    /// The reader's half of [`select`], for a precomputed answer: the task's state is read only
-    /// when the site is in transition, as in the kernel handler.
+    /// The code of `version`.
     #[inline(always)]
-    pub fn pick_for(&self, task: &crate::task::TaskState) -> Code {
-        if !self.transition {
-            return self.patched;
-        }
-        match task.patch_state() {
-            PatchState::Unpatched => self.unpatched,
-            PatchState::Patched => self.patched,
-            PatchState::Idle => {
-                task.note_idle_in_transition();
-                self.patched
-            }
+    pub fn code(&self, version: Version) -> Code {
+        match version {
+            Version::Head => self.head,
+            Version::Previous => self.previous,
         }
     }
 }

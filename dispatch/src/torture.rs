@@ -9,8 +9,10 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::check::{self, Universes, code, resolve, signature};
-use crate::{Code, FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, SiteId, Strategy, Task};
+use crate::check::{self, UniverseLog, code, resolve, signature};
+use crate::driver::{self, Driver};
+use crate::rng::Rng;
+use crate::{Code, FuncSpec, Op, PatchSpec, Patcher, PatcherConfig, SiteId, Strategy, Task};
 
 /// Sites every patch set is spread over.
 pub const SITES: usize = 8;
@@ -74,18 +76,6 @@ pub fn patch_specs() -> Vec<PatchSpec> {
     vec![patch("a", 100, 0..6), patch("b", 200, 2..8), patch("c", 300, 0..3), patch("d", 400, 4..8)]
 }
 
-/// xorshift64*: deterministic, so that a failing run can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
-    }
-}
-
 /// Counters shared by readers and children.
 #[derive(Default)]
 struct Tally {
@@ -111,7 +101,7 @@ fn round<S: Strategy>(task: &Task<S>, r: usize) -> u64 {
 
 /// One critical section: every site, twice, in an order that depends on `r`; both rounds must
 /// see the same universe, and it must be one the writer announced.
-fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &Universes, tally: &Tally, panic_here: bool) {
+fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &UniverseLog, tally: &Tally, panic_here: bool) {
     let mut sums = [0u64; 2];
     for (round, sum) in sums.iter_mut().enumerate() {
         for i in 0..SITES {
@@ -146,9 +136,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
     let originals: Vec<Code> = (0..SITES).map(code).collect();
     let capacity = cfg.readers * 4 + 4;
     let p = Patcher::<S>::new(&originals, PatcherConfig { capacity, ..Default::default() });
-    let specs = patch_specs();
-    let ids: Vec<PatchId> = specs.iter().map(|s| p.load(s.clone()).expect("valid patch")).collect();
-    let universes = Universes::new(signature(&originals, 0));
+    let universes = UniverseLog::new(signature(&originals, 0));
     let stop = AtomicBool::new(false);
     let tally = Tally::default();
     let start = Barrier::new(cfg.readers + 1);
@@ -207,55 +195,28 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
         }
 
         start.wait();
-        let mut rng = Rng(cfg.seed ^ cfg.transitions);
-        // The oracle: enabled patches (indexes into `specs`), oldest first.
-        let mut enabled: Vec<usize> = Vec::new();
+        let announce = |enabled: &[&PatchSpec]| universes.announce(signature(&resolve(&originals, enabled), 0));
+        let mut writer = Driver::new(&p, patch_specs(), announce).expect("valid patches");
+        let mut rng = Rng::new(cfg.seed ^ cfg.transitions);
         while report.transitions < cfg.transitions && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             if cfg.until_violation && tally.violations.load(Ordering::Relaxed) > 0 {
                 break;
             }
-            let disabled: Vec<usize> = (0..specs.len()).filter(|i| !enabled.contains(i)).collect();
+            let enabled = writer.enabled().to_vec();
+            let disabled: Vec<usize> = (0..writer.specs().len()).filter(|i| !enabled.contains(i)).collect();
             let choice = rng.below(4);
-            let (op, target, after): (Op, usize, Vec<usize>) =
-                if enabled.is_empty() || (choice == 0 && enabled.len() < 2) {
-                    let t = disabled[rng.below(disabled.len())];
-                    (Op::Enable, t, enabled.iter().copied().chain([t]).collect())
-                } else if choice == 1 {
-                    let t = disabled[rng.below(disabled.len())];
-                    (Op::Replace, t, vec![t])
-                } else {
-                    let t = enabled[rng.below(enabled.len())];
-                    (Op::Disable, t, enabled.iter().copied().filter(|&e| e != t).collect())
-                };
-            let config = |set: &[usize]| {
-                let specs: Vec<&PatchSpec> = set.iter().map(|&i| &specs[i]).collect();
-                signature(&resolve(&originals, &specs), 0)
+            let (op, patch) = if enabled.is_empty() || (choice == 0 && enabled.len() < 2) {
+                (Op::Enable, disabled[rng.below(disabled.len())])
+            } else if choice == 1 {
+                (Op::Replace, disabled[rng.below(disabled.len())])
+            } else {
+                (Op::Disable, enabled[rng.below(enabled.len())])
             };
-            universes.publish(config(&after));
-            match op {
-                Op::Enable => p.enable(ids[target]),
-                Op::Replace => p.replace(ids[target]),
-                Op::Disable => p.disable(ids[target]),
-            }
-            .expect("a valid operation");
-            if rng.below(4) == 0 {
-                // Reverse mid-flight (refused once the transition is settling).
-                universes.publish(config(&enabled));
-                if p.reverse().is_ok() {
-                    report.reversals += 1;
-                }
-            }
-            let stats = p.wait(Duration::from_secs(30)).expect("transition did not complete");
-            if (stats.op == Op::Disable) == (stats.target == PatchState::Unpatched) {
-                enabled = after;
-            }
-            // The engine agrees with the oracle.
-            let expected: Vec<u64> = {
-                let specs: Vec<&PatchSpec> = enabled.iter().map(|&i| &specs[i]).collect();
-                resolve(&originals, &specs).iter().map(|c| c(0)).collect()
-            };
-            let actual: Vec<u64> = p.universe(PatchState::Idle).iter().map(|c| c(0)).collect();
-            assert_eq!(actual, expected, "engine and oracle disagree after {stats:?}");
+            // Reverse mid-flight one time in four.
+            let reverse = rng.below(4) == 0;
+            writer.start(op, patch, reverse).expect("a valid operation");
+            let stats = writer.finish(driver::back_off(Duration::from_secs(30))).expect("transition did not complete");
+            assert!(writer.agrees_with_engine(&originals), "engine and oracle disagree after {stats:?}");
             report.transitions += 1;
             report.migrated_at_safe_point += stats.migrated_at_safe_point;
             report.migrated_while_parked += stats.migrated_while_parked;
@@ -271,6 +232,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                 std::thread::yield_now();
             }
         }
+        report.reversals = writer.reversals();
         // Relaxed: a signal; the scope's join orders the tallies read below.
         stop.store(true, Ordering::Relaxed);
     });

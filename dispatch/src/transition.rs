@@ -1,6 +1,7 @@
-//! The Patcher: the kernel's transition engine (DOMAIN.md §1.4), written once and generic over the
-//! strategy. It keeps the authoritative func stacks, runs one transition at a time, and tells the
-//! strategy what changed; the strategy decides only how readers see it.
+//! The Patcher: the kernel's transition engine, written once and generic over the strategy. It
+//! keeps the authoritative func stacks, runs one transition at a time
+//! ([`Invariant::OneTransition`]), and tells the strategy what changed; the strategy decides only
+//! how readers see it.
 //!
 //! A transition moves through three phases, advanced by [`Patcher::try_complete`] (non-blocking,
 //! like one run of `klp_try_complete_transition`) or [`Patcher::wait`]:
@@ -16,14 +17,17 @@
 //!
 //! Grace periods are polled, never blocked on (`start_poll_synchronize_rcu`-style), so neither
 //! `try_complete` nor the engine's lock ever waits for a task.
+//!
+//! [`Invariant::OneTransition`]: crate::docs::Invariant::OneTransition
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::model::{Code, Entry, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, PatchState, SiteId};
-use crate::strategy::{Change, StackOp, Strategy};
-use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
-use crate::task::{Task, Tasks};
+use crate::model::{Code, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, PatchState, SiteId, StackEntry, select};
+use crate::strategy::{StackChange, StackOp, Strategy};
+use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::task::{Shared, Task};
+use crate::tasks::Tasks;
 
 /// How patches may stack.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,13 +78,21 @@ impl TransitionStats {
     pub fn duration(&self) -> Option<Duration> {
         self.ended.map(|e| e - self.started)
     }
+
+    /// Whether the operation took effect: its transition ended at the target the operation set
+    /// out for (Patched for an enable or replace, Unpatched for a disable). A reversed transition
+    /// ends at the other one, and every patch is as it was before the operation.
+    pub fn finished_forward(&self) -> bool {
+        let forward = if self.op == Op::Disable { PatchState::Unpatched } else { PatchState::Patched };
+        self.target == forward
+    }
 }
 
 /// Where a transition stands after a call to [`Patcher::try_complete`].
 #[derive(Clone, Debug)]
 pub enum Progress {
     /// No transition was in progress.
-    Idle,
+    NoTransition,
     /// Completed (possibly just now).
     Done(TransitionStats),
     /// Waiting for `pending` tasks to reach the target.
@@ -89,13 +101,6 @@ pub enum Progress {
     Reversing,
     /// Every task migrated; waiting for the final grace period.
     Settling,
-}
-
-/// State shared by the patcher and every task.
-pub(crate) struct Shared<S> {
-    pub(crate) strategy: S,
-    pub(crate) tasks: Tasks,
-    pub(crate) originals: Box<[Code]>,
 }
 
 #[derive(Debug)]
@@ -130,7 +135,7 @@ struct Transition {
 /// A site's func stack, oldest first, with the patch that owns each entry.
 #[derive(Debug, Default)]
 struct Stack {
-    entries: Vec<Entry>,
+    entries: Vec<StackEntry>,
     owners: Vec<PatchId>,
 }
 
@@ -343,7 +348,7 @@ impl<S: Strategy> Patcher<S> {
         loop {
             match self.try_complete() {
                 Progress::Done(stats) => return Ok(stats),
-                Progress::Idle => return self.last_transition().ok_or(Error::NoTransition),
+                Progress::NoTransition => return self.last_transition().ok_or(Error::NoTransition),
                 progress => {
                     let waited = start.elapsed();
                     if waited >= timeout {
@@ -383,11 +388,7 @@ impl<S: Strategy> Patcher<S> {
     /// What each site runs for a task in `state`, according to the engine's own stacks.
     pub fn universe(&self, state: PatchState) -> Vec<Code> {
         let e = self.engine();
-        e.stacks
-            .iter()
-            .zip(self.shared.originals.iter())
-            .map(|(s, &o)| crate::model::select(&s.entries, o, state))
-            .collect()
+        e.stacks.iter().zip(self.shared.originals.iter()).map(|(s, &o)| select(&s.entries, o, state)).collect()
     }
 
     // ---- the protocol ----
@@ -422,20 +423,20 @@ impl<S: Strategy> Patcher<S> {
         let list = tasks.lock();
         if per_task {
             // `klp_init_transition`. The Release of the first `transition` flag or func
-            // publication below orders these state stores before it (DOMAIN.md §1.5 row 1).
+            // publication below orders these state stores before it (Barrier::StatesBeforeFlag).
             tasks.init(&list, target);
         }
         match op {
             Op::Enable | Op::Replace => {
                 let funcs = rec.spec.funcs.clone();
                 for f in funcs {
-                    let entry = Entry { func: e.new_func(), code: f.code, nop: false, transition: !f.immediate };
+                    let entry = StackEntry { func: e.new_func(), code: f.code, nop: false, transition: !f.immediate };
                     self.push(e, f.site, patch, entry);
                 }
                 if op == Op::Replace {
                     for site in e.nop_sites(patch, &replaced) {
                         let original = self.shared.originals[site.index()];
-                        let entry = Entry { func: e.new_func(), code: original, nop: true, transition: true };
+                        let entry = StackEntry { func: e.new_func(), code: original, nop: true, transition: true };
                         self.push(e, site, patch, entry);
                     }
                 }
@@ -456,7 +457,7 @@ impl<S: Strategy> Patcher<S> {
         }
         if per_task {
             // `klp_start_transition`; the Release of each pending flag orders the target and the
-            // transition flags before it (DOMAIN.md §1.5 rows 3 and 4).
+            // transition flags before it (Barrier::TargetBeforePending, Barrier::FlagBeforePending).
             tasks.start(&list);
         }
         drop(list);
@@ -468,7 +469,7 @@ impl<S: Strategy> Patcher<S> {
     fn advance(&self, e: &mut Engine) -> Progress {
         let tasks = &self.shared.tasks;
         loop {
-            let Some(t) = e.transition.as_mut() else { return Progress::Idle };
+            let Some(t) = e.transition.as_mut() else { return Progress::NoTransition };
             match t.phase {
                 Phase::Migrating => {
                     if t.per_task {
@@ -521,11 +522,11 @@ impl<S: Strategy> Patcher<S> {
         if op == Op::Disable && target == PatchState::Patched {
             let spec = e.patches[patch.0 as usize].as_ref().expect("patch in transition").spec.clone();
             for f in spec.funcs.iter().filter(|f| f.immediate) {
-                let entry = Entry { func: e.new_func(), code: f.code, nop: false, transition: false };
+                let entry = StackEntry { func: e.new_func(), code: f.code, nop: false, transition: false };
                 self.push(e, f.site, patch, entry);
             }
         }
-        // The Release of each pending flag publishes the new target (DOMAIN.md §1.5 row 3).
+        // The Release of each pending flag publishes the new target (Barrier::TargetBeforePending).
         tasks.start(&list);
         drop(list);
         e.transition.as_mut().expect("in transition").phase = Phase::Migrating;
@@ -578,8 +579,7 @@ impl<S: Strategy> Patcher<S> {
         drop(list);
         self.shared.strategy.reclaim();
         let mut t = e.transition.take().expect("in transition");
-        // Relaxed: a statistic, counted by tasks at their safe points during the transition.
-        t.stats.migrated_at_safe_point = tasks.at_safe_point.load(Ordering::Relaxed);
+        t.stats.migrated_at_safe_point = tasks.migrated_at_safe_point();
         t.stats.ended = Some(Instant::now());
         e.last = Some(t.stats.clone());
         t.stats
@@ -587,7 +587,7 @@ impl<S: Strategy> Patcher<S> {
 
     // ---- stack edits: the engine's stacks first, then the strategy ----
 
-    fn push(&self, e: &mut Engine, site: SiteId, patch: PatchId, entry: Entry) {
+    fn push(&self, e: &mut Engine, site: SiteId, patch: PatchId, entry: StackEntry) {
         let stack = &mut e.stacks[site.index()];
         stack.entries.push(entry);
         stack.owners.push(patch);
@@ -614,7 +614,7 @@ impl<S: Strategy> Patcher<S> {
 
     fn publish(&self, e: &Engine, site: SiteId, op: StackOp) {
         let change =
-            Change { op, stack: &e.stacks[site.index()].entries, original: self.shared.originals[site.index()] };
+            StackChange { op, stack: &e.stacks[site.index()].entries, original: self.shared.originals[site.index()] };
         self.shared.strategy.apply(site, change);
     }
 }
@@ -640,7 +640,7 @@ impl Engine {
         self.patches[patch.0 as usize].as_ref().map(|r| r.live.clone()).unwrap_or_default()
     }
 
-    fn entry(&self, site: SiteId, func: FuncId) -> Entry {
+    fn entry(&self, site: SiteId, func: FuncId) -> StackEntry {
         *self.stacks[site.index()].entries.iter().find(|x| x.func == func).expect("func on its stack")
     }
 

@@ -55,7 +55,7 @@ fn two_task_transition(disable: bool) {
             loom::thread::yield_now();
         }
         if disable { p.disable(patch) } else { p.enable(patch) }.unwrap();
-        while !matches!(p.try_complete(), Progress::Done(_) | Progress::Idle) {
+        while !matches!(p.try_complete(), Progress::Done(_) | Progress::NoTransition) {
             loom::thread::yield_now();
         }
         for t in tasks {

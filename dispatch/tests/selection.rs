@@ -1,6 +1,6 @@
-//! The selection table (DOMAIN.md §1.8 item 4) for every strategy in the registry: steady state,
-//! in transition as Patched and as Unpatched, Unpatched with and without an older patch below,
-//! nop, immediate; plus fork inheritance and one deterministic interleaving that per-task
+//! The selection table (`dispatch::docs::Invariant::Selection`) for every strategy in the
+//! registry: steady state, in transition as Patched and as Unpatched, Unpatched with and without
+//! an older patch below, nop, immediate; plus fork inheritance and one deterministic interleaving that per-task
 //! consistency must survive and `fnptr` must not.
 
 use dispatch::check::{DIRECT_FINGERPRINT, code, fingerprint};
@@ -128,7 +128,8 @@ fn selection_table<S: Strategy>() {
     assert_eq!(a.idle_in_transition() + b.idle_in_transition(), 0);
 }
 
-/// A child task starts in its parent's state with its parent's pending flag (invariant 8).
+/// A child task starts in its parent's state with its parent's pending flag
+/// (`dispatch::docs::Invariant::Inheritance`).
 fn inheritance<S: Strategy>() {
     let p = patcher::<S>();
     let parent = p.register().unwrap();

@@ -4,8 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::measure::Row;
-use crate::output::RunFile;
+use crate::record::{Row, RunFile};
 
 /// One-sided significance level.
 pub const ALPHA: f64 = 0.05;

@@ -1,17 +1,31 @@
 //! The harness: what `cargo run --release -p harness` does, as a library the tests drive.
 //!
-//! - [`config`]: scenarios and run settings, parsed and validated before anything runs.
-//! - [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path, …).
-//! - [`counters`]: perf-event2 groups per reader, with the software fallback.
-//! - [`measure`]: the refscale-style runner, interleaving strategies per round.
-//! - [`report`], [`plot`], [`output`]: the table, `report.md`, plots, BMF, atomic output.
-//! - [`compare`]: `harness compare`, threshold plus significance.
+//! Read it bottom-up; every module imports only modules listed before it:
+//!
+//! 1. [`config`]: scenarios and run settings, parsed and validated before anything runs.
+//! 2. [`counters`]: perf-event2 groups per reader, with the software fallback;
+//!    [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path).
+//! 3. [`record`]: the run's records, as `run.json` holds them (results/SCHEMA.md).
+//! 4. [`workload`]: a scenario's sites, call order and patches.
+//! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
+//! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
+//! 7. [`output`], [`report`], [`plot`], [`compare`]: atomic output, the table and `report.md`,
+//!    plots, `harness compare`; they read only the records.
 
-pub mod compare;
 pub mod config;
+
 pub mod counters;
 pub mod env;
+
+pub mod record;
+
+pub mod workload;
+
+pub mod protocol;
+
 pub mod measure;
+
+pub mod compare;
 pub mod output;
 pub mod plot;
 pub mod report;
@@ -20,7 +34,8 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use config::{ConfigError, RunConfig};
-use output::{RunFile, SCHEMA_VERSION, Staging};
+use output::Staging;
+use record::{RunFile, SCHEMA_VERSION};
 
 /// The `list` table: one line per strategy of the registry.
 pub fn list() -> String {

@@ -6,25 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::RunConfig;
-use crate::env::Env;
-use crate::measure::Row;
-
-/// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md).
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Everything `run.json` holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunFile {
-    pub schema_version: u32,
-    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
-    pub started: String,
-    pub config: RunConfig,
-    pub env: Env,
-    pub rows: Vec<Row>,
-}
+use crate::record::{RunFile, SCHEMA_VERSION};
 
 /// `results/runs` of the workspace this binary was built in, if it exists, else `./results/runs`.
 pub fn default_root() -> PathBuf {

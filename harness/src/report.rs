@@ -6,8 +6,7 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::measure::Row;
-use crate::output::RunFile;
+use crate::record::{Row, RunFile};
 
 /// Median, minimum and maximum of a sample.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -2,31 +2,33 @@
 //! for Unpatched tasks, plus the head's `transition` flag) in an `arc_swap::ArcSwap`. Writers build
 //! a new snapshot and swap it in; readers borrow the current one through arc-swap's debt slots.
 //!
-//! Trade-off: RCU-like semantics without any grace-period machinery (arc-swap reclaims by
-//! refcount and debts), at the price of arc-swap's `load` (debt-slot bookkeeping, ~10–30 ns per
-//! read in its own benchmarks, DOMAIN.md §2.4) and a store whose cost grows with reader threads.
+//! RCU-like semantics without any grace-period machinery (arc-swap reclaims by refcount and
+//! debts), at the price of arc-swap's `load` (debt-slot bookkeeping: its author's benchmarks
+//! report tens of nanoseconds per read) and a store whose cost grows with reader threads.
 //!
 //! # Synchronization
 //!
 //! | writer | reader | guarantees |
 //! |---|---|---|
-//! | task states (init) → `ArcSwap::store` (SeqCst swap, a Release) | `ArcSwap::load` (Acquire or stronger) → `patch_state` | a reader that sees a snapshot in transition sees its own state as Patched or Unpatched |
+//! | task states (init) → `ArcSwap::store` (SeqCst swap, a Release) | `ArcSwap::load` (Acquire or stronger) → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees a snapshot in transition sees its own state as Patched or Unpatched |
 //! | snapshot fields written → `store` | `load` → fields | a published snapshot is seen whole |
 //! | old snapshot dropped when its last guard goes | the reader copies the code out while holding the guard | no reader touches a freed snapshot; [`Snapshot`]'s `Drop` poisons it first, so one that did would run [`check::poisoned`] |
+//!
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use arc_swap::ArcSwap;
 
 use crate::check;
-use crate::model::{Code, Resolved, SiteId};
-use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
-use crate::task::TaskState;
+use crate::model::{Code, Selection, SiteId};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::tasks::TaskState;
 
 #[derive(Debug)]
-struct Snapshot(Resolved);
+struct Snapshot(Selection);
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        let poison = Resolved { transition: false, patched: check::poisoned, unpatched: check::poisoned };
+        let poison = Selection { transition: false, head: check::poisoned, previous: check::poisoned };
         // SAFETY: `&mut self` is valid for writes; volatile so that the poison is not elided as a
         // dead store before the deallocation that follows.
         unsafe { std::ptr::write_volatile(&mut self.0, poison) };
@@ -45,14 +47,14 @@ impl ReadSide for ArcSwapStacks {
 
     #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let code = self.sites[site.index()].load().0.pick_for(task);
-        code(arg)
+        let selection = self.sites[site.index()].load().0;
+        selection.code(task.version(selection.transition))(arg)
     }
 }
 
 impl WriteSide for ArcSwapStacks {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
-        let snapshot = Snapshot(Resolved::of(change.stack, change.original));
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
+        let snapshot = Snapshot(Selection::of(change.stack, change.original));
         self.sites[site.index()].store(snapshot.into());
     }
 }
@@ -65,6 +67,6 @@ impl Strategy for ArcSwapStacks {
     };
 
     fn new(originals: &[Code]) -> Self {
-        Self { sites: originals.iter().map(|&c| ArcSwap::from_pointee(Snapshot(Resolved::of(&[], c)))).collect() }
+        Self { sites: originals.iter().map(|&c| ArcSwap::from_pointee(Snapshot(Selection::of(&[], c)))).collect() }
     }
 }

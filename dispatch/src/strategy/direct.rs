@@ -9,8 +9,8 @@
 
 use crate::check;
 use crate::model::{Code, SiteId};
-use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
-use crate::task::TaskState;
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::tasks::TaskState;
 
 /// The one function `direct` calls. Not inlined, so the floor still pays a call and a return.
 #[inline(never)]
@@ -33,7 +33,7 @@ impl ReadSide for Direct {
 }
 
 impl WriteSide for Direct {
-    fn apply(&self, _site: SiteId, _change: Change<'_>) {}
+    fn apply(&self, _site: SiteId, _change: StackChange<'_>) {}
 }
 
 impl Strategy for Direct {

@@ -1,11 +1,9 @@
 //! `epoch`: the kernel's func stack, protected by `crossbeam-epoch` instead of the engine's
 //! quiescent states: each call pins the epoch, walks the stack as `klp` does (the same
 //! [`handler`]), and unpins; removed funcs are destroyed by the epoch collector once no pinned
-//! reader can hold them. What most Rust code would write.
-//!
-//! Trade-off: no dependence on tasks reaching safe points for reclamation, paid for with a pin
-//! and an unpin per call (a store, a full fence and two counters: tens of instructions) and with
-//! garbage collected only as the global epoch advances.
+//! reader can hold them. What most Rust code would write. Reclamation does not depend on tasks
+//! reaching safe points; each call pays a pin and an unpin (a store, a full fence and two
+//! counters), and garbage is collected only as the global epoch advances.
 //!
 //! The strategy owns its [`Collector`]. Every task pins through a participant of it (its
 //! [`ReadSide::TaskLocal`]), taken from a pool when the task registers and given back when it
@@ -28,10 +26,13 @@
 //!
 //! | writer | reader | guarantees |
 //! |---|---|---|
-//! | node fields incl. `transition` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` / `next.load(Acquire)` under a pin → fields | a newly published func is seen whole and in transition |
-//! | task states (init) → `transition.store(true, Release)` | `transition.load(Acquire)` → `patch_state` | a reader that sees transition=1 never sees Idle |
+//! | node fields incl. `transition` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` / `next.load(Acquire)` under a pin → fields | [`Barrier::FuncBeforeHead`]: a newly published func is seen whole and in transition |
+//! | task states (init) → `transition.store(true, Release)` | `transition.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 never sees Idle |
 //! | unlink → `defer_destroy` | loads only while pinned | crossbeam-epoch frees a node only after every participant pinned before the unlink has unpinned; `Node`'s `Drop` poisons it first, so a reader that still reached it would run [`check::poisoned`] |
 //! | participant returned → pool mutex unlock | pool mutex lock → participant taken | a reused participant's thread-unsafe counters are handed over whole (see [`Participant`]) |
+//!
+//! [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use std::mem::ManuallyDrop;
 use std::sync::PoisonError;
@@ -40,10 +41,10 @@ use crossbeam_epoch::{self as epoch, Atomic, Collector, Guard, LocalHandle, Owne
 
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
-use crate::strategy::klp::{StackNode, handler};
-use crate::strategy::{Change, Consistency, Info, ReadSide, StackOp, Strategy, WriteSide};
+use crate::strategy::blocks::func_stack::{StackNode, handler};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide};
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
-use crate::task::TaskState;
+use crate::tasks::TaskState;
 
 /// A registered participant of the strategy's collector, movable between threads.
 #[derive(Debug)]
@@ -60,9 +61,10 @@ struct Participant(LocalHandle);
 // `Send` type. Nothing in a `Local` depends on the identity of the thread.
 unsafe impl Send for Participant {}
 
-/// An unused participant, and how many transitions it has sat through unused (capped at 2).
+/// An unused participant in the pool, and how many transitions it has sat through unused
+/// (capped at 2).
 #[derive(Debug)]
-struct Idle {
+struct PooledParticipant {
     participant: Participant,
     quiet: u8,
 }
@@ -71,11 +73,11 @@ struct Idle {
 #[derive(Debug)]
 struct Participants {
     collector: Collector,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<PooledParticipant>>,
 }
 
 impl Participants {
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<PooledParticipant>> {
         // A poisoned pool is still a valid list of unused participants.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -86,7 +88,7 @@ impl Participants {
     }
 
     fn give_back(&self, participant: Participant) {
-        self.idle().push(Idle { participant, quiet: 0 });
+        self.idle().push(PooledParticipant { participant, quiet: 0 });
     }
 
     /// Hands to the collector the bag of every participant that has sat unused through a whole
@@ -207,7 +209,7 @@ impl ReadSide for Epoch {
 }
 
 impl WriteSide for Epoch {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let guard = &writer.0.pin();
         let head = &self.heads[site.index()];
@@ -241,7 +243,8 @@ impl WriteSide for Epoch {
                 let on = change.stack.iter().find(|e| e.func == func).expect("epoch: unknown func").transition;
                 // Relaxed: the writer's own store.
                 let node = self.link_to(site, func, guard).load(Ordering::Relaxed, guard);
-                // Release: pairs with the reader's Acquire `transition` load (rmb #2).
+                // Release: pairs with the reader's Acquire `transition` load
+                // (Barrier::StatesBeforeFlag).
                 // SAFETY: `link_to` found a live node.
                 unsafe { node.deref() }.transition.store(on, Ordering::Release);
             }

@@ -10,9 +10,9 @@
 //!   strategy, not a bug; atomicity alone rules out a torn pointer.)
 
 use crate::model::{Code, PatchState, SiteId, select};
-use crate::strategy::{AtomicCode, Change, Consistency, Info, ReadSide, Strategy, WriteSide};
+use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
 use crate::sync::Ordering;
-use crate::task::TaskState;
+use crate::tasks::TaskState;
 
 #[derive(Debug)]
 pub struct Fnptr {
@@ -32,7 +32,7 @@ impl ReadSide for Fnptr {
 }
 
 impl WriteSide for Fnptr {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
         // What a task outside any transition runs: the head, whatever its transition flag says.
         let code = select(change.stack, change.original, PatchState::Idle);
         // Relaxed: see the module's Synchronization section.

@@ -1,35 +1,44 @@
-//! `klp`: the kernel's `klp_ftrace_handler`, step for step (DOMAIN.md §1.3). Each site has the
+//! `klp`: the kernel's `klp_ftrace_handler`, step for step ([`HandlerStep`]). Each site has the
 //! atomic head of a func stack (newest first); a func carries its `transition` flag; during a
 //! transition the calling task's `patch_state` picks the head (Patched) or the func below it
 //! (Unpatched, or the original when there is none); a `nop` runs the original. Removed funcs are
 //! reclaimed after a grace period (quiescent-state based, like `klp_synchronize_transition`).
 //!
-//! Trade-off: the cheapest consistent read path (four dependent loads and a branch, all plain
-//! `mov`s on x86-64), paid for by a writer that must wait for every task's safe point before it
-//! reclaims anything.
+//! The read path is four dependent loads and a branch, all plain `mov`s on x86-64; the writer
+//! waits for every task's safe point before it reclaims anything.
 //!
-//! The recursion guard of step 1 (`ftrace_test_recursion_trylock`) is left out on purpose: this
-//! read path never calls patchable code and writes nothing, so re-entering it (from a signal
-//! handler) is harmless, and invariant 9 holds without the guard's cost.
+//! The recursion guard ([`HandlerStep::RecursionGuard`], the kernel's
+//! `ftrace_test_recursion_trylock`) is left out on purpose: this read path never calls patchable
+//! code and writes nothing, so re-entering it (from a signal handler) is harmless, and
+//! [`Invariant::NoReentrancy`] holds without the guard's cost.
 //!
 //! # Synchronization
 //!
-//! | writer (engine, one at a time) | reader ([`Klp::call`]) | guarantees (DOMAIN.md §1.5) |
+//! | writer (engine, one at a time) | reader ([`Klp::call`]) | guarantees |
 //! |---|---|---|
-//! | node fields incl. `transition=1` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` → fields (rmb #1); `next.load(Acquire)` → fields | a newly published func is always seen in transition, with its code and `next` |
-//! | task states (init) → `transition.store(true, Release)` (disable path) | `transition.load(Acquire)` → `patch_state` (rmb #2) | a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
-//! | unlink → grace period → poison → grace period → free | loads end before the task's next safe point | a removed func is never freed under a reader; a reader that still reached one would run [`check::poisoned`] |
+//! | node fields incl. `transition=1` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` → fields; `next.load(Acquire)` → fields | [`Barrier::FuncBeforeHead`]: a newly published func is always seen in transition, with its code and `next` |
+//! | task states (init) → `transition.store(true, Release)` (disable path) | `transition.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
+//! | unlink → grace period → poison → grace period → free | loads end before the task's next safe point | [`Barrier::UnlinkThenGracePeriod`]: a removed func is never freed under a reader; a reader that still reached one would run [`check::poisoned`] |
 //!
-//! The grace-period pairs themselves are in `task.rs`; the phase order (unlink → sync →
-//! transition=0, transition=0 → sync → Idle) is in `transition.rs`.
+//! The grace-period pairs themselves are in [`tasks`](crate::tasks); the phase order (unlink →
+//! grace period → transition=0, transition=0 → grace period → Idle) is in
+//! [`transition`](crate::transition).
+//!
+//! [`HandlerStep`]: crate::docs::HandlerStep
+//! [`HandlerStep::RecursionGuard`]: crate::docs::HandlerStep::RecursionGuard
+//! [`Invariant::NoReentrancy`]: crate::docs::Invariant::NoReentrancy
+//! [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
+//! [`Barrier::UnlinkThenGracePeriod`]: crate::docs::Barrier::UnlinkThenGracePeriod
 
 use std::ptr;
 
 use crate::check;
-use crate::model::{Code, FuncId, PatchState, SiteId};
-use crate::strategy::{AtomicCode, Change, Consistency, Info, ReadSide, StackOp, Strategy, WriteSide};
+use crate::model::{Code, FuncId, SiteId};
+use crate::strategy::blocks::func_stack::{StackNode, handler};
+use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide};
 use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
-use crate::task::TaskState;
+use crate::tasks::TaskState;
 
 /// A `klp_func` on a func stack.
 #[derive(Debug)]
@@ -100,9 +109,10 @@ impl ReadSide for Klp {
     #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let i = site.index();
-        // Step 2, `list_first_or_null_rcu`. Acquire (rmb #1): pairs with the Release publishing
-        // the node in `apply(Push)` or relinking in `apply(Remove)`; without it a reader could see
-        // a new head with a stale `transition` flag or code and pick the wrong version.
+        // HandlerStep::LoadHead, `list_first_or_null_rcu`. Acquire (Barrier::FuncBeforeHead):
+        // pairs with the Release publishing the node in `apply(Push)` or relinking in
+        // `apply(Remove)`; without it a reader could see a new head with a stale `transition` flag
+        // or code and pick the wrong version.
         let head = self.heads[i].load(Ordering::Acquire);
         // SAFETY: a node reachable from a head is freed only two grace periods after it was
         // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
@@ -114,37 +124,6 @@ impl ReadSide for Klp {
         });
         code.unwrap_or(self.originals[i])(arg)
     }
-}
-
-/// What a func-stack node offers [`handler`].
-pub(crate) trait StackNode {
-    /// `func->transition`. Acquire (rmb #2): pairs with the Release `transition` store of the
-    /// writer, which follows the engine's task-state init; without it a reader could see
-    /// transition=1 with its stale Idle state.
-    fn in_transition(&self) -> bool;
-    fn is_nop(&self) -> bool;
-    fn code(&self) -> Code;
-}
-
-/// Steps 4–6 of `klp_ftrace_handler`, written once for every func-stack strategy: from the head
-/// (`None`: an empty stack), pick the func for the task's state and return its code, or `None`
-/// when the original runs (no func, no older func for an Unpatched task, or a nop).
-#[inline(always)]
-pub(crate) fn handler<'a, N: StackNode>(
-    head: Option<&'a N>,
-    task: &TaskState,
-    next: impl FnOnce(&'a N) -> Option<&'a N>,
-) -> Option<Code> {
-    let mut func = head?;
-    if func.in_transition() {
-        match task.patch_state() {
-            PatchState::Unpatched => func = next(func)?,
-            PatchState::Patched => {}
-            PatchState::Idle => task.note_idle_in_transition(),
-        }
-    }
-    // Step 5: a nop runs the original.
-    if func.is_nop() { None } else { Some(func.code()) }
 }
 
 impl StackNode for Node {
@@ -168,7 +147,7 @@ impl StackNode for Node {
 }
 
 impl WriteSide for Klp {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let head = &self.heads[site.index()];
         match change.op {
             StackOp::Push => {
@@ -181,7 +160,8 @@ impl WriteSide for Klp {
                     // Relaxed: the writer reads its own store.
                     next: AtomicPtr::new(head.load(Ordering::Relaxed)),
                 }));
-                // `list_add_rcu`. Release: pairs with the reader's Acquire head load (rmb #1).
+                // `list_add_rcu`. Release: pairs with the reader's Acquire head load
+                // (Barrier::FuncBeforeHead).
                 head.store(node, Ordering::Release);
             }
             StackOp::Remove(func) => {
@@ -201,8 +181,9 @@ impl WriteSide for Klp {
                 let node = self.link_to(site, func).load(Ordering::Relaxed);
                 // SAFETY: `link_to` returned a link to a live node.
                 let node = unsafe { &*node };
-                // Release: pairs with the reader's Acquire `transition` load (rmb #2): the task
-                // states the engine wrote before this store are visible to a reader who sees it.
+                // Release: pairs with the reader's Acquire `transition` load
+                // (Barrier::StatesBeforeFlag): the task states the engine wrote before this store
+                // are visible to a reader who sees it.
                 node.transition.store(on, Ordering::Release);
             }
         }
@@ -260,31 +241,35 @@ impl Strategy for Klp {
     }
 }
 
-/// loom models of the publication pairs (DOMAIN.md §1.5 rows 1 and 2), run by `scripts/loom`.
+/// loom models of the publication pairs ([`Barrier::FuncBeforeHead`] and
+/// [`Barrier::StatesBeforeFlag`]), run by `scripts/loom`.
+///
+/// [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
+/// [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
     use crate::check::{code, fingerprint};
-    use crate::model::Entry;
+    use crate::model::{PatchState, StackEntry};
     use crate::sync::Arc;
 
-    fn entry(func: u32, code: Code, transition: bool) -> Entry {
-        Entry { func: FuncId(func), code, nop: false, transition }
+    fn entry(func: u32, code: Code, transition: bool) -> StackEntry {
+        StackEntry { func: FuncId(func), code, nop: false, transition }
     }
 
-    /// Row 2: a func published during a transition is seen with transition=1 (and its code), so an
+    /// Barrier::FuncBeforeHead: a func published during a transition is seen with transition=1 (and its code), so an
     /// Unpatched reader runs the version below it, never the new one.
     #[test]
     fn push_is_seen_in_transition() {
         loom::model(|| {
             let klp = Arc::new(Klp::new(&[code(0)]));
             let task = Arc::new(TaskState::new());
-            task.set_for_model(PatchState::Unpatched);
+            task.set_state_for_test(PatchState::Unpatched);
             let stack = [entry(1, code(1), true)];
             let writer = {
                 let klp = klp.clone();
                 loom::thread::spawn(move || {
-                    klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) })
+                    klp.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) })
                 })
             };
             assert_eq!(klp.call(&(), &task, SiteId(0), 0), fingerprint(0));
@@ -293,7 +278,7 @@ mod loom_models {
         });
     }
 
-    /// Row 1 (disable path): states are initialised before transition=1 is set on a published
+    /// Barrier::StatesBeforeFlag (disable path): states are initialised before transition=1 is set on a published
     /// func, so a reader that sees transition=1 never sees its state Idle.
     #[test]
     fn transition_flag_orders_task_state() {
@@ -301,17 +286,17 @@ mod loom_models {
             let klp = Arc::new(Klp::new(&[code(0)]));
             let task = Arc::new(TaskState::new());
             let steady = [entry(1, code(1), false)];
-            klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &steady, original: code(0) });
+            klp.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &steady, original: code(0) });
             let writer = {
                 let (klp, task) = (klp.clone(), task.clone());
                 loom::thread::spawn(move || {
                     // klp_init_transition(UNPATCHED): every task starts Patched …
-                    task.set_for_model(PatchState::Patched);
+                    task.set_state_for_test(PatchState::Patched);
                     // … then transition=1 (Release).
                     let flagged = [entry(1, code(1), true)];
                     klp.apply(
                         SiteId(0),
-                        Change { op: StackOp::SetTransition(FuncId(1)), stack: &flagged, original: code(0) },
+                        StackChange { op: StackOp::SetTransition(FuncId(1)), stack: &flagged, original: code(0) },
                     );
                 })
             };
@@ -327,18 +312,18 @@ mod loom_models {
 mod tests {
     use super::*;
     use crate::check::{self, code};
-    use crate::model::Entry;
+    use crate::model::StackEntry;
 
     /// A func unlinked from its stack is poisoned at the next grace period and freed at the one
     /// after: a reader that (wrongly) still held it would run `check::poisoned` and be counted.
     #[test]
     fn reclaimed_funcs_are_poisoned_then_freed() {
         let klp = Klp::new(&[code(0)]);
-        let stack = [Entry { func: FuncId(1), code: code(1), nop: false, transition: false }];
-        klp.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) });
+        let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: false }];
+        klp.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
         // A stale reader's view of the func: taken before it is unlinked.
         let stale = klp.heads[0].load(Ordering::Acquire);
-        klp.apply(SiteId(0), Change { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
+        klp.apply(SiteId(0), StackChange { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
         // SAFETY: (test) the node stays allocated until the second `reclaim` below.
         let node = unsafe { &*stale };
         assert_eq!((node.code.load(Ordering::Relaxed))(0), check::fingerprint(1), "poisoned too early");

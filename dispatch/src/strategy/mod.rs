@@ -1,25 +1,21 @@
 //! The strategies: one trait split by side, and the one registry every consumer uses.
 //!
-//! | name | trade-off |
-//! |---|---|
-//! | [`direct`] | a plain call of one fixed function: the floor, not patchable |
-//! | [`fnptr`] | one atomic code pointer per site, swapped at once: the floor of runtime redirection; no per-task consistency |
-//! | [`klp`] | the kernel's handler: atomic head of a func stack, `transition` flag, per-task state, QSBR reclamation |
-//! | [`arcswap`] | a per-site immutable snapshot in `arc_swap::ArcSwap`: RCU-like, reclamation by refcount/debts |
-//! | [`seqlock`] | a per-site sequence lock over atomic words: no reclamation, readers retry during writes |
-//! | [`percpu`] | per-CPU cache slots of both universes' targets (CPU id from rseq), validated by a writer generation |
-//! | [`tls`] | the same cache per task: cheapest steady state, one miss per site after every writer change |
-//! | [`epoch`] | the kernel's func stack under `crossbeam-epoch` pin/unpin per call: what most Rust code would write |
-//! | [`rwlock`] | the stack behind a reader-writer lock: the naive baseline |
+//! Each strategy is one file; [`Info::description`] is its one-line trade-off (what `harness
+//! list` prints and the README's table repeats, checked by a test), and its module documents how
+//! its read path works and which of its atomics carry each [`Barrier`](crate::docs::Barrier). The
+//! registry's order is [`for_each_strategy!`]'s. What several strategies share lives in
+//! `blocks`: the func-stack walk (`klp`, `epoch`), the per-site seqlock (`seqlock`, and the
+//! caches' source of truth) and the cache's source and generation (`percpu`, `tls`).
 //!
-//! The reader side ([`ReadSide`]) is the measured hot path: `#[inline(always)]`, no allocation, no syscall,
-//! no lock (except in lock baselines). The writer side ([`WriteSide`]) is driven only by the one
-//! transition engine in `transition.rs`, which runs the kernel's protocol for every strategy and
-//! tells each strategy what changed ([`Change`]). Per-task reader state (the home of per-thread
-//! caches) is [`ReadSide::TaskLocal`], made when a task registers.
+//! The reader side ([`ReadSide`]) is the measured hot path: `#[inline(always)]`, no allocation, no
+//! syscall, no lock (except in lock baselines). Every per-task strategy picks a version through
+//! [`TaskState::version`], the one selection rule. The writer side ([`WriteSide`]) is driven only
+//! by the one transition engine ([`Patcher`](crate::Patcher)), which runs the kernel's protocol
+//! for every strategy and tells each strategy what changed ([`StackChange`]). Per-task reader
+//! state (the home of per-thread caches) is [`ReadSide::TaskLocal`], made when a task registers.
 
 pub mod arcswap;
-mod cache;
+pub(crate) mod blocks;
 pub mod direct;
 pub mod epoch;
 pub mod fnptr;
@@ -31,9 +27,9 @@ pub mod tls;
 
 use std::fmt;
 
-use crate::model::{Code, Entry, FuncId, SiteId};
+use crate::model::{Code, FuncId, SiteId, StackEntry};
 use crate::sync::{AtomicPtr, Ordering};
-use crate::task::TaskState;
+use crate::tasks::TaskState;
 
 /// What a strategy promises about the functions a task sees between two safe points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +39,7 @@ pub enum Consistency {
     /// Every change is seen by every task at once; tasks may mix versions (expected to fail the
     /// consistency check under transitions).
     Immediate,
-    /// The kernel's per-task consistency model (invariant 1).
+    /// The kernel's per-task consistency model ([`Invariant::OneUniverse`](crate::docs::Invariant::OneUniverse)).
     PerTask,
 }
 
@@ -69,9 +65,9 @@ pub struct Info {
 /// change, oldest first, so snapshot strategies can republish it and list-based ones can apply
 /// the single `op`.
 #[derive(Clone, Copy, Debug)]
-pub struct Change<'a> {
+pub struct StackChange<'a> {
     pub op: StackOp,
-    pub stack: &'a [Entry],
+    pub stack: &'a [StackEntry],
     pub original: Code,
 }
 
@@ -100,7 +96,7 @@ pub trait ReadSide {
 
 /// The slow path, driven by the transition engine under its lock (one writer at a time).
 pub trait WriteSide {
-    fn apply(&self, site: SiteId, change: Change<'_>);
+    fn apply(&self, site: SiteId, change: StackChange<'_>);
 
     /// Called after a grace period: everything removed before it began may be reclaimed. Where
     /// removed memory stays visible to racing readers, it is poisoned here and freed one grace
@@ -209,5 +205,48 @@ impl fmt::Debug for AtomicCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Relaxed: a debugging snapshot.
         write!(f, "AtomicCode({:p})", self.0.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::check::{code, fingerprint};
+
+    /// An Idle task on a transition's read path (which the engine never makes: it sets every
+    /// task's state before the first flag is visible) is counted by every per-task strategy, as
+    /// [`Invariant::TriState`](crate::docs::Invariant::TriState) requires, and runs the head.
+    fn idle_in_transition_is_counted<S: Strategy>() {
+        if S::INFO.consistency != Consistency::PerTask {
+            return;
+        }
+        let s = S::new(&[code(0)]);
+        let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
+        s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
+        let (local, task) = (s.task_local(), TaskState::new());
+        assert_eq!(s.call(&local, &task, SiteId(0), 0), fingerprint(1), "{}: the head runs", S::INFO.name);
+        assert_eq!(s.call(&local, &task, SiteId(0), 0), fingerprint(1));
+        assert_eq!(task.idle_in_transition(), 2, "{}: an Idle task inside a transition went uncounted", S::INFO.name);
+        // Outside a transition an Idle task is what every task is: nothing to count.
+        let settled = [StackEntry { transition: false, ..stack[0] }];
+        s.apply(SiteId(0), StackChange { op: StackOp::SetTransition(FuncId(1)), stack: &settled, original: code(0) });
+        s.call(&local, &task, SiteId(0), 0);
+        assert_eq!(task.idle_in_transition(), 2, "{}: counted outside a transition", S::INFO.name);
+    }
+
+    macro_rules! per_strategy {
+        ($($name:ident : $ty:path),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    idle_in_transition_is_counted::<$ty>();
+                }
+            )*
+        };
+    }
+
+    mod idle_in_transition {
+        use super::*;
+        for_each_strategy!(per_strategy);
     }
 }

@@ -1,15 +1,13 @@
-//! `percpu`: a cache slot per possible CPU (`CachePadded`), holding for each site what a task in
-//! each state runs, stamped with the generation every writer change bumps. A reader takes its CPU
-//! id, checks the entry's stamp against the current generation, and calls the target of its own
-//! state; on a miss it resolves on the slow path (the seqlock source) and refills the entry.
+//! `percpu`: a cache slot per possible CPU (`CachePadded`), holding for each site what it selects
+//! (both versions' code and the head's `transition` flag), stamped with the generation every writer
+//! change bumps. A reader takes its CPU id, checks the entry's stamp against the current
+//! generation, and picks with its own state; on a miss it reads the site on the slow path (the
+//! seqlock source) and refills the entry.
 //!
 //! The CPU id comes from the rseq area glibc ≥ 2.35 registers for every thread (`__rseq_offset`
 //! from the thread pointer, field `cpu_id`; a plain load, ~0.7 ns here), or from `sched_getcpu`
 //! (~4 ns) when rseq is not registered. [`cpu_source`] says which one is active: a per-CPU fast
 //! path that silently falls back is a known trap (tcmalloc#158), so the harness prints it.
-//!
-//! Trade-off: one cache per CPU instead of per task (memory bounded by CPUs, not threads, and
-//! warm for a new thread at once), paid for with the CPU-id read and a sequence check per call.
 //!
 //! # Synchronization
 //!
@@ -19,23 +17,26 @@
 //!
 //! | refiller ([`PerCpu::refill`]) | reader ([`PerCpu::call`]) | guarantees |
 //! |---|---|---|
-//! | CAS stamp → stamp\|1 claims the entry (losers skip the refill) → `fence(Release)` → targets (Relaxed) | targets (Relaxed) → `fence(Acquire)` → stamp re-check (Relaxed) | a reader that read any target of a refill in progress sees the odd stamp, or a newer one, and misses |
-//! | targets → stamp `2g` (Release) | stamp (Acquire) → targets | a reader that sees stamp `2g` reads the targets refilled for generation g |
-//! | refill read the source after loading generation g (see [`super::cache`]) | — | an entry stamped g holds targets at least as new as generation g |
-//! | task states (init) → source → generation → refiller's stamp (Release) | stamp (Acquire), or the reader's own refill → `patch_state` | the state a reader indexes the targets with is never older than the targets: a task that sees a transition sees its own state as Patched or Unpatched (the stress test with forking tasks caught the state read before a refill) |
+//! | CAS stamp → stamp\|1 claims the entry (losers skip the refill) → `fence(Release)` → words (Relaxed) | words (Relaxed) → `fence(Acquire)` → stamp re-check (Relaxed) | a reader that read any word of a refill in progress sees the odd stamp, or a newer one, and misses |
+//! | words → stamp `2g` (Release) | stamp (Acquire) → words | a reader that sees stamp `2g` reads the words refilled for generation g |
+//! | refill read the source after loading generation g (see [`super::blocks::cache`]) | — | an entry stamped g holds a selection at least as new as generation g |
+//! | task states (init) → source → generation → refiller's stamp (Release) | stamp (Acquire), or the reader's own refill → `patch_state` | [`Barrier::StatesBeforeFlag`]: the state a reader picks with is never older than the selection, so a task that sees a transition sees its own state as Patched or Unpatched (the stress test with forking tasks caught the state read before a refill) |
 //!
 //! So whichever CPU's entry a thread ends up using, it either gets a whole entry of the
-//! generation it loaded or takes the slow path.
+//! generation it loaded or takes the slow path. A hit counts an Idle task inside a transition only
+//! after the stamp re-check, so a torn read is never counted.
+//!
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
-use crate::model::{Code, SiteId};
-use crate::strategy::cache::{Source, Targets};
-use crate::strategy::{AtomicCode, Change, Consistency, Info, ReadSide, Strategy, WriteSide};
-use crate::sync::{AtomicU64, Ordering, fence};
-use crate::task::TaskState;
+use crate::model::{Code, Selection, SiteId};
+use crate::strategy::blocks::cache::Source;
+use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
+use crate::tasks::TaskState;
 
 /// How the current CPU id is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,27 +141,44 @@ fn possible_cpus() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// One site's cached selection in one CPU's slot.
 #[derive(Debug)]
-struct Entry {
+struct CpuEntry {
     /// `2 × generation` when valid, odd while a refill is in progress, 0 when empty.
     stamp: AtomicU64,
-    targets: [AtomicCode; 3],
+    transition: AtomicBool,
+    head: AtomicCode,
+    previous: AtomicCode,
+}
+
+impl CpuEntry {
+    /// The words, Relaxed: only meaningful once the caller's stamp re-check confirms them.
+    #[inline(always)]
+    fn selection(&self) -> Selection {
+        Selection {
+            transition: self.transition.load(Ordering::Relaxed),
+            head: self.head.load(Ordering::Relaxed),
+            previous: self.previous.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct PerCpu {
     source: Source,
-    slots: Box<[CachePadded<Box<[Entry]>>]>,
+    slots: Box<[CachePadded<Box<[CpuEntry]>>]>,
     cpu: CpuSource,
 }
 
 impl PerCpu {
     fn with_cpus(originals: &[Code], cpus: usize, cpu: CpuSource) -> Self {
-        let entry = |&c: &Code| Entry {
+        let entry = |&c: &Code| CpuEntry {
             stamp: AtomicU64::new(0),
-            targets: [AtomicCode::new(c), AtomicCode::new(c), AtomicCode::new(c)],
+            transition: AtomicBool::new(false),
+            head: AtomicCode::new(c),
+            previous: AtomicCode::new(c),
         };
-        let slot = || CachePadded::new(originals.iter().map(entry).collect::<Box<[Entry]>>());
+        let slot = || CachePadded::new(originals.iter().map(entry).collect::<Box<[CpuEntry]>>());
         Self { source: Source::new(originals), slots: (0..cpus.max(1)).map(|_| slot()).collect(), cpu }
     }
 
@@ -170,29 +188,29 @@ impl PerCpu {
     }
 
     #[inline(always)]
-    fn entry(&self, cpu: usize, site: SiteId) -> &Entry {
+    fn entry(&self, cpu: usize, site: SiteId) -> &CpuEntry {
         let slot = if cpu < self.slots.len() { &self.slots[cpu] } else { &self.slots[cpu % self.slots.len()] };
         &slot[site.index()]
     }
 
-    /// The miss path: resolve from the source and, unless another thread is refilling this entry,
-    /// refill it for `generation`.
+    /// The miss path: read the site from the source and, unless another thread is refilling this
+    /// entry, refill it for `generation`.
     #[inline(never)]
-    fn refill(&self, entry: &Entry, seen: u64, generation: u64, site: SiteId) -> Targets {
-        let targets = self.source.resolve(site);
+    fn refill(&self, entry: &CpuEntry, seen: u64, generation: u64, site: SiteId) -> Selection {
+        let selection = self.source.read(site);
         // Relaxed CAS: it only claims the entry; the fence below orders it before the stores.
         if seen & 1 == 0 && entry.stamp.compare_exchange(seen, seen | 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            // Pairs with the reader's `fence(Acquire)`: a reader that reads any target stored
+            // Pairs with the reader's `fence(Acquire)`: a reader that reads any word stored
             // below also sees the odd stamp (or a later one) at its re-check, and misses.
             fence(Ordering::Release);
-            for (slot, &code) in entry.targets.iter().zip(targets.0.iter()) {
-                slot.store(code, Ordering::Relaxed);
-            }
+            entry.transition.store(selection.transition, Ordering::Relaxed);
+            entry.head.store(selection.head, Ordering::Relaxed);
+            entry.previous.store(selection.previous, Ordering::Relaxed);
             // Release: pairs with the reader's Acquire stamp load; without it a reader could see
-            // the new stamp with the old targets, i.e. a stale version for its generation.
+            // the new stamp with the old words, i.e. a stale version for its generation.
             entry.stamp.store(generation << 1, Ordering::Release);
         }
-        targets
+        selection
     }
 }
 
@@ -208,26 +226,27 @@ impl ReadSide for PerCpu {
         // Acquire: pairs with the Release stamp store that ends `refill`.
         let seen = entry.stamp.load(Ordering::Acquire);
         if seen == generation << 1 {
-            // Read after the stamp (see the table above): the state matches the targets.
-            let code = entry.targets[task.patch_state() as usize].load(Ordering::Relaxed);
+            let selection = entry.selection();
             // Pairs with `fence(Release)` in `refill` (see the table above).
             fence(Ordering::Acquire);
             if entry.stamp.load(Ordering::Relaxed) == seen {
-                return code(arg);
+                // The state is read after the stamp (see the table above), and only now, once
+                // the words are known to be whole.
+                return selection.code(task.version(selection.transition))(arg);
             }
         }
         task.note_cache_miss();
-        let targets = self.refill(entry, seen, generation, site);
+        let selection = self.refill(entry, seen, generation, site);
         // The state is read only now, after the source: a refill may read a change newer than
         // the generation loaded above, and only a state read after it is ordered after the task
         // states the engine initialised before that change (a state read before it could still
         // say Idle next to a transition, and pick the new version mid-section).
-        targets.for_state(task.patch_state())(arg)
+        selection.code(task.version(selection.transition))(arg)
     }
 }
 
 impl WriteSide for PerCpu {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
         self.source.apply(site, change);
     }
 }
@@ -235,12 +254,30 @@ impl WriteSide for PerCpu {
 impl Strategy for PerCpu {
     const INFO: Info = Info {
         name: "percpu",
-        description: "per-CPU cache of both universes' targets (cpu id from rseq), validated by a writer generation",
+        description: "per-CPU cache of both versions' code (CPU id from rseq), validated by a writer generation",
         consistency: Consistency::PerTask,
     };
 
     fn new(originals: &[Code]) -> Self {
         Self::with_cpus(originals, possible_cpus(), cpu_source())
+    }
+}
+
+#[cfg(test)]
+impl crate::strategy::blocks::cache::Cached for PerCpu {
+    fn source(&self) -> &Source {
+        &self.source
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// One slot for every CPU, so that a migration of the test thread cannot add a miss.
+    #[test]
+    fn a_forced_miss_refills_and_picks_by_state() {
+        crate::strategy::blocks::cache::tests::forced_miss(|o| PerCpu::with_cpus(o, 1, cpu_source()));
     }
 }
 
@@ -251,7 +288,7 @@ impl Strategy for PerCpu {
 mod loom_models {
     use super::*;
     use crate::check::{code, fingerprint};
-    use crate::model::{Entry as StackEntry, FuncId, PatchState};
+    use crate::model::{FuncId, PatchState, StackEntry};
     use crate::strategy::StackOp;
     use crate::sync::Arc;
 
@@ -266,7 +303,7 @@ mod loom_models {
                 let s = s.clone();
                 loom::thread::spawn(move || {
                     let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: false }];
-                    s.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) });
+                    s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
                 })
             };
             let refiller = {
@@ -298,10 +335,10 @@ mod loom_models {
                 let (s, task) = (s.clone(), task.clone());
                 loom::thread::spawn(move || {
                     // klp_init_transition(PATCHED): the running task becomes Unpatched …
-                    task.set_for_model(PatchState::Unpatched);
+                    task.set_state_for_test(PatchState::Unpatched);
                     // … then the new func is published in transition.
                     let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
-                    s.apply(SiteId(0), Change { op: StackOp::Push, stack: &stack, original: code(0) });
+                    s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
                 })
             };
             let refiller = {
@@ -309,7 +346,7 @@ mod loom_models {
                 loom::thread::spawn(move || {
                     // Another task, already migrated, refills the shared entry.
                     let other = TaskState::new();
-                    other.set_for_model(PatchState::Patched);
+                    other.set_state_for_test(PatchState::Patched);
                     s.call(&(), &other, SiteId(0), 0);
                 })
             };

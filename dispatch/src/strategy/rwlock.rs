@@ -1,22 +1,25 @@
 //! `rwlock`: what each site resolves to, behind a reader-writer lock. The naive baseline every
 //! plot is measured against: each call takes and releases a shared lock, an atomic RMW on a word
-//! that every reader thread writes, so it stops scaling at two readers (DOMAIN.md §2.1, rwlock).
+//! that every reader thread writes, so it stops scaling at two readers (as the kernel's refscale
+//! and perfbook's measurements of rwlock readers show).
 //!
 //! # Synchronization
 //!
-//! - The lock's own acquire/release pairs: task states (init) are written before the writer takes
-//!   the write lock, so a reader that reads a snapshot in transition under the read lock sees its
-//!   own state as Patched or Unpatched. Nothing is ever retired, so nothing can be read after
+//! - The lock's own acquire/release pairs carry [`Barrier::StatesBeforeFlag`]: task states (init)
+//!   are written before the writer takes the write lock, so a reader that reads a selection in
+//!   transition under the read lock sees its own state as Patched or Unpatched. Nothing is ever retired, so nothing can be read after
 //!   reclamation.
+//!
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
-use crate::model::{Code, Resolved, SiteId};
-use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
+use crate::model::{Code, Selection, SiteId};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
 use crate::sync::RwLock;
-use crate::task::TaskState;
+use crate::tasks::TaskState;
 
 #[derive(Debug)]
 pub struct RwLockStacks {
-    sites: Box<[RwLock<Resolved>]>,
+    sites: Box<[RwLock<Selection>]>,
 }
 
 impl ReadSide for RwLockStacks {
@@ -26,16 +29,16 @@ impl ReadSide for RwLockStacks {
 
     #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        // A poisoned lock still holds a whole `Resolved` (writers store it in one assignment).
-        let resolved = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
-        resolved.pick_for(task)(arg)
+        // A poisoned lock still holds a whole `Selection` (writers store it in one assignment).
+        let selection = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
+        selection.code(task.version(selection.transition))(arg)
     }
 }
 
 impl WriteSide for RwLockStacks {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
-        let resolved = Resolved::of(change.stack, change.original);
-        *self.sites[site.index()].write().unwrap_or_else(|e| e.into_inner()) = resolved;
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
+        let selection = Selection::of(change.stack, change.original);
+        *self.sites[site.index()].write().unwrap_or_else(|e| e.into_inner()) = selection;
     }
 }
 
@@ -47,6 +50,6 @@ impl Strategy for RwLockStacks {
     };
 
     fn new(originals: &[Code]) -> Self {
-        Self { sites: originals.iter().map(|&c| RwLock::new(Resolved::of(&[], c))).collect() }
+        Self { sites: originals.iter().map(|&c| RwLock::new(Selection::of(&[], c))).collect() }
     }
 }

@@ -1,33 +1,32 @@
-//! `tls`: a per-task cache of what every site resolves to for each task state, validated by a
-//! generation that every writer change bumps. A hit costs the generation load, the entry's stamp,
-//! the task's state and the target: no dependent chain through shared nodes, and the same cost in
-//! transition as in steady state. A miss re-reads the site from the source of truth (a seqlock).
-//!
-//! Trade-off: the cheapest steady state when tasks are long-lived, but every writer change makes
-//! every task miss once per site it calls, and the cache costs sites × 32 bytes per task.
+//! `tls`: a per-task cache of what every site selects, validated by a generation that every writer
+//! change bumps. A hit costs the generation load, the entry's stamp compare, the head's
+//! `transition` flag (and, only in transition, the task's state) and the call: no dependent chain
+//! through shared nodes. A miss re-reads the site from the source of truth (a seqlock) and counts
+//! itself.
 //!
 //! # Synchronization
 //!
 //! - The cache is the task's own (a `Cell` inside its [`Task`](crate::Task), which is not Sync):
-//!   nothing in it is shared. The generation and refill pairs are in [`super::cache`].
+//!   nothing in it is shared. The generation and refill pairs are in [`super::blocks::cache`].
 
 use std::cell::Cell;
 
-use crate::model::{Code, SiteId};
-use crate::strategy::cache::{Source, Targets};
-use crate::strategy::{Change, Consistency, Info, ReadSide, Strategy, WriteSide};
-use crate::task::TaskState;
+use crate::model::{Code, Selection, SiteId};
+use crate::strategy::blocks::cache::Source;
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::tasks::TaskState;
 
+/// One site's cached selection.
 #[derive(Clone, Copy, Debug)]
-struct Entry {
-    /// The generation the targets were read at; 0 = empty.
+struct TlsEntry {
+    /// The generation the selection was read at; 0 = empty.
     stamp: u64,
-    targets: Targets,
+    selection: Selection,
 }
 
 /// One task's cache: one entry per site.
 #[derive(Debug)]
-pub struct TlsEntries(Box<[Cell<Entry>]>);
+pub struct TlsEntries(Box<[Cell<TlsEntry>]>);
 
 #[derive(Debug)]
 pub struct Tls {
@@ -39,7 +38,7 @@ impl ReadSide for Tls {
     type TaskLocal = TlsEntries;
 
     fn task_local(&self) -> TlsEntries {
-        let empty = |&c: &Code| Cell::new(Entry { stamp: 0, targets: Targets([c; 3]) });
+        let empty = |&c: &Code| Cell::new(TlsEntry { stamp: 0, selection: Selection::of(&[], c) });
         TlsEntries(self.originals.iter().map(empty).collect())
     }
 
@@ -49,16 +48,16 @@ impl ReadSide for Tls {
         let cell = &local.0[site.index()];
         let mut entry = cell.get();
         if entry.stamp != generation {
-            entry = Entry { stamp: generation, targets: self.source.resolve(site) };
+            entry = TlsEntry { stamp: generation, selection: self.source.read(site) };
             cell.set(entry);
             task.note_cache_miss();
         }
-        entry.targets.for_state(task.patch_state())(arg)
+        entry.selection.code(task.version(entry.selection.transition))(arg)
     }
 }
 
 impl WriteSide for Tls {
-    fn apply(&self, site: SiteId, change: Change<'_>) {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
         self.source.apply(site, change);
     }
 }
@@ -66,11 +65,28 @@ impl WriteSide for Tls {
 impl Strategy for Tls {
     const INFO: Info = Info {
         name: "tls",
-        description: "per-task cache of both universes' targets, validated by a writer generation",
+        description: "per-task cache of both versions' code, validated by a writer generation",
         consistency: Consistency::PerTask,
     };
 
     fn new(originals: &[Code]) -> Self {
         Self { source: Source::new(originals), originals: originals.into() }
+    }
+}
+
+#[cfg(test)]
+impl crate::strategy::blocks::cache::Cached for Tls {
+    fn source(&self) -> &Source {
+        &self.source
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_miss_refills_and_picks_by_state() {
+        crate::strategy::blocks::cache::tests::forced_miss(Tls::new);
     }
 }

@@ -1,0 +1,277 @@
+//! The measurement protocol's threads: refscale's (the kernel's `kernel/rcu/refscale.c`).
+//! Readers are pinned to CPUs of the affinity mask, released together by a start barrier, warmed
+//! up until every reader has checked in, timed in batches of one critical section
+//! (`calls_per_safepoint` calls between two safe points), then kept running until the last reader
+//! is done; a writer drives transitions open-loop at the scenario's rate. Each critical section is
+//! checked against the universes the writer announced.
+
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dispatch::check::{self, UniverseLog};
+use dispatch::driver::Driver;
+use dispatch::strategy::Consistency;
+use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task};
+use hdrhistogram::Histogram;
+
+use crate::config::{Ops, Rate, Scenario};
+use crate::counters::{CounterKind, CounterValues, ThreadCounters};
+use crate::workload::{PatchIndexes, Workload};
+
+/// Coordination between readers, the writer and the runner. Every wait checks `abort`, so a
+/// panicking thread ends the run instead of hanging it (bustle#9).
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    pub(crate) arrived: AtomicUsize,
+    pub(crate) checked_in: AtomicUsize,
+    pub(crate) done: AtomicUsize,
+    pub(crate) stop_writer: AtomicBool,
+    pub(crate) abort: AtomicBool,
+    pub(crate) why: Mutex<Option<String>>,
+}
+
+impl Control {
+    pub(crate) fn fail(&self, msg: String) {
+        let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+        why.get_or_insert(msg);
+        // SeqCst: rare, and the simplest to reason about; the message itself is under the mutex.
+        self.abort.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        // Relaxed: a signal, polled; the message is read under the mutex after the join.
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `counter` reaches `n`; false if the run was aborted meanwhile.
+    fn wait_for(&self, counter: &AtomicUsize, n: usize) -> bool {
+        while counter.load(Ordering::Acquire) < n {
+            if self.aborted() {
+                return false;
+            }
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        true
+    }
+}
+
+/// What one reader measured.
+#[derive(Debug)]
+pub(crate) struct ReaderResult {
+    pub(crate) calls: u64,
+    pub(crate) busy_ns: f64,
+    pub(crate) elapsed: Duration,
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) clamped: u64,
+    pub(crate) sections: u64,
+    pub(crate) violations: u64,
+    pub(crate) poison: u64,
+    pub(crate) idle_in_transition: u64,
+    pub(crate) cache_misses: u64,
+    pub(crate) counters: Option<CounterValues>,
+    pub(crate) pinned: bool,
+}
+
+/// One critical section: every call of `order`, summed. Inlined into each strategy's loop.
+#[inline(always)]
+fn critical_section<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
+    let mut sum = 0u64;
+    for &site in order {
+        sum = sum.wrapping_add(task.call(site, 0));
+    }
+    sum
+}
+
+pub(crate) struct ReaderCtx<'a, S: Strategy> {
+    pub(crate) patcher: &'a Patcher<S>,
+    pub(crate) work: &'a Workload,
+    pub(crate) universes: &'a UniverseLog,
+    pub(crate) control: &'a Control,
+    pub(crate) readers: usize,
+    pub(crate) duration: Duration,
+    pub(crate) clock_ns: f64,
+    pub(crate) counters: CounterKind,
+}
+
+/// `panic_after`: the test hook of `RunConfig::panic_after_batches`.
+pub(crate) fn reader<S: Strategy>(
+    ctx: &ReaderCtx<'_, S>,
+    cpu: Option<usize>,
+    panic_after: Option<u64>,
+) -> Result<ReaderResult, String> {
+    let pinned = cpu.is_some_and(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+    let task = ctx.patcher.register().map_err(|e| e.to_string())?;
+    let mut counters = match ctx.counters {
+        CounterKind::None => None,
+        kind => Some(ThreadCounters::open(kind).map_err(|e| format!("opening counters in a reader: {e}"))?),
+    };
+    // Values are ps per call; 1 s per call is far beyond anything a batch can take.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid bounds");
+    let order = &ctx.work.order[..];
+    // `direct` is not patchable: it has no universe to check.
+    let checked = S::INFO.consistency != Consistency::NotPatchable;
+    let check = |sum: u64, violations: &mut u64| {
+        if checked && !ctx.universes.contains(sum) {
+            *violations += 1;
+        }
+    };
+    let (mut violations, mut sections) = (0u64, 0u64);
+
+    // AcqRel / Acquire in `wait_for`: the start barrier; every thread's setup happens before anyone measures.
+    ctx.control.arrived.fetch_add(1, Ordering::AcqRel);
+    if !ctx.control.wait_for(&ctx.control.arrived, ctx.readers + 1) {
+        return Err("aborted".into());
+    }
+    // Warm up until every reader has checked in (and at least a few sections each).
+    ctx.control.checked_in.fetch_add(1, Ordering::AcqRel);
+    let mut warm = 0;
+    while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers {
+        check(critical_section(&task, order), &mut violations);
+        task.safe_point().map_err(|e| e.to_string())?;
+        warm += 1;
+        if ctx.control.aborted() {
+            return Err("aborted".into());
+        }
+    }
+
+    // Measure: one batch = one critical section; bookkeeping happens outside the timed span.
+    let per_batch = order.len() as f64;
+    let (mut calls, mut busy_ns, mut clamped) = (0u64, 0f64, 0u64);
+    if let Some(c) = counters.as_mut() {
+        c.start().map_err(|e| format!("starting counters: {e}"))?;
+    }
+    let start = Instant::now();
+    let deadline = start + ctx.duration;
+    loop {
+        let t0 = Instant::now();
+        let sum = critical_section(&task, order);
+        let t1 = Instant::now();
+        let ns = ((t1 - t0).as_nanos() as f64 - ctx.clock_ns).max(0.0);
+        busy_ns += ns;
+        calls += order.len() as u64;
+        let ps_per_call = (ns * 1000.0 / per_batch).round() as u64;
+        if hist.record(ps_per_call.max(1)).is_err() {
+            hist.saturating_record(ps_per_call);
+            clamped += 1;
+        }
+        check(sum, &mut violations);
+        sections += 1;
+        task.safe_point().map_err(|e| e.to_string())?;
+        if panic_after.is_some_and(|n| sections >= n) {
+            panic!("injected reader panic after {sections} batches (test hook)");
+        }
+        if t1 >= deadline || ctx.control.aborted() {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let counters = match counters.as_mut() {
+        Some(c) => Some(c.stop().map_err(|e| format!("reading counters: {e}"))?),
+        None => None,
+    };
+
+    // Keep the load on until the last reader is done.
+    ctx.control.done.fetch_add(1, Ordering::AcqRel);
+    while ctx.control.done.load(Ordering::Acquire) < ctx.readers && !ctx.control.aborted() {
+        check(critical_section(&task, order), &mut violations);
+        task.safe_point().map_err(|e| e.to_string())?;
+    }
+    Ok(ReaderResult {
+        calls,
+        busy_ns,
+        elapsed,
+        hist,
+        clamped,
+        sections,
+        violations,
+        poison: check::poison_hits(),
+        idle_in_transition: task.idle_in_transition(),
+        cache_misses: task.cache_misses(),
+        counters,
+        pinned,
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct WriterResult {
+    pub(crate) transitions: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) grace: Histogram<u64>,
+}
+
+/// The writer thread: the scenario's operations, open-loop at its rate, through the one writer
+/// driver; transition latency is measured from the intended start.
+pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
+    driver: &mut Driver<'_, S, A>,
+    patches: PatchIndexes,
+    scenario: &Scenario,
+    control: &Control,
+) -> Result<WriterResult, String> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let mut grace = latency.clone();
+    // AcqRel: the start barrier (see `reader`).
+    control.arrived.fetch_add(1, Ordering::AcqRel);
+    if !control.wait_for(&control.arrived, scenario.readers + 1) {
+        return Err("aborted".into());
+    }
+    let start = Instant::now();
+    let period = match scenario.rate {
+        Rate::Hz(hz) => Some(Duration::from_secs_f64(1.0 / hz)),
+        _ => None,
+    };
+    let stopped = || control.stop_writer.load(Ordering::Acquire) || control.aborted();
+    let mut n = 0u64;
+    // Acquire: pairs with the Release that sets it once every reader has been joined.
+    while !stopped() {
+        let intended = match period {
+            Some(p) => start + p.mul_f64(n as f64),
+            None => Instant::now(),
+        };
+        // Open loop: sleep until the intended start (in short steps, to notice the stop).
+        while let Some(wait) = intended.checked_duration_since(Instant::now()) {
+            if stopped() {
+                break;
+            }
+            if wait > Duration::from_micros(200) {
+                std::thread::sleep(wait.min(Duration::from_millis(1)) - Duration::from_micros(100));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        if stopped() {
+            break;
+        }
+        let (op, patch) = match scenario.ops {
+            Ops::Cycle | Ops::Reverse if driver.enabled().contains(&patches.top) => (Op::Disable, patches.top),
+            Ops::Cycle | Ops::Reverse => (Op::Enable, patches.top),
+            Ops::Replace => (Op::Replace, patches.replacements[n as usize % 2]),
+        };
+        driver.start(op, patch, scenario.ops == Ops::Reverse).map_err(|e| format!("writer: {e}"))?;
+        // Poll: spin briefly (readers pass a safe point every few µs), then sleep in short steps.
+        // Sleeping, not yielding: when readers occupy every CPU, a yielding writer waits a whole
+        // time slice per poll, while a sleeping one preempts a reader as soon as it wakes.
+        let stats = driver.finish(|waited| {
+            if control.aborted() {
+                return ControlFlow::Break(());
+            }
+            if waited < Duration::from_micros(20) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            ControlFlow::Continue(())
+        });
+        let Some(stats) = stats else { return Err("aborted".into()) };
+        let end = Instant::now();
+        latency.saturating_record((end - intended).as_nanos().max(1) as u64);
+        if stats.grace_periods > 0 {
+            grace.saturating_record((stats.grace_period_wait.as_nanos() as u64 / stats.grace_periods as u64).max(1));
+        }
+        n += 1;
+    }
+    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, grace })
+}
