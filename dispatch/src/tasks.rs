@@ -99,6 +99,12 @@ impl<T: ByteState> AtomicState<T> {
         T::from_byte(self.0.load(order))
     }
 
+    /// Whether the state is `v`, comparing the raw byte (no conversion on loops over every slot).
+    #[inline(always)]
+    fn is(&self, v: T, order: Ordering) -> bool {
+        self.0.load(order) == v.to_byte()
+    }
+
     #[inline(always)]
     fn store(&self, v: T, order: Ordering) {
         self.0.store(v.to_byte(), order);
@@ -260,7 +266,7 @@ impl Tasks {
     fn live(&self) -> impl Iterator<Item = &TaskState> {
         // Acquire: pairs with the Release store of Running in `register`, so the slot's fields are
         // initialised before the patcher touches them.
-        self.slots.iter().map(|s| &**s).filter(|s| s.run.load(Ordering::Acquire) != RunState::Free)
+        self.slots.iter().map(|s| &**s).filter(|s| !s.run.is(RunState::Free, Ordering::Acquire))
     }
 
     pub(crate) fn target(&self) -> PatchState {
@@ -279,7 +285,7 @@ impl Tasks {
     /// target state of a transition in progress (or Idle), with nothing pending.
     pub(crate) fn register(&self, parent: Option<&TaskState>) -> Result<usize, Error> {
         let _list = self.lock();
-        let Some(index) = self.slots.iter().position(|s| s.run.load(Ordering::Relaxed) == RunState::Free) else {
+        let Some(index) = self.slots.iter().position(|s| s.run.is(RunState::Free, Ordering::Relaxed)) else {
             return Err(Error::TooManyTasks { capacity: self.capacity() });
         };
         let slot = &self.slots[index];
@@ -408,7 +414,7 @@ impl Tasks {
     pub(crate) fn start(&self, _list: &ListGuard<'_>) {
         let target = self.target.load(Ordering::Relaxed);
         for slot in self.live() {
-            if slot.state.load(Ordering::Relaxed) != target {
+            if !slot.state.is(target, Ordering::Relaxed) {
                 // Release: pairs with the Acquire swap in `safe_point` (see the module table).
                 slot.pending.store(true, Ordering::Release);
             }
@@ -447,7 +453,7 @@ impl Tasks {
         for slot in self.live() {
             // Relaxed: force knowingly breaks consistency; the task's next safe point or the
             // grace periods of completion order everything that matters after it.
-            if slot.state.load(Ordering::Relaxed) != target {
+            if !slot.state.is(target, Ordering::Relaxed) {
                 slot.pending.store(false, Ordering::Relaxed);
                 slot.state.store(target, Ordering::Relaxed);
                 forced += 1;
@@ -464,7 +470,7 @@ impl Tasks {
         for slot in self.live() {
             // Relaxed: a progress check; a task's own migration publishes nothing the
             // patcher reads afterwards.
-            if slot.state.load(Ordering::Relaxed) == target {
+            if slot.state.is(target, Ordering::Relaxed) {
                 continue;
             }
             // Acquire: pairs with the Release in `park` (the task's last critical section and its

@@ -1,4 +1,4 @@
-//! The environment record of every run (USERS.md checklist item 10): what the numbers depend on,
+//! The environment record of every run: what the numbers depend on,
 //! read before anything is measured and stored with the results.
 
 use std::fs;

@@ -47,8 +47,13 @@ impl ReadSide for ArcSwapStacks {
 
     #[inline(always)]
     fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let selection = self.sites[site.index()].load().0;
-        selection.code(task.version(selection.transition))(arg)
+        // The guard is dropped before the call: holding a debt slot across it would cost more.
+        let code = {
+            let snapshot = self.sites[site.index()].load();
+            let Snapshot(selection) = &**snapshot;
+            selection.code(task.version(selection.transition))
+        };
+        code(arg)
     }
 }
 
@@ -62,7 +67,7 @@ impl WriteSide for ArcSwapStacks {
 impl Strategy for ArcSwapStacks {
     const INFO: Info = Info {
         name: "arcswap",
-        description: "per-site immutable snapshot in arc_swap::ArcSwap: RCU-like, reclaimed by refcount",
+        description: "per-site immutable snapshot in `arc_swap::ArcSwap`: RCU-like without grace periods, at a debt-slot load per call",
         consistency: Consistency::PerTask,
     };
 

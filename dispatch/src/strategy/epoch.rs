@@ -280,7 +280,7 @@ impl Drop for Epoch {
 impl Strategy for Epoch {
     const INFO: Info = Info {
         name: "epoch",
-        description: "kernel-style func stack under crossbeam-epoch pin/unpin per call: the usual Rust way",
+        description: "the kernel's func stack under crossbeam-epoch (its own collector, a pooled participant per task): reclamation without safe points, a pin and unpin (a full fence) per call",
         consistency: Consistency::PerTask,
     };
 

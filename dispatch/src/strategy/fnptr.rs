@@ -10,7 +10,8 @@
 //!   strategy, not a bug; atomicity alone rules out a torn pointer.)
 
 use crate::model::{Code, PatchState, SiteId, select};
-use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::blocks::atomic_code::AtomicCode;
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
 use crate::sync::Ordering;
 use crate::tasks::TaskState;
 
@@ -43,7 +44,7 @@ impl WriteSide for Fnptr {
 impl Strategy for Fnptr {
     const INFO: Info = Info {
         name: "fnptr",
-        description: "one atomic code pointer per site, swapped at once: the floor of runtime redirection",
+        description: "one atomic code pointer per site, swapped at once: the floor of runtime redirection; tasks can mix versions",
         consistency: Consistency::Immediate,
     };
 

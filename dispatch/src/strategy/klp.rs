@@ -35,8 +35,9 @@ use std::ptr;
 
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
+use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::func_stack::{StackNode, handler};
-use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide};
 use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
 use crate::tasks::TaskState;
 
@@ -228,7 +229,7 @@ impl Drop for Klp {
 impl Strategy for Klp {
     const INFO: Info = Info {
         name: "klp",
-        description: "kernel-style: atomic func-stack head, transition flag, per-task state, QSBR reclamation",
+        description: "the kernel's handler: func-stack head, `transition` flag, task state, all plain loads; the writer waits for every task's safe point before reclaiming",
         consistency: Consistency::PerTask,
     };
 

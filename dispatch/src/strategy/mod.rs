@@ -3,7 +3,7 @@
 //! Each strategy is one file; [`Info::description`] is its one-line trade-off (what `harness
 //! list` prints and the README's table repeats, checked by a test), and its module documents how
 //! its read path works and which of its atomics carry each [`Barrier`](crate::docs::Barrier). The
-//! registry's order is [`for_each_strategy!`]'s. What several strategies share lives in
+//! registry's order is [`for_each_strategy!`](crate::for_each_strategy)'s. What several strategies share lives in
 //! `blocks`: the func-stack walk (`klp`, `epoch`), the per-site seqlock (`seqlock`, and the
 //! caches' source of truth) and the cache's source and generation (`percpu`, `tls`).
 //!
@@ -28,7 +28,6 @@ pub mod tls;
 use std::fmt;
 
 use crate::model::{Code, FuncId, SiteId, StackEntry};
-use crate::sync::{AtomicPtr, Ordering};
 use crate::tasks::TaskState;
 
 /// What a strategy promises about the functions a task sees between two safe points.
@@ -57,6 +56,8 @@ impl Consistency {
 #[derive(Clone, Copy, Debug)]
 pub struct Info {
     pub name: &'static str,
+    /// One line: what the read path does and what it costs. The README's strategy table repeats
+    /// it word for word (a test checks it), so this is the one place to change it.
     pub description: &'static str,
     pub consistency: Consistency,
 }
@@ -176,36 +177,6 @@ for_each_strategy!(define_registry);
 /// Looks a strategy up by name.
 pub fn info(name: &str) -> Result<Info, UnknownStrategy> {
     ALL.iter().copied().find(|i| i.name == name).ok_or_else(|| UnknownStrategy(name.to_owned()))
-}
-
-/// A [`Code`] in an atomic word. Used where the code pointer itself is the published datum: it
-/// points to static code, so loading it needs no ordering of its own.
-pub(crate) struct AtomicCode(AtomicPtr<()>);
-
-impl AtomicCode {
-    pub(crate) fn new(code: Code) -> Self {
-        Self(AtomicPtr::new(code as *mut ()))
-    }
-
-    #[inline(always)]
-    pub(crate) fn load(&self, order: Ordering) -> Code {
-        let p = self.0.load(order);
-        // SAFETY: the only values ever stored are `Code`s (see `new` and `store`), and a fn
-        // pointer round-trips through `*mut ()` unchanged on every platform Rust supports.
-        unsafe { std::mem::transmute::<*mut (), Code>(p) }
-    }
-
-    #[inline]
-    pub(crate) fn store(&self, code: Code, order: Ordering) {
-        self.0.store(code as *mut (), order);
-    }
-}
-
-impl fmt::Debug for AtomicCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Relaxed: a debugging snapshot.
-        write!(f, "AtomicCode({:p})", self.0.load(Ordering::Relaxed))
-    }
 }
 
 #[cfg(all(test, not(loom)))]

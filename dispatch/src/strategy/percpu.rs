@@ -33,8 +33,9 @@ use std::sync::OnceLock;
 use crossbeam_utils::CachePadded;
 
 use crate::model::{Code, Selection, SiteId};
+use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::cache::Source;
-use crate::strategy::{AtomicCode, Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
 use crate::tasks::TaskState;
 
@@ -254,19 +255,12 @@ impl WriteSide for PerCpu {
 impl Strategy for PerCpu {
     const INFO: Info = Info {
         name: "percpu",
-        description: "per-CPU cache of both versions' code (CPU id from rseq), validated by a writer generation",
+        description: "a cache slot per CPU (CPU id from rseq, else `sched_getcpu`), validated by a writer generation: memory bounded by CPUs, a CPU-id read and a sequence check per call",
         consistency: Consistency::PerTask,
     };
 
     fn new(originals: &[Code]) -> Self {
         Self::with_cpus(originals, possible_cpus(), cpu_source())
-    }
-}
-
-#[cfg(test)]
-impl crate::strategy::blocks::cache::Cached for PerCpu {
-    fn source(&self) -> &Source {
-        &self.source
     }
 }
 
@@ -277,7 +271,7 @@ mod tests {
     /// One slot for every CPU, so that a migration of the test thread cannot add a miss.
     #[test]
     fn a_forced_miss_refills_and_picks_by_state() {
-        crate::strategy::blocks::cache::tests::forced_miss(|o| PerCpu::with_cpus(o, 1, cpu_source()));
+        crate::strategy::blocks::cache::tests::forced_miss(|o| PerCpu::with_cpus(o, 1, cpu_source()), |s| &s.source);
     }
 }
 

@@ -45,7 +45,7 @@ impl WriteSide for RwLockStacks {
 impl Strategy for RwLockStacks {
     const INFO: Info = Info {
         name: "rwlock",
-        description: "the stack behind a reader-writer lock: the naive baseline",
+        description: "each site's selection behind a reader-writer lock: the naive baseline, a shared atomic write per call, that stops scaling at two readers",
         consistency: Consistency::PerTask,
     };
 

@@ -37,7 +37,7 @@ impl WriteSide for SeqLock {
 impl Strategy for SeqLock {
     const INFO: Info = Info {
         name: "seqlock",
-        description: "per-site sequence lock over atomic words: no reclamation, readers retry during writes",
+        description: "a per-site sequence lock over atomic words: no reclamation and no reader writes, but extra loads and retries while a writer runs",
         consistency: Consistency::PerTask,
     };
 

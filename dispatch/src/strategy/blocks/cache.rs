@@ -59,12 +59,6 @@ impl Source {
     }
 }
 
-/// A cache strategy: one whose entries a test can make stale on purpose.
-#[cfg(test)]
-pub(crate) trait Cached {
-    fn source(&self) -> &Source;
-}
-
 #[cfg(all(test, not(loom)))]
 pub(crate) mod tests {
     use super::*;
@@ -76,7 +70,7 @@ pub(crate) mod tests {
     /// The miss path, forced: after [`Source::invalidate`] the next call misses, refills and
     /// picks by the task's state like a hit does, and both paths count an Idle task found inside
     /// a transition.
-    pub(crate) fn forced_miss<S: Strategy + Cached>(new: impl Fn(&[Code]) -> S) {
+    pub(crate) fn forced_miss<S: Strategy>(new: impl Fn(&[Code]) -> S, source: impl Fn(&S) -> &Source) {
         let s = new(&[code(0)]);
         let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
@@ -87,14 +81,14 @@ pub(crate) mod tests {
         assert_eq!(task.cache_misses(), 1, "the first call misses");
         assert_eq!(call(), fingerprint(0));
         assert_eq!(task.cache_misses(), 1, "the second call hits");
-        s.source().invalidate();
+        source(&s).invalidate();
         task.set_state_for_test(PatchState::Patched);
         assert_eq!(call(), fingerprint(1), "the refill picks by the new state");
         assert_eq!(task.cache_misses(), 2, "invalidate forces a miss");
         task.set_state_for_test(PatchState::Idle);
         assert_eq!(call(), fingerprint(1));
         assert_eq!((task.cache_misses(), task.idle_in_transition()), (2, 1), "a hit counts Idle in transition");
-        s.source().invalidate();
+        source(&s).invalidate();
         assert_eq!(call(), fingerprint(1));
         assert_eq!((task.cache_misses(), task.idle_in_transition()), (3, 2), "so does a miss");
     }

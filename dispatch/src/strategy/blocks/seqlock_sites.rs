@@ -22,7 +22,7 @@
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use crate::model::{Code, Selection, SiteId};
-use crate::strategy::AtomicCode;
+use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, fence, spin_hint};
 
 #[derive(Debug)]
