@@ -24,10 +24,10 @@ fn texts() -> Vec<(PathBuf, String)> {
                 if !matches!(name, "target" | ".git" | "runs") {
                     walk(&path, out);
                 }
-            } else if name.ends_with(".rs") || name.ends_with(".md") || name.ends_with(".toml") || !name.contains('.') {
-                if let Ok(text) = fs::read_to_string(&path) {
-                    out.push((path, text));
-                }
+            } else if (name.ends_with(".rs") || name.ends_with(".md") || name.ends_with(".toml") || !name.contains('.'))
+                && let Ok(text) = fs::read_to_string(&path)
+            {
+                out.push((path, text));
             }
         }
     }
