@@ -25,9 +25,12 @@ fn unusable_inputs_exit_2() {
     let measured = scratch("measured.json", MEASURED);
     let m = measured.to_str().unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![], "--measured FILE"),
-        (vec!["--bogus".into()], "unknown argument"),
-        (vec!["--measured".into()], "needs a file"),
+        (vec![], "required arguments were not provided:\n  --measured <FILE>"),
+        (vec!["--bogus".into()], "unexpected argument '--bogus'"),
+        (vec!["--measured".into()], "a value is required for '--measured <FILE>'"),
+        (vec!["--measured".into(), "".into()], "'--measured <FILE>': give a file name"),
+        (vec!["--measured".into(), m.into(), "--baseline".into()], "a value is required for '--baseline <FILE>'"),
+        (vec!["--measured".into(), m.into(), "--bmf".into(), "".into()], "'--bmf <FILE>': give a file name"),
         (vec!["--measured".into(), "/nonexistent/measured.json".into()], "cannot read"),
         (vec!["--measured".into(), scratch("garbage.json", "garbage").to_str().unwrap().into()], "not JSON"),
         (vec!["--measured".into(), scratch("empty.json", "").to_str().unwrap().into()], "no benchmark results"),
@@ -60,6 +63,26 @@ fn unusable_inputs_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn help_documents_every_flag_and_the_exit_codes() {
+    let o = gate(&["--help"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let documented = [
+        "--measured <FILE>",
+        "--baseline <FILE>",
+        "results/baseline/instructions.json",
+        "--update",
+        "--bmf <FILE>",
+        "Exit codes: 0 pass; 1 regression; 2 unusable input",
+        "missing tool",
+    ];
+    let missing: Vec<_> = documented.iter().filter(|d| !text.contains(*d)).collect();
+    assert!(missing.is_empty(), "--help lacks {missing:?}: {text}");
+    // Every doc comment is one line, so -h is the same help.
+    assert_eq!(gate(&["-h"]).stdout, o.stdout);
 }
 
 #[test]

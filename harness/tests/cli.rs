@@ -201,29 +201,74 @@ fn counters_fall_back_with_a_reason_unless_required() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+fn soak(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_soak")).args(args).output().expect("run soak")
+}
+
+/// What `soak --list` prints: scripts/soak and scripts/memcheck loop over it, one name a line.
+fn per_task_names() -> Vec<&'static str> {
+    let per_task = dispatch::strategy::ALL.iter().filter(|i| i.consistency == dispatch::strategy::Consistency::PerTask);
+    per_task.map(|i| i.name).collect()
+}
+
 #[test]
 fn soak_refuses_bad_input_with_code_2() {
-    let soak = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_soak")).args(args).output().expect("run soak");
+    let valid = format!("valid names: {}", per_task_names().join(", "));
     let cases: &[(&[&str], &str)] = &[
-        (&[], "--strategy is required"),
-        (&["--strategy", "nope"], "valid names"),
+        (&[], "--strategy <NAME>"),
+        (&["--strategy"], "a value is required for '--strategy <NAME>'"),
+        (&["--strategy", "nope"], &valid),
         (&["--strategy", "fnptr"], "not per-task consistent"),
-        (&["--strategy", "klp", "--transitions", "0"], "positive count"),
-        (&["--strategy", "klp", "--transitions", "many"], "positive count"),
-        (&["--strategy", "klp", "--minutes", "-1"], "positive number"),
-        (&["--strategy", "klp", "--transitions", "5", "--minutes", "1"], "not both"),
-        (&["--strategy", "klp", "--bogus", "1"], "unknown"),
+        (&["--strategy", "klp", "--transitions", "0"], "'--transitions <N>': give a positive count"),
+        (&["--strategy", "klp", "--transitions", "many"], "'--transitions <N>': give a positive count"),
+        (&["--strategy", "klp", "--transitions", "-5"], "'--transitions <N>': give a positive count"),
+        (&["--strategy", "klp", "--transitions", "1000000001"], "at most 1000000000"),
+        (&["--strategy", "klp", "--transitions"], "a value is required for '--transitions <N>'"),
+        (&["--strategy", "klp", "--minutes", "-1"], "'--minutes <M>': give a positive number"),
+        (&["--strategy", "klp", "--minutes", "nan"], "'--minutes <M>': give a positive number"),
+        (&["--strategy", "klp", "--minutes", "1e9"], "at most 1440"),
+        (&["--strategy", "klp", "--transitions", "5", "--minutes", "1"], "cannot be used with '--minutes <M>'"),
+        (&["--strategy", "klp", "--bogus", "1"], "unexpected argument '--bogus'"),
+        (&["--list", "--strategy", "klp"], "'--list' cannot be used with"),
     ];
     for (args, expected) in cases {
         let o = soak(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
     }
-    let list = soak(&["--list"]);
-    assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l == "klp"));
     // A short clean soak passes.
     let ok = soak(&["--strategy", "klp", "--transitions", "50"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+#[test]
+fn soak_list_prints_the_per_task_strategies_one_a_line() {
+    let o = soak(&["--list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: String = per_task_names().iter().map(|n| format!("{n}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
+    assert!(o.stderr.is_empty());
+}
+
+#[test]
+fn soak_help_documents_every_flag_and_the_exit_codes() {
+    for flag in ["--help", "-h"] {
+        let o = soak(&[flag]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        for needle in [
+            "--list",
+            "--strategy <NAME>",
+            "--transitions <N>",
+            "1 to 10^9",
+            "--minutes <M>",
+            "1440",
+            "Exit codes: 0 pass; 1 a check failed",
+            "2 bad input",
+        ] {
+            assert!(text.contains(needle), "{flag}: {needle} missing: {text}");
+        }
+    }
 }
 
 #[test]

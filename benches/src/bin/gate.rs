@@ -1,11 +1,12 @@
 //! The comparison half of `scripts/gate` (which runs the gungraun suite and calls this):
-//! `gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]`.
+//! `gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]`; `gate --help` says more.
 //! Exit codes: 0 pass, 1 regression, 2 unusable input or missing tool.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use benches::gate::{self, Count, Limits, Unusable, Versions};
+use clap::Parser;
 
 fn version(cmd: &str, args: &[&str]) -> Result<String, Unusable> {
     let out = Command::new(cmd)
@@ -30,40 +31,41 @@ fn versions() -> Result<Versions, Unusable> {
     })
 }
 
+/// The committed baseline, found from the source tree so that the gate works from any directory.
+const DEFAULT_BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baseline/instructions.json");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gate",
+    override_usage = "gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]",
+    about = "The comparison half of scripts/gate (which runs the gungraun suite and calls this): compares\n\
+every benchmark's instruction count with the baseline and prints a Markdown table.",
+    after_help = "A benchmark regresses when it grows by more than the baseline's limit (2% + 0.5 instructions\n\
+per call unless the baseline says otherwise). The baseline records the rustc, valgrind and\n\
+gungraun-runner versions ($GUNGRAUN_RUNNER, default gungraun-runner on PATH); counts from other\n\
+versions are unusable.\n\n\
+Exit codes: 0 pass; 1 regression; 2 unusable input (a missing, empty or corrupt measurement or\n\
+baseline, a baseline made with other tool versions or listing benchmarks the suite no longer has,\n\
+bad arguments) or a missing tool (scripts/setup installs valgrind and gungraun-runner)."
+)]
 struct Args {
+    /// gungraun's JSON results (cargo bench -p benches --bench instructions -- --output-format=json)
+    #[arg(long, value_name = "FILE", value_parser = file)]
     measured: PathBuf,
+    /// The baseline to compare with, or to rewrite with --update
+    #[arg(long, value_name = "FILE", value_parser = file, default_value = DEFAULT_BASELINE)]
     baseline: PathBuf,
+    /// Rewrite the baseline from --measured (keeping its limits) instead of comparing; review and commit it
+    #[arg(long)]
     update: bool,
+    /// Also write the measured counts to FILE in Bencher Metric Format (JSON)
+    #[arg(long, value_name = "FILE", value_parser = file)]
     bmf: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args, Unusable> {
-    let mut it = std::env::args().skip(1);
-    let mut args = Args {
-        measured: PathBuf::new(),
-        baseline: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baseline/instructions.json")),
-        update: false,
-        bmf: None,
-    };
-    while let Some(a) = it.next() {
-        let mut value =
-            |name: &str| it.next().map(PathBuf::from).ok_or_else(|| Unusable(format!("{name} needs a file")));
-        match a.as_str() {
-            "--measured" => args.measured = value("--measured")?,
-            "--baseline" => args.baseline = value("--baseline")?,
-            "--bmf" => args.bmf = Some(value("--bmf")?),
-            "--update" => args.update = true,
-            other => {
-                return Err(Unusable(format!(
-                    "unknown argument {other:?}; usage: gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]"
-                )));
-            }
-        }
-    }
-    if args.measured.as_os_str().is_empty() {
-        return Err(Unusable("--measured FILE (gungraun's --output-format=json) is required".into()));
-    }
-    Ok(args)
+/// A file argument; an empty one (an unset shell variable, say) would only fail later, less clearly.
+fn file(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() { Err("give a file name, not an empty string".into()) } else { Ok(PathBuf::from(v)) }
 }
 
 fn write_atomically(path: &PathBuf, bytes: &[u8]) -> Result<(), Unusable> {
@@ -74,8 +76,7 @@ fn write_atomically(path: &PathBuf, bytes: &[u8]) -> Result<(), Unusable> {
     })
 }
 
-fn run() -> Result<u8, Unusable> {
-    let args = parse_args()?;
+fn run(args: Args) -> Result<u8, Unusable> {
     let text = std::fs::read_to_string(&args.measured)
         .map_err(|e| Unusable(format!("cannot read {} ({e})", args.measured.display())))?;
     let calls_of = |group: &str| if group == "read_path" { benches::GATE_CALLS as u64 } else { 1 };
@@ -116,7 +117,8 @@ fn run() -> Result<u8, Unusable> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // Clap answers --help (exit 0) and bad arguments (exit 2, the code of unusable input) itself.
+    match run(Args::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(Unusable(msg)) => {
             eprintln!("gate: {msg}");

@@ -3,13 +3,14 @@
 //! `scripts/soak` runs it once per per-task-consistent strategy, each in its own process (so that
 //! peak RSS is the strategy's own).
 //!
-//! `soak --list` | `soak --strategy NAME [--transitions N | --minutes M]`
-//! Exit: 0 pass, 1 a check failed, 2 bad input.
+//! `soak --list` | `soak --strategy NAME [--transitions N | --minutes M]`; `soak --help` says more.
+//! Exit: 0 pass, 1 a check failed, 2 bad input (clap's own code for a usage error).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dispatch::strategy::Consistency;
+use clap::Parser;
+use dispatch::strategy::{Consistency, Info, UnknownStrategy};
 use dispatch::torture::{self, Config, Report};
 use dispatch::{Strategy, Visitor};
 
@@ -45,56 +46,93 @@ impl Visitor for Soak {
     }
 }
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("soak: {msg}\nusage: soak --list | soak --strategy NAME [--transitions N | --minutes M]");
-    ExitCode::from(2)
+/// The largest `--transitions`: a run stops after 24 hours whatever the count, and the dev VM took
+/// 56 minutes for 10^6 transitions of every strategy (README), so anything above is a typo.
+const MAX_TRANSITIONS: u64 = 1_000_000_000;
+/// The longest `--minutes`: 24 hours, the same time limit a run by `--transitions` has.
+const MAX_MINUTES: f64 = 24.0 * 60.0;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "soak",
+    about = "One per-task-consistent strategy under the torture engine for a long time: readers = CPUs + 1\n\
+(oversubscribed), tasks parking and forking mid-section, the writer cycling enable / disable /\n\
+replace / reverse. Checks consistency, use after reclaim and peak-RSS growth.",
+    override_usage = "soak --list\n       soak --strategy NAME [--transitions N | --minutes M]",
+    after_help = "A run stops after 24 hours, whatever --transitions says.\n\n\
+Exit codes: 0 pass; 1 a check failed (a consistency violation, a use after reclaim, an idle task\n\
+in a transition, an inheritance error, fewer transitions than asked, or peak RSS grown more than\n\
+10% between 10^4 transitions and the end); 2 bad input."
+)]
+struct Cli {
+    /// Print the per-task-consistent strategies, one a line, and exit
+    #[arg(long, exclusive = true)]
+    list: bool,
+    /// The strategy to soak: one of those --list prints
+    #[arg(long, value_name = "NAME", value_parser = per_task_strategy, required_unless_present = "list")]
+    strategy: Option<Info>,
+    /// Stop after N transitions: 1 to 10^9 [default: 1000000]
+    // Negative numbers reach the value parser, whose message is clearer than "unexpected argument".
+    #[arg(long, value_name = "N", value_parser = transitions, conflicts_with = "minutes", allow_negative_numbers = true)]
+    transitions: Option<u64>,
+    /// Run for M minutes instead: more than 0, at most 1440 (24 hours); fractions allowed
+    #[arg(long, value_name = "M", value_parser = minutes, allow_negative_numbers = true)]
+    minutes: Option<f64>,
+}
+
+/// The strategies soak checks: the others are expected to fail the consistency check.
+fn per_task() -> impl Iterator<Item = Info> {
+    dispatch::strategy::ALL.iter().copied().filter(|i| i.consistency == Consistency::PerTask)
+}
+
+fn per_task_strategy(name: &str) -> Result<Info, String> {
+    let valid = || per_task().map(|i| i.name).collect::<Vec<_>>().join(", ");
+    match dispatch::strategy::info(name) {
+        Ok(i) if i.consistency == Consistency::PerTask => Ok(i),
+        Ok(i) => Err(format!(
+            "{name} is not per-task consistent (its consistency: {}); soak checks only those: {}",
+            i.consistency.name(),
+            valid()
+        )),
+        Err(UnknownStrategy(name)) => Err(format!("unknown strategy {name:?}; valid names: {}", valid())),
+    }
+}
+
+fn transitions(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=MAX_TRANSITIONS).contains(&n) => Ok(n),
+        _ => Err(format!("give a positive count of at most {MAX_TRANSITIONS}, or --minutes for a timed run")),
+    }
+}
+
+fn minutes(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= MAX_MINUTES => Ok(m),
+        _ => Err(format!("give a positive number of minutes, at most {MAX_MINUTES} (24 hours)")),
+    }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--list") {
-        for info in dispatch::strategy::ALL.iter().filter(|i| i.consistency == Consistency::PerTask) {
+    let cli = Cli::parse();
+    if cli.list {
+        for info in per_task() {
             println!("{}", info.name);
         }
         return ExitCode::SUCCESS;
     }
-    let (mut name, mut transitions, mut minutes) = (None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let value = it.next();
-        match (a.as_str(), value) {
-            ("--strategy", Some(v)) => name = Some(v.clone()),
-            ("--transitions", Some(v)) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => transitions = Some(n),
-                _ => return usage(&format!("--transitions must be a positive count, got {v:?}")),
-            },
-            ("--minutes", Some(v)) => match v.parse::<f64>() {
-                Ok(m) if m > 0.0 && m.is_finite() => minutes = Some(m),
-                _ => return usage(&format!("--minutes must be a positive number, got {v:?}")),
-            },
-            (flag, _) => return usage(&format!("unknown or incomplete argument {flag:?}")),
-        }
-    }
-    let Some(name) = name else { return usage("--strategy is required") };
-    match dispatch::strategy::info(&name) {
-        Ok(i) if i.consistency == Consistency::PerTask => {}
-        Ok(_) => return usage(&format!("{name} is not per-task consistent; soak checks only those (see soak --list)")),
-        Err(e) => return usage(&e.to_string()),
-    }
-    if transitions.is_some() && minutes.is_some() {
-        return usage("give --transitions or --minutes, not both");
-    }
+    let name = cli.strategy.expect("clap requires --strategy without --list").name;
+    let (transitions, minutes) = (cli.transitions, cli.minutes);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cfg = Config {
         readers: cpus + 1,
         transitions: transitions.unwrap_or(if minutes.is_some() { u64::MAX } else { 1_000_000 }),
-        time_limit: minutes.map_or(Duration::from_secs(24 * 3600), |m| Duration::from_secs_f64(m * 60.0)),
+        time_limit: Duration::from_secs_f64(minutes.unwrap_or(MAX_MINUTES) * 60.0),
         park_every: 64,
         spawn_every: 128,
         ..Config::default()
     };
     let (r, rss_checkpoint, rss_end, took) =
-        dispatch::strategy::visit(&name, &mut Soak { cfg: cfg.clone() }).expect("checked above");
+        dispatch::strategy::visit(name, &mut Soak { cfg: cfg.clone() }).expect("the value parser checked the name");
     let growth = if rss_checkpoint > 0 { (rss_end as f64 / rss_checkpoint as f64 - 1.0) * 100.0 } else { 0.0 };
     let rss = if rss_checkpoint > 0 {
         format!("peak RSS {rss_checkpoint} KiB at {CHECKPOINT}, {rss_end} KiB at end ({growth:+.1}%)")
