@@ -1,5 +1,6 @@
 //! gungraun (iai-callgrind's current name): instruction counts of every strategy in the
-//! registry on every read path (per `CALLS` calls) and of the writer operations. Deterministic,
+//! registry on every read path (per `GATE_CALLS` calls, each site from its own call instruction;
+//! `shared_steady`: the same calls from one shared instruction) and of the writer operations. Deterministic,
 //! so they are what CI gates on (`scripts/gate`); run with `cargo bench -p benches --bench
 //! instructions` once `scripts/setup` has installed valgrind and gungraun-runner.
 //!
@@ -12,10 +13,18 @@ use benches::{Fixture, Path, WriterFixture, WriterOp};
 use dispatch::{Strategy, TransitionStats};
 use gungraun::prelude::*;
 
-const CALLS: usize = benches::GATE_CALLS;
+const ROUNDS: usize = benches::GATE_ROUNDS;
 
+/// The per-site section: each site called from its own call instruction.
 fn read<S: Strategy>(fixture: Fixture<S>) -> (u64, Fixture<S>) {
-    let sum = black_box(fixture.calls(CALLS));
+    let sum = black_box(fixture.per_site(ROUNDS));
+    (sum, fixture)
+}
+
+/// The same calls from one shared call instruction: what the gate's misprediction count tells
+/// apart from the per-site ones.
+fn read_shared<S: Strategy>(fixture: Fixture<S>) -> (u64, Fixture<S>) {
+    let sum = black_box(fixture.shared(ROUNDS));
     (sum, fixture)
 }
 
@@ -48,6 +57,10 @@ macro_rules! benchmarks {
         fn depth2<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
 
         #[library_benchmark]
+        $(#[bench::$name(Fixture::<$ty>::new(Path::Steady))])*
+        fn shared_steady<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read_shared(f) }
+
+        #[library_benchmark]
         $(#[bench::$name(WriterFixture::<$ty>::new(WriterOp::Enable))])*
         fn writer_enable<S: Strategy>(f: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) { write(f) }
 
@@ -61,7 +74,7 @@ dispatch::for_each_strategy!(benchmarks);
 
 library_benchmark_group!(
     name = read_path;
-    benchmarks = steady, transition_patched, transition_unpatched, nop, depth2
+    benchmarks = steady, transition_patched, transition_unpatched, nop, depth2, shared_steady
 );
 
 library_benchmark_group!(

@@ -20,8 +20,8 @@ use dispatch::{Op, Strategy, Visitor};
 use perf_event::events::Hardware;
 use perf_event::{Builder, Counter};
 
-/// Calls per iteration of the read-path benches.
-const CALLS: usize = 256;
+/// Rounds of every site per iteration of the read-path benches (256 calls over 8 sites).
+const ROUNDS: usize = 32;
 
 struct ReadPath<'a, 'c, M: Measurement> {
     group: &'a mut BenchmarkGroup<'c, M>,
@@ -34,8 +34,9 @@ impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
     fn visit<S: Strategy>(&mut self) {
         // Verifies that the path resolves as expected before timing, and again after.
         let fixture = Fixture::<S>::new(self.path);
-        self.group
-            .bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| b.iter(|| black_box(fixture.calls(CALLS))));
+        self.group.bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| {
+            b.iter(|| black_box(fixture.per_site(ROUNDS)))
+        });
         fixture.verify();
     }
 }
@@ -145,7 +146,7 @@ impl Visitor for Contended<'_, '_> {
 fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     for path in Path::ALL {
         let mut group = c.benchmark_group(path.name());
-        group.throughput(Throughput::Elements(CALLS as u64));
+        group.throughput(Throughput::Elements((ROUNDS * benches::SITES) as u64));
         dispatch::strategy::visit_all(&mut ReadPath { group: &mut group, path });
         group.finish();
     }

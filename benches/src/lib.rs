@@ -2,23 +2,25 @@
 //! set up on a given read path, and a check that the path resolves where the bench expects before
 //! anything is timed.
 
-use std::hint::black_box;
-
 pub mod gate;
 
 use dispatch::check::{self, code};
+use dispatch::sections;
 use dispatch::strategy::Consistency;
 use dispatch::{
     FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task,
     TransitionStats,
 };
 
-/// Calls per read-path benchmark of the gungraun suite; the gate divides by it.
-pub const GATE_CALLS: usize = 1000;
-
-/// Sites per fixture: calls cycle through them, so each call is a different site, as in a kernel
-/// that patched several functions.
+/// Sites per fixture: a section calls each of them in turn, as a kernel that patched several
+/// functions calls each from its own call sites.
 pub const SITES: usize = 8;
+
+/// Rounds of every site per read-path benchmark of the gungraun suite.
+pub const GATE_ROUNDS: usize = 125;
+
+/// Calls per read-path benchmark of the gungraun suite; the gate divides by it.
+pub const GATE_CALLS: usize = GATE_ROUNDS * SITES;
 
 /// Which read path a fixture's task takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +59,8 @@ pub struct Fixture<S: Strategy> {
     pub task: Task<S>,
     _blocker: Option<Task<S>>,
     pub patcher: Patcher<S>,
-    sites: [SiteId; SITES],
+    /// Every site in turn, [`GATE_ROUNDS`] times: the calls of the shared section.
+    shared_order: Vec<SiteId>,
     /// The signature of one call of every site on this path.
     expected: u64,
 }
@@ -99,22 +102,25 @@ impl<S: Strategy> Fixture<S> {
             Path::TransitionUnpatched => PatchState::Unpatched,
         };
         assert_eq!(task.patch_state(), state);
-        let sites = std::array::from_fn(|s| SiteId(s as u32));
+        let shared_order = (0..GATE_CALLS).map(|i| SiteId((i % SITES) as u32)).collect();
         // Per-task strategies honour the state; `fnptr` always runs the head (= Patched view).
         let view = if S::INFO.consistency == Consistency::PerTask { state } else { PatchState::Patched };
         let expected = match S::INFO.consistency {
-            Consistency::NotPatchable => (SITES as u64).wrapping_mul(check::DIRECT_FINGERPRINT),
+            // `direct` ignores patches: every site calls its original.
+            Consistency::NotPatchable => check::signature(&originals[..SITES], 0),
             _ => check::signature(&patcher.universe(view)[..SITES], 0),
         };
-        let fixture = Self { task, _blocker: blocker, patcher, sites, expected };
+        let fixture = Self { task, _blocker: blocker, patcher, shared_order, expected };
         fixture.verify();
         fixture
     }
 
-    /// Panics unless every site resolves where this path should: benches measure the right thing.
+    /// Panics unless every site resolves where this path should, through either kind of call
+    /// site: benches measure the right thing.
     pub fn verify(&self) {
-        let got = self.round();
-        assert_eq!(got, self.expected, "{}: the read path does not resolve to the expected targets", S::INFO.name);
+        let (per_site, shared) = (self.per_site(1), self.shared(1));
+        assert_eq!(per_site, self.expected, "{}: the per-site section resolves elsewhere", S::INFO.name);
+        assert_eq!(shared, self.expected, "{}: the shared section resolves elsewhere", S::INFO.name);
     }
 
     /// After a contended run the patch under contention may or may not be enabled: checks that
@@ -123,7 +129,7 @@ impl<S: Strategy> Fixture<S> {
         if S::INFO.consistency == Consistency::NotPatchable {
             return self.verify();
         }
-        let got = self.round();
+        let got = self.per_site(1);
         let candidates = [PatchState::Idle, PatchState::Unpatched, PatchState::Patched]
             .map(|s| check::signature(&self.patcher.universe(s)[..SITES], 0));
         assert!(
@@ -133,24 +139,18 @@ impl<S: Strategy> Fixture<S> {
         );
     }
 
-    /// One call of every site, summed (as the consistency check does).
+    /// `rounds` rounds of every site, each site called from its own call instruction: the timed
+    /// body of the read-path benches (`dispatch::sections::per_site`).
     #[inline]
-    pub fn round(&self) -> u64 {
-        let mut sum = 0u64;
-        for &site in &self.sites {
-            sum = sum.wrapping_add(self.task.call(black_box(site), 0));
-        }
-        sum
+    pub fn per_site(&self, rounds: usize) -> u64 {
+        sections::per_site::<S, SITES>(&self.task, rounds)
     }
 
-    /// `calls` calls, cycling through the sites: the timed body.
+    /// The same calls from one shared call instruction (`dispatch::sections::shared`); at most
+    /// [`GATE_ROUNDS`] rounds.
     #[inline]
-    pub fn calls(&self, calls: usize) -> u64 {
-        let mut sum = 0u64;
-        for i in 0..calls {
-            sum = sum.wrapping_add(self.task.call(black_box(self.sites[i % SITES]), 0));
-        }
-        sum
+    pub fn shared(&self, rounds: usize) -> u64 {
+        sections::shared(&self.task, &self.shared_order[..rounds * SITES])
     }
 }
 
@@ -258,7 +258,7 @@ mod tests {
             fn visit<S: Strategy>(&mut self) {
                 for path in Path::ALL {
                     let f = Fixture::<S>::new(path);
-                    assert_eq!(f.calls(SITES), f.round());
+                    assert_eq!(f.per_site(GATE_ROUNDS), f.shared(GATE_ROUNDS));
                 }
                 for op in WriterOp::ALL {
                     let w = WriterFixture::<S>::new(op);

@@ -26,20 +26,20 @@ pub const fn fingerprint(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What [`crate::strategy::direct::target`] returns.
-pub const DIRECT_FINGERPRINT: u64 = fingerprint(u64::MAX);
-
 /// What [`poisoned`] returns.
 pub const POISON: u64 = 0xDEAD_DEAD_DEAD_DEAD;
 
-/// The body of every fingerprinted function, and of `direct`'s target: the `black_box` keeps the
-/// compiler from proving the function pure and deleting calls whose target it can see (with LTO it
-/// otherwise folds `direct`'s constant result into the caller and drops the call).
+/// The body of every fingerprinted function: the `black_box` keeps the compiler from proving the
+/// function pure and deleting calls whose target it can see (with LTO it otherwise folds a
+/// constant result into the caller and drops the call).
 #[inline(always)]
 pub fn opaque(fingerprint: u64) -> u64 {
     std::hint::black_box(fingerprint)
 }
 
+/// Never inlined: a caller that knows which one it calls (`direct`'s per-site calls) must still
+/// pay a call and a return, like every other strategy.
+#[inline(never)]
 fn tagged<const N: usize>(_arg: u64) -> u64 {
     opaque(const { fingerprint(N as u64) })
 }

@@ -8,7 +8,8 @@
 //!    Beside it, [`rng`] and [`check`] (fingerprinted functions, poison, the universe log).
 //! 3. [`tasks`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
 //! 4. [`strategy`]: the trait, the registry, the shared building blocks, one file per strategy.
-//! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`].
+//! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`];
+//!    [`sections`]: the measured loops, one call instruction per site or one shared.
 //! 6. [`driver`]: the writer's loop (announce, start, reverse, poll, record), used by every
 //!    caller that drives transitions; [`torture`]: the consistency stress engine.
 
@@ -25,6 +26,7 @@ pub mod tasks;
 
 pub mod strategy;
 
+pub mod sections;
 pub mod task;
 pub mod transition;
 

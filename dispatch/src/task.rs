@@ -80,6 +80,13 @@ impl<S: Strategy> Task<S> {
         self.shared.strategy.call(&self.local, self.state(), site, arg)
     }
 
+    /// [`call`](Task::call) for a site known at compile time: where this is inlined, the site's
+    /// call instruction serves that site alone (see [`sections`](crate::sections)).
+    #[inline(always)]
+    pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
+        self.shared.strategy.call_at::<SITE>(&self.local, self.state(), arg)
+    }
+
     /// A safe point: migrate if a transition is pending for this task, then report a quiescent
     /// state. Between two safe points every call resolves in one universe
     /// ([`Invariant::OneUniverse`](crate::docs::Invariant::OneUniverse)).

@@ -49,7 +49,26 @@ pub struct Change {
 /// Compares two runs; `Err` is unusable input (exit 2).
 pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<Change>, String> {
     if base.schema_version != new.schema_version {
-        return Err(format!("schema versions differ ({} vs {})", base.schema_version, new.schema_version));
+        return Err(format!(
+            "schema versions differ ({} vs {}); schema 2 added the call-site regimes (a schema-1 run called every \
+             site from one shared instruction): compare runs made by the same version of the harness",
+            base.schema_version, new.schema_version
+        ));
+    }
+    let regimes = |f: &RunFile| {
+        let mut r: Vec<&str> = f.rows.iter().map(|r| r.call_sites.name()).collect();
+        r.sort();
+        r.dedup();
+        r
+    };
+    if regimes(base) != regimes(new) {
+        return Err(format!(
+            "the runs measured different call-site regimes (BASE: {:?}; NEW: {:?}); their figures are not comparable: \
+             a shared call instruction measures the indirect-branch predictor, per-site ones the redirection; \
+             compare runs of the same --call-sites",
+            regimes(base),
+            regimes(new)
+        ));
     }
     let keys = |f: &RunFile| {
         let mut k: Vec<(String, String)> = f.rows.iter().map(|r| (r.scenario.clone(), r.strategy.clone())).collect();

@@ -39,6 +39,34 @@ pub enum Order {
     Random,
 }
 
+/// Where the measured loop's call instructions are: the call-site regime (see
+/// `dispatch::sections`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallSites {
+    /// Each site called from its own call instruction, the site a constant there: every indirect
+    /// call predicted, so what is measured is the redirection itself. At most
+    /// `dispatch::sections::MAX_PER_SITE` sites, called in sequence.
+    PerSite,
+    /// One call instruction cycling through the sites, as in an interpreter or at a vtable call
+    /// site: where the CPU's indirect-branch predictor shows.
+    Shared,
+    /// `dispatch::sections::COLD_SITES` distinct call instructions, one per site, in a fixed
+    /// random order: more code than the L1 instruction cache holds, data accessed at random.
+    Cold,
+}
+
+impl CallSites {
+    /// The name used on the command line and in run.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallSites::PerSite => "per-site",
+            CallSites::Shared => "shared",
+            CallSites::Cold => "cold",
+        }
+    }
+}
+
 /// What the writer cycles through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +94,7 @@ pub enum CountersMode {
 /// One point of every scenario dimension except the strategy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
+    pub call_sites: CallSites,
     pub readers: usize,
     pub rate: Rate,
     pub sites: usize,
@@ -77,7 +106,7 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A compact name, e.g. `r2_1000hz_s8seq_d1_cycle_c4096`.
+    /// A compact name, e.g. `per-site_r2_1000hz_s8seq_d1_cycle_c4096`.
     pub fn name(&self) -> String {
         let order = match self.order {
             Order::Seq => "seq",
@@ -89,8 +118,15 @@ impl Scenario {
             Ops::Reverse => "reverse",
         };
         format!(
-            "r{}_{}_s{}{}_d{}_{}_c{}",
-            self.readers, self.rate, self.sites, order, self.depth, ops, self.calls_per_safepoint
+            "{}_r{}_{}_s{}{}_d{}_{}_c{}",
+            self.call_sites.name(),
+            self.readers,
+            self.rate,
+            self.sites,
+            order,
+            self.depth,
+            ops,
+            self.calls_per_safepoint
         )
     }
 }
@@ -191,8 +227,45 @@ pub fn parse_rates(s: &str) -> Result<Vec<Rate>, ConfigError> {
         .collect()
 }
 
+/// `per-site,shared,cold`: the call-site regimes of the grid.
+pub fn parse_call_sites(s: &str) -> Result<Vec<CallSites>, ConfigError> {
+    let mut regimes = Vec::new();
+    for x in s.split(',').map(str::trim) {
+        let regime = <CallSites as clap::ValueEnum>::from_str(x, false)
+            .map_err(|_| bad(format!("--call-sites: {x:?} is not a regime; use per-site, shared or cold")))?;
+        if !regimes.contains(&regime) {
+            regimes.push(regime);
+        }
+    }
+    Ok(regimes)
+}
+
 pub fn positive(name: &str, v: f64) -> Result<f64, ConfigError> {
     if v > 0.0 && v.is_finite() { Ok(v) } else { Err(bad(format!("--{name} must be positive, got {v}"))) }
+}
+
+/// What each call-site regime can measure (its code is generated at compile time).
+fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
+    use dispatch::sections::{COLD_SITES, MAX_PER_SITE};
+    match s.call_sites {
+        CallSites::PerSite if s.sites > MAX_PER_SITE => Err(bad(format!(
+            "--sites {}: per-site call sites are generated for 1 to {MAX_PER_SITE} sites; use fewer, or --call-sites shared",
+            s.sites
+        ))),
+        CallSites::PerSite if s.order != Order::Seq => Err(bad(
+            "--order random: per-site call sites call their sites in sequence; use --call-sites shared (or cold) for a random order",
+        )),
+        CallSites::PerSite if !s.calls_per_safepoint.is_multiple_of(s.sites) => Err(bad(format!(
+            "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site section calls every site equally often",
+            s.calls_per_safepoint, s.sites
+        ))),
+        CallSites::Cold if s.sites != COLD_SITES || s.calls_per_safepoint != COLD_SITES || s.order != Order::Random => {
+            Err(bad(format!(
+                "the cold regime calls its {COLD_SITES} sites once each per section in a fixed random order; it takes no --sites, --order or --calls-per-safepoint"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks a full config against the machine: readers vs CPUs, sizes, an output directory that
@@ -216,6 +289,7 @@ pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
         if s.sites == 0 || s.calls_per_safepoint == 0 {
             return Err(bad("--sites and --calls-per-safepoint must be at least 1"));
         }
+        validate_call_sites(s)?;
         if s.readers + 2 > 4096 {
             return Err(bad("at most 4094 readers"));
         }

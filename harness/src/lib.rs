@@ -114,7 +114,8 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
             )
         })
         .collect();
-    let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows };
+    let method_check = report::method_check(&rows);
+    let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check };
     let staging = Staging::new(&dir).map_err(RunError::Failed)?;
     let (plots, plot_note) = match plot::draw_all(staging.path(), &summaries) {
         Ok(files) => (files, None),

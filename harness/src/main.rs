@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use harness::config::{self, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
+use harness::config::{self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
 use harness::{RunError, compare, counters, env, output};
 
 #[derive(Parser, Debug)]
@@ -59,13 +59,21 @@ struct RunArgs {
     /// Rounds per scenario (strategies shuffled per round) [default: 3, --quick 2].
     #[arg(long)]
     runs: Option<usize>,
+    /// Call-site regimes of the grid: per-site (each site its own call instruction), shared (one
+    /// call instruction for every site) or cold (2048 sites, each its own call instruction, in a
+    /// fixed random order; ignores --sites, --order and --calls-per-safepoint).
+    #[arg(long, default_value = "per-site")]
+    call_sites: String,
+    /// Beside the grid, also run the regimes it lacks once each: shared and cold, 1 reader, steady.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    regime_rows: bool,
     /// Calls between two safe points: one critical section, timed as one batch.
     #[arg(long, default_value_t = 4096)]
     calls_per_safepoint: usize,
-    /// Patched sites.
+    /// Patched sites (per-site: 1 to 64).
     #[arg(long, default_value_t = 8)]
     sites: usize,
-    /// The order readers call the sites in.
+    /// The order readers call the sites in (per-site: seq only).
     #[arg(long, value_enum, default_value = "seq")]
     order: Order,
     /// Patches stacked below the one in transition.
@@ -74,9 +82,6 @@ struct RunArgs {
     /// What the writer cycles through.
     #[arg(long, value_enum, default_value = "cycle")]
     ops: Ops,
-    /// Also run one cold scenario (1 reader, steady, this many sites in random order); 0 = none.
-    #[arg(long, default_value_t = 4096)]
-    cold: usize,
     #[arg(long, value_enum, default_value = "auto")]
     counters: CountersMode,
     /// Output directory (must not exist) [default: results/runs/<timestamp>-<host>].
@@ -112,30 +117,43 @@ impl RunArgs {
         let rates = config::parse_rates(&self.rate)?;
         let duration = config::positive("duration", self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 }))?;
         let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
-        let mut scenarios = Vec::new();
-        for &r in &readers {
-            for &rate in &rates {
-                scenarios.push(Scenario {
-                    readers: r,
-                    rate,
-                    sites: self.sites,
-                    order: self.order,
-                    depth: self.depth,
-                    ops: self.ops,
-                    calls_per_safepoint: self.calls_per_safepoint,
-                });
-            }
-        }
-        if self.cold > 0 {
-            scenarios.push(Scenario {
-                readers: 1,
-                rate: Rate::Steady,
-                sites: self.cold,
-                order: Order::Random,
+        let regimes = config::parse_call_sites(&self.call_sites)?;
+        let scenario = |call_sites: CallSites, readers: usize, rate: Rate| {
+            let base = Scenario {
+                call_sites,
+                readers,
+                rate,
+                sites: self.sites,
+                order: self.order,
                 depth: self.depth,
                 ops: self.ops,
-                calls_per_safepoint: self.calls_per_safepoint.max(self.cold),
-            });
+                calls_per_safepoint: self.calls_per_safepoint,
+            };
+            match call_sites {
+                // The cold section is generated for a fixed set of sites and order.
+                CallSites::Cold => Scenario {
+                    sites: dispatch::sections::COLD_SITES,
+                    order: Order::Random,
+                    calls_per_safepoint: dispatch::sections::COLD_SITES,
+                    ..base
+                },
+                _ => base,
+            }
+        };
+        let mut scenarios = Vec::new();
+        for &regime in &regimes {
+            for &r in &readers {
+                for &rate in &rates {
+                    scenarios.push(scenario(regime, r, rate));
+                }
+            }
+        }
+        if self.regime_rows {
+            for regime in [CallSites::Shared, CallSites::Cold] {
+                if !regimes.contains(&regime) {
+                    scenarios.push(scenario(regime, 1, Rate::Steady));
+                }
+            }
         }
         Ok(RunConfig {
             strategies,
@@ -163,6 +181,9 @@ fn run(args: RunArgs) -> ExitCode {
     match harness::run(cfg, &mut |line| eprintln!("harness: {line}")) {
         Ok(outcome) => {
             print!("{}", outcome.table);
+            if let Some(check) = &outcome.run.method_check {
+                println!("\n{}", harness::report::method_line(check));
+            }
             println!("\nwrote {}", outcome.dir.display());
             for n in &outcome.notes {
                 if n.starts_with("plots:") {

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 
 use crate::config::{Rate, RunConfig, Scenario};
 use crate::counters::CounterKind;
-use crate::protocol::{Control, ReaderCtx, ReaderResult, WriterResult, reader, writer};
+use crate::protocol::{Control, ReaderCtx, ReaderResult, Section, WriterResult, reader, writer};
 use crate::record::{Percentiles, Row};
 use crate::workload::Workload;
 
@@ -76,6 +76,7 @@ impl Visitor for Measure<'_> {
         let ctx = ReaderCtx {
             patcher: &p,
             work,
+            section: Section::new(s.call_sites, work, s.sites)?,
             universes: &universes,
             control: &control,
             readers: s.readers,
@@ -173,6 +174,7 @@ impl Measure<'_> {
         Row {
             strategy: S::INFO.name.to_owned(),
             consistency: S::INFO.consistency.name().to_owned(),
+            call_sites: s.call_sites,
             scenario: s.name(),
             run: self.run,
             readers: s.readers,

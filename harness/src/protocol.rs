@@ -5,6 +5,7 @@
 //! is done; a writer drives transitions open-loop at the scenario's rate. Each critical section is
 //! checked against the universes the writer announced.
 
+use std::hint::black_box;
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use dispatch::check::{self, UniverseLog};
 use dispatch::driver::Driver;
+use dispatch::sections::{self, SectionFn};
 use dispatch::strategy::Consistency;
 use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task};
 use hdrhistogram::Histogram;
 
-use crate::config::{Ops, Rate, Scenario};
+use crate::config::{CallSites, Ops, Rate, Scenario};
 use crate::counters::{CounterKind, CounterValues, ThreadCounters};
 use crate::workload::{PatchIndexes, Workload};
 
@@ -75,19 +77,43 @@ pub(crate) struct ReaderResult {
     pub(crate) pinned: bool,
 }
 
-/// One critical section: every call of `order`, summed. Inlined into each strategy's loop.
-#[inline(always)]
-fn critical_section<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
-    let mut sum = 0u64;
-    for &site in order {
-        sum = sum.wrapping_add(task.call(site, 0));
+/// One critical section of the scenario's call-site regime, as generated in `dispatch::sections`.
+pub(crate) enum Section<'a, S: Strategy> {
+    /// The per-site section of the scenario's size, and how many rounds of it make a section.
+    PerSite(SectionFn<S>, usize),
+    Shared(&'a [SiteId]),
+    Cold,
+}
+
+impl<'a, S: Strategy> Section<'a, S> {
+    pub(crate) fn new(call_sites: CallSites, work: &'a Workload, sites: usize) -> Result<Self, String> {
+        Ok(match call_sites {
+            CallSites::PerSite => {
+                let f = sections::per_site_fn::<S>(sites)
+                    .ok_or_else(|| format!("no per-site section is generated for {sites} sites"))?;
+                Section::PerSite(f, work.order.len() / sites)
+            }
+            CallSites::Shared => Section::Shared(&work.order),
+            CallSites::Cold => Section::Cold,
+        })
     }
-    sum
+
+    /// Runs it; the sum is passed through `black_box`, so every strategy's results are consumed
+    /// the same way, `direct`'s (which no check reads) included.
+    #[inline(always)]
+    fn run(&self, task: &Task<S>) -> u64 {
+        black_box(match *self {
+            Section::PerSite(f, rounds) => f(task, rounds),
+            Section::Shared(order) => sections::shared(task, order),
+            Section::Cold => sections::cold(task, 1),
+        })
+    }
 }
 
 pub(crate) struct ReaderCtx<'a, S: Strategy> {
     pub(crate) patcher: &'a Patcher<S>,
     pub(crate) work: &'a Workload,
+    pub(crate) section: Section<'a, S>,
     pub(crate) universes: &'a UniverseLog,
     pub(crate) control: &'a Control,
     pub(crate) readers: usize,
@@ -110,7 +136,7 @@ pub(crate) fn reader<S: Strategy>(
     };
     // Values are ps per call; 1 s per call is far beyond anything a batch can take.
     let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid bounds");
-    let order = &ctx.work.order[..];
+    let section = &ctx.section;
     // `direct` is not patchable: it has no universe to check.
     let checked = S::INFO.consistency != Consistency::NotPatchable;
     let check = |sum: u64, violations: &mut u64| {
@@ -129,7 +155,7 @@ pub(crate) fn reader<S: Strategy>(
     ctx.control.checked_in.fetch_add(1, Ordering::AcqRel);
     let mut warm = 0;
     while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers {
-        check(critical_section(&task, order), &mut violations);
+        check(section.run(&task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
         warm += 1;
         if ctx.control.aborted() {
@@ -138,7 +164,7 @@ pub(crate) fn reader<S: Strategy>(
     }
 
     // Measure: one batch = one critical section; bookkeeping happens outside the timed span.
-    let per_batch = order.len() as f64;
+    let per_batch = ctx.work.order.len() as f64;
     let (mut calls, mut busy_ns, mut clamped) = (0u64, 0f64, 0u64);
     if let Some(c) = counters.as_mut() {
         c.start().map_err(|e| format!("starting counters: {e}"))?;
@@ -147,11 +173,11 @@ pub(crate) fn reader<S: Strategy>(
     let deadline = start + ctx.duration;
     loop {
         let t0 = Instant::now();
-        let sum = critical_section(&task, order);
+        let sum = section.run(&task);
         let t1 = Instant::now();
         let ns = ((t1 - t0).as_nanos() as f64 - ctx.clock_ns).max(0.0);
         busy_ns += ns;
-        calls += order.len() as u64;
+        calls += ctx.work.order.len() as u64;
         let ps_per_call = (ns * 1000.0 / per_batch).round() as u64;
         if hist.record(ps_per_call.max(1)).is_err() {
             hist.saturating_record(ps_per_call);
@@ -176,7 +202,7 @@ pub(crate) fn reader<S: Strategy>(
     // Keep the load on until the last reader is done.
     ctx.control.done.fetch_add(1, Ordering::AcqRel);
     while ctx.control.done.load(Ordering::Acquire) < ctx.readers && !ctx.control.aborted() {
-        check(critical_section(&task, order), &mut violations);
+        check(section.run(&task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
     }
     Ok(ReaderResult {

@@ -4,12 +4,12 @@
 use dispatch::strategy::Consistency;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
+use crate::config::{CallSites, RunConfig};
 use crate::counters::{CounterKind, CounterValues};
 use crate::env::Env;
 
 /// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything `run.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -20,6 +20,28 @@ pub struct RunFile {
     pub config: RunConfig,
     pub env: Env,
     pub rows: Vec<Row>,
+    /// The run's check of its own method; `None` when the run had no per-site steady scenario with
+    /// both `direct` and `fnptr`.
+    pub method_check: Option<MethodCheck>,
+}
+
+/// Whether this machine predicts the per-site calls: in the per-site steady scenario with one
+/// reader, an indirect call through a pointer (`fnptr`) should cost what a direct call costs.
+/// Where it costs much more, indirect calls are not predicted here, and every ratio to `fnptr`
+/// measures mispredictions rather than redirection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MethodCheck {
+    /// The scenario the check was made on.
+    pub scenario: String,
+    /// Median over rounds of fnptr's ns/call divided by direct's in the same round.
+    pub fnptr_over_direct: f64,
+    /// Above it (1.3) the run warns.
+    pub limit: f64,
+    pub predicted: bool,
+    /// fnptr's median ns/call in that scenario, and in the shared steady scenario with the same
+    /// readers, if the run had one: what a shared call instruction costs here.
+    pub fnptr_ns_per_site: f64,
+    pub fnptr_ns_shared: Option<f64>,
 }
 
 /// Percentiles of a distribution, in the unit named by the field that holds them.
@@ -36,6 +58,8 @@ pub struct Percentiles {
 pub struct Row {
     pub strategy: String,
     pub consistency: String,
+    /// The scenario's call-site regime (also the first part of its name).
+    pub call_sites: CallSites,
     pub scenario: String,
     pub run: usize,
     pub readers: usize,

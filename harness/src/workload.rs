@@ -3,15 +3,17 @@
 
 use dispatch::check::{self, signature};
 use dispatch::rng::Rng;
+use dispatch::sections::COLD_ORDER;
 use dispatch::{Code, FuncSpec, PatchSpec, SiteId};
 
-use crate::config::{Order, Scenario};
+use crate::config::{CallSites, Order, Scenario};
 
 /// The sites, the order readers call them in, and the patches of a scenario.
 #[derive(Debug)]
 pub struct Workload {
     pub originals: Vec<Code>,
-    /// One critical section: `calls_per_safepoint` sites.
+    /// One critical section: the sites it calls, in order (for the per-site and cold regimes,
+    /// what their generated code calls; for the shared regime, what its loop walks).
     pub order: Vec<SiteId>,
     /// Enabled below (depth), then the top patch, then two cumulative replacements.
     pub base: Vec<PatchSpec>,
@@ -35,14 +37,18 @@ impl Workload {
     pub fn new(s: &Scenario, seed: u64) -> Self {
         let originals: Vec<Code> = (0..s.sites).map(|i| version(i, 0)).collect();
         let mut rng = Rng::new(seed);
-        let order = (0..s.calls_per_safepoint)
-            .map(|i| {
-                SiteId(match s.order {
-                    Order::Seq => i % s.sites,
-                    Order::Random => rng.below(s.sites),
-                } as u32)
-            })
-            .collect();
+        let order = match s.call_sites {
+            // What the generated section calls, in its order.
+            CallSites::Cold => COLD_ORDER.iter().map(|&i| SiteId(u32::from(i))).collect(),
+            CallSites::PerSite | CallSites::Shared => (0..s.calls_per_safepoint)
+                .map(|i| {
+                    SiteId(match s.order {
+                        Order::Seq => i % s.sites,
+                        Order::Random => rng.below(s.sites),
+                    } as u32)
+                })
+                .collect(),
+        };
         let patch = |name: String, v: usize, sites: &mut dyn Iterator<Item = usize>| {
             PatchSpec::new(name, sites.map(|i| FuncSpec::new(SiteId(i as u32), version(i, v))))
         };

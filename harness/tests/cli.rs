@@ -28,7 +28,7 @@ fn tiny_run(out: &Path, overrides: &[(&str, &str)]) -> Output {
         ("--rate", "0,max"),
         ("--duration", "0.02"),
         ("--runs", "2"),
-        ("--cold", "0"),
+        ("--regime-rows", "false"),
         ("--counters", "off"),
         ("--out", out.to_str().unwrap()),
     ];
@@ -126,7 +126,7 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let o = harness(&["compare", out.to_str().unwrap(), out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
 
-    // Unusable inputs: missing, empty, corrupt, other schema, other scenarios.
+    // Unusable inputs: missing, empty, corrupt, other schema, other scenarios, other regimes.
     let bad = scratch("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let json = std::fs::read_to_string(out.join("run.json")).unwrap();
@@ -138,12 +138,16 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let cases = [
         (bad.join("missing.json"), "cannot read"),
         (write("empty.json", ""), "is empty"),
-        (write("corrupt.json", "{\"schema_version\": 1, "), "not valid JSON"),
+        (write("corrupt.json", "{\"schema_version\": 2, "), "not valid JSON"),
         (
-            write("schema.json", &json.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1)),
+            write("schema.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": 99", 1)),
             "schema_version 99",
         ),
         (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
+        (
+            write("regime.json", &json.replace("\"call_sites\": \"per-site\"", "\"call_sites\": \"shared\"")),
+            "different call-site regimes",
+        ),
     ];
     for (path, expected) in cases {
         let o = harness(&["compare", out.to_str().unwrap(), path.to_str().unwrap()]);
@@ -275,7 +279,19 @@ fn soak_help_documents_every_flag_and_the_exit_codes() {
 fn a_killed_run_leaves_no_output_directory() {
     let out = scratch("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "--strategies", "fnptr", "--readers", "1", "--rate", "0", "--cold", "0", "--counters", "off"])
+        .args([
+            "run",
+            "--strategies",
+            "fnptr",
+            "--readers",
+            "1",
+            "--rate",
+            "0",
+            "--regime-rows",
+            "false",
+            "--counters",
+            "off",
+        ])
         .args(["--duration", "30", "--runs", "1", "--out", out.to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()

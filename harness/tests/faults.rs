@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::config::{CountersMode, Ops, Order, Rate, RunConfig, Scenario};
+use harness::config::{CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
 
 /// One klp scenario on 8 hot sites, into `out`.
 fn config(
@@ -15,6 +15,7 @@ fn config(
     RunConfig {
         strategies: vec!["klp".into()],
         scenarios: vec![Scenario {
+            call_sites: CallSites::PerSite,
             readers,
             rate,
             sites: 8,

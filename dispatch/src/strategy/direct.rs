@@ -1,5 +1,11 @@
-//! `direct`: a plain call of one fixed function. The floor, not a redirection: it ignores the site
-//! and every patch, and shows what a call costs when nothing is looked up at run time.
+//! `direct`: every site calls its own original function directly, with no lookup. The floor, not
+//! a redirection: it ignores every patch, and shows what a call costs when nothing is looked up
+//! at run time. It relies on the convention every patcher of this workspace follows: site `i`'s
+//! original is [`check::code(i)`](check::code) (checked when the strategy is made).
+//!
+//! At a site known at compile time ([`ReadSide::call_at`]) the target is a constant read from a
+//! static table, which the compiler turns into a direct `call` to that function; at a site known
+//! only at run time ([`ReadSide::call`]) it is the same function through the table.
 //!
 //! # Synchronization
 //!
@@ -12,12 +18,6 @@ use crate::model::{Code, SiteId};
 use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
 use crate::tasks::TaskState;
 
-/// The one function `direct` calls. Not inlined, so the floor still pays a call and a return.
-#[inline(never)]
-pub fn target(_arg: u64) -> u64 {
-    check::opaque(check::DIRECT_FINGERPRINT)
-}
-
 #[derive(Debug, Default)]
 pub struct Direct;
 
@@ -27,8 +27,14 @@ impl ReadSide for Direct {
     fn task_local(&self) {}
 
     #[inline(always)]
-    fn call(&self, _local: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
-        target(arg)
+    fn call(&self, _local: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        check::code(site.index())(arg)
+    }
+
+    #[inline(always)]
+    fn call_at<const SITE: usize>(&self, _local: &(), _task: &TaskState, arg: u64) -> u64 {
+        // A constant index into a static table of functions: a direct call after optimization.
+        (check::CODES[SITE % check::CODE_COUNT])(arg)
     }
 }
 
@@ -39,11 +45,19 @@ impl WriteSide for Direct {
 impl Strategy for Direct {
     const INFO: Info = Info {
         name: "direct",
-        description: "a plain call of one fixed function: the floor, not patchable",
+        description: "each site calls its own original function directly: the floor, not patchable",
         consistency: Consistency::NotPatchable,
     };
 
-    fn new(_originals: &[Code]) -> Self {
+    /// Panics unless site `i`'s original is `check::code(i)`: the only originals it can call
+    /// without a lookup.
+    fn new(originals: &[Code]) -> Self {
+        for (i, &original) in originals.iter().enumerate() {
+            assert!(
+                std::ptr::fn_addr_eq(original, check::code(i)),
+                "direct: site {i}'s original is not check::code({i}); direct calls that function at that site"
+            );
+        }
         Direct
     }
 }

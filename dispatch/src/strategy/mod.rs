@@ -93,6 +93,15 @@ pub trait ReadSide {
 
     /// Resolves `site` for the task whose state is `task` and calls the result with `arg`.
     fn call(&self, local: &Self::TaskLocal, task: &TaskState, site: SiteId, arg: u64) -> u64;
+
+    /// [`call`](ReadSide::call) for a site known at compile time. Inlined into a section that
+    /// calls each site from its own call instruction (see [`sections`](crate::sections)), the
+    /// site's index becomes a constant, as at a kernel call site that always calls one function.
+    /// A strategy overrides it only where a constant site changes what it can do (`direct`).
+    #[inline(always)]
+    fn call_at<const SITE: usize>(&self, local: &Self::TaskLocal, task: &TaskState, arg: u64) -> u64 {
+        self.call(local, task, SiteId(SITE as u32), arg)
+    }
 }
 
 /// The slow path, driven by the transition engine under its lock (one writer at a time).

@@ -1,0 +1,154 @@
+//! Critical sections as code: the measured loops of the harness, the criterion benches and the
+//! gungraun gate, written once.
+//!
+//! A kernel that patched eight functions has eight call sites, each calling one function. How the
+//! measured loop places its call instructions decides what it measures:
+//!
+//! - [`per_site`]: each site is called from its own call instruction, with the site a constant at
+//!   that instruction. Every indirect call is predicted; what remains is the redirection itself.
+//!   The default regime.
+//! - [`shared`]: one call instruction cycles through the sites (what an interpreter's dispatch
+//!   loop or a vtable call site sees). The CPU's indirect-branch predictor shows here, and
+//!   predictors differ by vendor and generation: with 8 sites one Zen 3 part mispredicted almost
+//!   every call, a Zen 5 part almost none.
+//! - [`cold`]: [`COLD_SITES`] distinct call instructions, one per site, in a fixed random order
+//!   of sites: a code footprint larger than the L1 instruction cache and data accessed at random.
+//!
+//! Every section is `#[inline(never)]`: one named function per regime, strategy and size, which
+//! the harness times as a whole (one call of overhead per section of thousands of calls) and
+//! which can be read in a disassembly.
+
+use seq_macro::seq;
+
+use crate::check;
+use crate::model::SiteId;
+use crate::strategy::Strategy;
+use crate::task::Task;
+
+/// The most sites a per-site section serves: one monomorphised section per size up to it.
+pub const MAX_PER_SITE: usize = 64;
+
+/// Sites of the cold section; each is called once per section, from its own call instruction.
+///
+/// Measured in a release build on x86-64, one inlined call takes 11 bytes of code for `direct`,
+/// 68 for `fnptr` and 150 to 430 for the others, so 2048 calls are 22 KiB for `direct` and 140 KiB
+/// to 880 KiB for the rest: more than a 32 KiB L1 instruction cache for every redirection. 4096
+/// would put `direct` over it too, at twice the build time (the nine cold sections are most of
+/// the harness's build: 2.7 minutes with 4096, against 1.1 without a cold section).
+pub const COLD_SITES: usize = 2048;
+
+/// The order the cold section calls its sites in: a permutation of `0..COLD_SITES`, fixed at
+/// compile time (its call instructions are laid out in this order).
+pub static COLD_ORDER: [u16; COLD_SITES] = cold_order();
+
+/// Fisher-Yates over splitmix64, at compile time.
+const fn cold_order() -> [u16; COLD_SITES] {
+    let mut order = [0u16; COLD_SITES];
+    let mut i = 0;
+    while i < COLD_SITES {
+        order[i] = i as u16;
+        i += 1;
+    }
+    let mut i = COLD_SITES - 1;
+    while i > 0 {
+        let j = (check::fingerprint(i as u64) % (i as u64 + 1)) as usize;
+        let t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+        i -= 1;
+    }
+    order
+}
+
+/// A section: the task, and how many times to call every site of it (per-site) or ignored.
+pub type SectionFn<S> = fn(&Task<S>, usize) -> u64;
+
+/// Calls sites `0..N`, each from its own call instruction, `rounds` times; returns the sum of
+/// what they returned (the section's signature, see [`check`]).
+#[inline(never)]
+pub fn per_site<S: Strategy, const N: usize>(task: &Task<S>, rounds: usize) -> u64 {
+    const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site section has 1 to MAX_PER_SITE sites") };
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        // `I < N` is decided at compile time: exactly N calls, each its own instruction.
+        seq!(I in 0..64 {
+            if I < N {
+                sum = sum.wrapping_add(task.call_at::<I>(0));
+            }
+        });
+    }
+    sum
+}
+
+/// The per-site section of `sites` sites, `None` above [`MAX_PER_SITE`] (or for 0).
+pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
+    seq!(N in 1..=64 {
+        match sites {
+            #(N => Some(per_site::<S, N>),)*
+            _ => None,
+        }
+    })
+}
+
+/// Calls `order`'s sites one after the other from one call instruction.
+#[inline(never)]
+pub fn shared<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
+    let mut sum = 0u64;
+    for &site in order {
+        sum = sum.wrapping_add(task.call(site, 0));
+    }
+    sum
+}
+
+/// Calls every one of [`COLD_SITES`] sites once, in [`COLD_ORDER`], each from its own call
+/// instruction. The patcher must have at least `COLD_SITES` sites.
+///
+/// The calls are laid out in [`COLD_CHUNKS`] functions of [`COLD_CHUNK`] calls each, called one
+/// after the other (16 extra calls per section): the same instructions in the same order, but
+/// functions small enough that the optimizer's cost stays linear (as one function of 4096 inlined
+/// read paths, the release build of the harness took over 9 minutes).
+#[inline(never)]
+pub fn cold<S: Strategy>(task: &Task<S>, _rounds: usize) -> u64 {
+    let mut sum = 0u64;
+    seq!(C in 0..16 {
+        sum = sum.wrapping_add(cold_chunk_~C(task));
+    });
+    sum
+}
+
+/// Calls per chunk of the cold section.
+pub const COLD_CHUNK: usize = 128;
+/// Chunks of the cold section.
+pub const COLD_CHUNKS: usize = COLD_SITES / COLD_CHUNK;
+
+seq!(C in 0..16 {
+    /// One chunk of [`cold`]: calls `C * COLD_CHUNK ..` of [`COLD_ORDER`].
+    #[inline(never)]
+    fn cold_chunk_~C<S: Strategy>(task: &Task<S>) -> u64 {
+        let mut sum = 0u64;
+        seq!(K in 0..128 {
+            sum = sum.wrapping_add(task.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(0));
+        });
+        sum
+    }
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cold_section_is_its_chunks() {
+        assert_eq!(COLD_CHUNKS * COLD_CHUNK, COLD_SITES);
+        assert_eq!(COLD_CHUNKS, 16, "cold() calls 16 chunks");
+    }
+
+    #[test]
+    fn the_cold_order_is_a_permutation() {
+        let mut seen = vec![false; COLD_SITES];
+        for &s in COLD_ORDER.iter() {
+            assert!(!std::mem::replace(&mut seen[s as usize], true), "site {s} twice");
+        }
+        assert_ne!(COLD_ORDER[..8], [0, 1, 2, 3, 4, 5, 6, 7], "not shuffled");
+    }
+}

@@ -1,0 +1,79 @@
+//! The generated sections call what they claim: for every strategy of the registry, each site's
+//! own call instruction reaches that site's current target as `check::resolve` says, in the
+//! per-site sections of every size, the shared section and the cold one.
+
+use dispatch::check::{self, code};
+use dispatch::sections::{self, COLD_ORDER, COLD_SITES, MAX_PER_SITE};
+use dispatch::strategy::Consistency;
+use dispatch::{Code, FuncSpec, PatchSpec, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task};
+use seq_macro::seq;
+
+/// A patcher of `sites` sites with a patch on every third site enabled and settled, its task, and
+/// what each site must run now.
+fn patched<S: Strategy>(sites: usize) -> (Patcher<S>, Task<S>, Vec<Code>) {
+    let originals: Vec<Code> = (0..sites).map(code).collect();
+    let p = Patcher::<S>::new(&originals, PatcherConfig::default());
+    let task = p.register().unwrap();
+    let spec = PatchSpec::new("p", (0..sites).step_by(3).map(|i| FuncSpec::new(SiteId(i as u32), code(i + 517))));
+    let id = p.load(spec.clone()).unwrap();
+    p.enable(id).unwrap();
+    while !matches!(p.try_complete(), Progress::Done(_) | Progress::NoTransition) {
+        task.safe_point().unwrap();
+    }
+    let expected = match S::INFO.consistency {
+        // `direct` is not patchable: every site runs its original.
+        Consistency::NotPatchable => originals,
+        _ => check::resolve(&originals, &[&spec]),
+    };
+    (p, task, expected)
+}
+
+fn per_site<S: Strategy>() {
+    let (_p, task, expected) = patched::<S>(MAX_PER_SITE);
+    let name = S::INFO.name;
+    seq!(I in 0..64 {
+        assert_eq!(task.call_at::<I>(0), expected[I](0), "{name}: call_at::<{}> reached another target", I);
+    });
+    for n in 1..=MAX_PER_SITE {
+        let section = sections::per_site_fn::<S>(n).expect("a size it serves");
+        let one_round = check::signature(&expected[..n], 0);
+        assert_eq!(section(&task, 3), one_round.wrapping_mul(3), "{name}: the per-site section of {n} sites");
+    }
+    assert!(sections::per_site_fn::<S>(0).is_none() && sections::per_site_fn::<S>(MAX_PER_SITE + 1).is_none());
+    let order: Vec<SiteId> = (0..MAX_PER_SITE).rev().map(|i| SiteId(i as u32)).collect();
+    assert_eq!(sections::shared(&task, &order), check::signature(&expected, 0), "{name}: the shared section");
+}
+
+fn cold<S: Strategy>() {
+    // Unoptimized, the cold section's 4096 inlined read paths each keep their own stack slots:
+    // several MiB of frame, more than a test thread's default stack.
+    let run = || {
+        let (_p, task, expected) = patched::<S>(COLD_SITES);
+        let in_order: Vec<Code> = COLD_ORDER.iter().map(|&s| expected[s as usize]).collect();
+        assert_eq!(sections::cold(&task, 1), check::signature(&in_order, 0), "{}: the cold section", S::INFO.name);
+    };
+    let big = std::thread::Builder::new().stack_size(512 << 20).spawn(run).expect("a thread");
+    if let Err(panic) = big.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! per_strategy {
+    ($($name:ident : $ty:path),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn per_site_and_shared_sections() {
+                    super::per_site::<$ty>();
+                }
+
+                #[test]
+                fn cold_section() {
+                    super::cold::<$ty>();
+                }
+            }
+        )*
+    };
+}
+
+dispatch::for_each_strategy!(per_strategy);
