@@ -4,6 +4,13 @@
 //! `cargo bench -p benches --bench suite [-- --quick]`. `DISPATCH_BENCH_MEASURE=instructions` or
 //! `cycles` counts with perf-event2 instead of timing (calling thread only, user space); where the
 //! counter cannot be opened the reason is printed once and time is used.
+//!
+//! Plots: criterion's plotters has the `ab_glyph` feature (the harness's; cargo unifies features
+//! at the workspace root, and `plotfont` asks for it too), so it draws text only in registered
+//! fonts, and criterion registers none: it panicked with `FontUnavailable` at its first plot.
+//! `main` registers the harness's system font first ([`plotfont::register`]); without one it
+//! runs without plots (criterion then writes no HTML report, only its estimates under
+//! `target/criterion`) and says why once.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -237,7 +244,16 @@ impl ValueFormatter for PerfMeasurement {
     }
 }
 
+/// Criterion with its plots as the font allows: off when [`plotfont::register`] failed.
+fn plots<M: Measurement>(c: Criterion<M>, font: &Result<(), String>) -> Criterion<M> {
+    if font.is_ok() { c } else { c.without_plots() }
+}
+
 fn main() {
+    let font = plotfont::register();
+    if let Err(why) = &font {
+        eprintln!("suite: criterion's plots and HTML report are skipped: {why}");
+    }
     let choice = std::env::var("DISPATCH_BENCH_MEASURE").unwrap_or_else(|_| "time".into());
     let event = match choice.as_str() {
         "time" => None,
@@ -251,7 +267,7 @@ fn main() {
     if let Some((event, unit)) = event {
         match PerfMeasurement::open(event, unit) {
             Ok(m) => {
-                let mut c = Criterion::default().with_measurement(m).configure_from_args();
+                let mut c = plots(Criterion::default().with_measurement(m).configure_from_args(), &font);
                 benches(&mut c);
                 eprintln!("contended: skipped under DISPATCH_BENCH_MEASURE={choice} (it times several threads)");
                 c.final_summary();
@@ -262,7 +278,7 @@ fn main() {
             }
         }
     }
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = plots(Criterion::default().configure_from_args(), &font);
     benches(&mut c);
     contended(&mut c);
     c.final_summary();

@@ -123,6 +123,8 @@ pub const COLD_CHUNKS: usize = COLD_SITES / COLD_CHUNK;
 
 seq!(C in 0..16 {
     /// One chunk of [`cold`]: calls `C * COLD_CHUNK ..` of [`COLD_ORDER`].
+    // The indexes are the macro's literals: `0 * COLD_CHUNK + 0` and the like are meant.
+    #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
     fn cold_chunk_~C<S: Strategy>(task: &Task<S>) -> u64 {
         let mut sum = 0u64;

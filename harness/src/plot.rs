@@ -1,34 +1,15 @@
 //! PNG plots of a run (plotters, bitmap backend): throughput against readers per strategy,
 //! per-batch latency percentiles per strategy, and transition latency per strategy. Text needs a
-//! TrueType font: a DejaVu or Liberation font is looked up in the usual system places; without
-//! one, no plot is drawn and the report says why.
+//! TrueType font, registered by [`plotfont::register`] (a DejaVu or Liberation font from the usual
+//! system places, or from `DISPATCH_BENCH_FONT_DIRS`). On a machine without one the run still
+//! completes and writes `run.json`, `report.md` and `bmf.json`, but no PNG: `report.md` and
+//! stderr say why and how to fix it. (criterion's plots need the same font: see `plotfont`.)
 
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
 
 use crate::report::Summary;
-
-const FONTS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-];
-
-/// Registers a system font for plotters once; `Err` says why plots cannot be drawn.
-fn font() -> Result<(), String> {
-    static FONT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    FONT.get_or_init(|| {
-        let bytes = FONTS.iter().find_map(|p| std::fs::read(p).ok()).ok_or_else(|| {
-            format!("no TrueType font found (looked for {}); install fonts-dejavu-core to get plots", FONTS.join(", "))
-        })?;
-        register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-            .map_err(|_| "the system font could not be parsed".to_owned())
-    })
-    .clone()
-}
 
 fn color(i: usize) -> RGBColor {
     const PALETTE: [RGBColor; 10] = [
@@ -50,7 +31,7 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws every plot into `dir`; returns the file names written, or why none could be.
 pub fn draw_all(dir: &Path, summaries: &[Summary]) -> Result<Vec<String>, String> {
-    font()?;
+    plotfont::register()?;
     let mut files = Vec::new();
     let mut draw = |name: &str, f: &dyn Fn(&Path) -> DrawResult| -> Result<(), String> {
         f(&dir.join(name)).map_err(|e| format!("drawing {name}: {e}"))?;

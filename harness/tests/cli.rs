@@ -22,6 +22,11 @@ fn scratch(name: &str) -> PathBuf {
 /// A fast run: two strategies, one reader, steady and back-to-back transitions; `overrides`
 /// replace options by name.
 fn tiny_run(out: &Path, overrides: &[(&str, &str)]) -> Output {
+    tiny_command(out, overrides).output().expect("run harness")
+}
+
+/// [`tiny_run`]'s command, for a test that sets more on it (its environment).
+fn tiny_command(out: &Path, overrides: &[(&str, &str)]) -> Command {
     let mut opts = vec![
         ("--strategies", "klp,fnptr"),
         ("--readers", "1"),
@@ -42,7 +47,9 @@ fn tiny_run(out: &Path, overrides: &[(&str, &str)]) -> Output {
     for (k, v) in opts {
         args.push(format!("{k}={v}"));
     }
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(&args).output().expect("run harness")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(&args);
+    cmd
 }
 
 #[test]
@@ -107,6 +114,10 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["run.json", "report.md", "bmf.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // Where this machine has a font (as `cargo run --release -p harness` expects), plots are drawn.
+    if plotfont::register().is_ok() {
+        assert!(out.join("throughput.png").is_file() && out.join("latency.png").is_file(), "plots missing");
     }
     let run = harness::output::load_run(&out).unwrap();
     assert_eq!(run.rows.len(), 2 * 2 * 2, "strategies x scenarios x runs");
@@ -203,6 +214,39 @@ fn counters_fall_back_with_a_reason_unless_required() {
         }
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A machine without fonts: `DISPATCH_BENCH_FONT_DIRS` points at an empty directory, so no
+/// font is found; the run still writes its files, draws no plot, and says why once.
+#[test]
+fn without_a_font_a_run_writes_everything_but_plots_and_says_why() {
+    let fonts = scratch("no-fonts");
+    std::fs::create_dir_all(&fonts).unwrap();
+    let out = scratch("no-font-run");
+    let o = tiny_command(&out, &[("--strategies", "fnptr"), ("--rate", "0")])
+        .env(plotfont::DIRS_VAR, &fonts)
+        .output()
+        .expect("run harness");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["run.json", "report.md", "bmf.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let pngs: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .collect();
+    assert!(pngs.is_empty(), "no font, yet plots: {pngs:?}");
+    let why = format!(
+        "no TrueType font found (looked for DejaVuSans.ttf or LiberationSans-Regular.ttf in {}",
+        fonts.display()
+    );
+    assert_eq!(stderr(&o).matches("plots:").count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains(&why) && stderr(&o).contains("install fonts-dejavu-core"), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("Plots: {why}")), "{report}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&fonts);
 }
 
 fn soak(args: &[&str]) -> Output {
