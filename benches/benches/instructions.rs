@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use benches::{Fixture, Path, WriterFixture, WriterOp};
 use dispatch::{Strategy, TransitionStats};
+use gungraun::Callgrind;
 use gungraun::prelude::*;
 
 const ROUNDS: usize = benches::GATE_ROUNDS;
@@ -82,4 +83,10 @@ library_benchmark_group!(
     benchmarks = writer_enable, writer_replace
 );
 
-main!(library_benchmark_groups = read_path, writer);
+// Branch simulation adds Bc/Bcm/Bi/Bim to the counts; the gate limits Bim (indirect-branch
+// mispredictions), which tells a call instruction per site (≈ 0 per call) from one shared call
+// instruction cycling over sites (≈ 1 per call) on any CPU. It does not change Ir.
+main!(
+    config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(["--branch-sim=yes"]));
+    library_benchmark_groups = read_path, writer
+);

@@ -6,15 +6,28 @@
 //! rebuilds (seen at 1.5%) passes, and a regression of 3 instructions per call fails on every
 //! steady read path (all below 125 instructions per call, where 2% + 0.5 reaches 3).
 //!
-//! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt or mismatched
-//! baseline, missing tool).
+//! Beside instructions (callgrind's `Ir`) the gate records simulated indirect-branch
+//! mispredictions (`Bim`, from `--branch-sim=yes`) and limits them on their own: a benchmark
+//! regresses when its `Bim` per call exceeds the baseline's by more than `bim_per_call`
+//! (default 0.05), whatever its instructions do. This guards how the read paths are measured:
+//! with one call instruction per site every indirect call is predicted (≈ 0 `Bim` per call),
+//! with one shared call instruction cycling over 8 sites almost none is (≈ 1 per call; valgrind
+//! 3.19 on a C loop of that shape: 800,160 of 800,299 indirect branches mispredicted over 100,000
+//! sections of 8 calls, against 168 with a call instruction per site). Callgrind's predictor is
+//! the same on every machine, so a change that brings a shared call instruction back into a
+//! per-site path fails the gate on any CPU, even when it costs no instruction. Writer benchmarks
+//! (one operation each) follow the same rule.
+//!
+//! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt, older-schema or
+//! mismatched baseline, a measurement without `Bim`, missing tool).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-pub const BASELINE_SCHEMA: u32 = 1;
+/// 2: counts carry `indirect_mispredictions` and limits `bim_per_call` (schema 1 had neither).
+pub const BASELINE_SCHEMA: u32 = 2;
 
 /// Tool versions a baseline was made with; counts are comparable only with the same ones.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,11 +41,14 @@ pub struct Versions {
 pub struct Limits {
     pub relative_pct: f64,
     pub absolute_per_call: f64,
+    /// Indirect-branch mispredictions per call a benchmark may gain. Well below the ≈ 1 per call
+    /// that a shared call instruction costs, well above the few per 1000 calls of a per-site path.
+    pub bim_per_call: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { relative_pct: 2.0, absolute_per_call: 0.5 }
+        Self { relative_pct: 2.0, absolute_per_call: 0.5, bim_per_call: 0.05 }
     }
 }
 
@@ -40,6 +56,8 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Count {
     pub instructions: u64,
+    /// Callgrind's simulated indirect-branch mispredictions (`Bim`).
+    pub indirect_mispredictions: u64,
     /// Operations the count covers (read paths: calls; writer benchmarks: 1).
     pub calls: u64,
 }
@@ -65,14 +83,26 @@ pub enum Verdict {
     Missing,
 }
 
+/// Which limits a benchmark exceeded (both false unless its verdict is `Regression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exceeded {
+    pub instructions: bool,
+    pub indirect_mispredictions: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line {
     pub name: String,
     pub base: Option<u64>,
     pub new: Option<u64>,
     pub limit: Option<f64>,
+    /// Indirect-branch mispredictions (`Bim`), base and new, and the limit on their growth.
+    pub base_bim: Option<u64>,
+    pub new_bim: Option<u64>,
+    pub bim_limit: Option<f64>,
     pub calls: u64,
     pub verdict: Verdict,
+    pub exceeded: Exceeded,
 }
 
 /// Why the gate cannot give a verdict (exit 2), with what to do.
@@ -86,18 +116,30 @@ pub fn parse_baseline(text: &str, path: &str) -> Result<Baseline, Unusable> {
             "{path} is empty; restore it from git or make one on purpose with scripts/gate --update"
         )));
     }
-    let b: Baseline = serde_json::from_str(text).map_err(|e| {
+    let corrupt = |e: serde_json::Error| {
         Unusable(format!(
             "{path} is corrupt ({e}); restore it from git or make one on purpose with scripts/gate --update"
         ))
-    })?;
-    if b.schema != BASELINE_SCHEMA {
-        return Err(Unusable(format!(
-            "{path} has schema {}, this gate reads {BASELINE_SCHEMA}; re-baseline with scripts/gate --update",
-            b.schema
-        )));
+    };
+    // The schema is read first: an older baseline lacks fields of this one, and "corrupt" would
+    // send its reader to git instead of to the regeneration it needs.
+    let v: serde_json::Value = serde_json::from_str(text).map_err(corrupt)?;
+    match v.get("schema").and_then(serde_json::Value::as_u64) {
+        Some(s) if s == u64::from(BASELINE_SCHEMA) => {}
+        Some(1) => {
+            return Err(Unusable(format!(
+                "{path} has schema 1 (instructions only, no indirect_mispredictions), this gate reads \
+                 {BASELINE_SCHEMA}; it is unusable: regenerate it with scripts/gate --update (and commit it)"
+            )));
+        }
+        Some(s) => {
+            return Err(Unusable(format!(
+                "{path} has schema {s}, this gate reads {BASELINE_SCHEMA}; re-baseline with scripts/gate --update"
+            )));
+        }
+        None => return Err(Unusable(format!("{path} has no schema; make one on purpose with scripts/gate --update"))),
     }
-    Ok(b)
+    serde_json::from_value(v).map_err(corrupt)
 }
 
 /// Parses gungraun's `--output-format=json` (one summary object per line) into counts.
@@ -111,11 +153,21 @@ pub fn parse_gungraun(text: &str, calls_of: impl Fn(&str) -> u64) -> Result<BTre
         let (Some(group), Some(function), Some(id)) = (field("group"), field("function_name"), field("id")) else {
             return Err(Unusable(format!("gungraun output line {} lacks group/function_name/id", i + 1)));
         };
-        let ir =
-            v.pointer("/profiles/0/data/total/metrics/Ir/values/new").and_then(|x| x.as_u64()).ok_or_else(|| {
-                Unusable(format!("gungraun output line {} has no Ir count (was the output format changed?)", i + 1))
-            })?;
-        out.insert(format!("{group}::{function}::{id}"), Count { instructions: ir, calls: calls_of(&group) });
+        let metric = |m: &str| v.pointer(&format!("/profiles/0/data/total/metrics/{m}/values/new"))?.as_u64();
+        let ir = metric("Ir").ok_or_else(|| {
+            Unusable(format!("gungraun output line {} has no Ir count (was the output format changed?)", i + 1))
+        })?;
+        let bim = metric("Bim").ok_or_else(|| {
+            Unusable(format!(
+                "gungraun output line {} ({group}::{function}::{id}) has no Bim count: the suite must run callgrind \
+                 with --branch-sim=yes (main!'s config in benches/benches/instructions.rs)",
+                i + 1
+            ))
+        })?;
+        out.insert(
+            format!("{group}::{function}::{id}"),
+            Count { instructions: ir, indirect_mispredictions: bim, calls: calls_of(&group) },
+        );
     }
     if out.is_empty() {
         return Err(Unusable("gungraun produced no benchmark results".into()));
@@ -145,16 +197,25 @@ pub fn compare(
                 base: Some(b.instructions),
                 new: None,
                 limit: None,
+                base_bim: Some(b.indirect_mispredictions),
+                new_bim: None,
+                bim_limit: None,
                 calls: b.calls,
                 verdict: Verdict::Missing,
+                exceeded: Exceeded::default(),
             },
             Some(n) => {
                 let limit = b.instructions as f64 * base.limits.relative_pct / 100.0
                     + base.limits.absolute_per_call * b.calls as f64;
                 let change = n.instructions as f64 - b.instructions as f64;
-                let verdict = if change > limit {
+                // Per call on both sides is the same as totals over the baseline's calls.
+                let bim_limit = base.limits.bim_per_call * b.calls as f64;
+                let bim_change = n.indirect_mispredictions as f64 - b.indirect_mispredictions as f64;
+                let exceeded =
+                    Exceeded { instructions: change > limit, indirect_mispredictions: bim_change > bim_limit };
+                let verdict = if exceeded.instructions || exceeded.indirect_mispredictions {
                     Verdict::Regression
-                } else if -change > limit {
+                } else if -change > limit || -bim_change > bim_limit {
                     Verdict::Improvement
                 } else {
                     Verdict::Pass
@@ -164,8 +225,12 @@ pub fn compare(
                     base: Some(b.instructions),
                     new: Some(n.instructions),
                     limit: Some(limit),
+                    base_bim: Some(b.indirect_mispredictions),
+                    new_bim: Some(n.indirect_mispredictions),
+                    bim_limit: Some(bim_limit),
                     calls: b.calls,
                     verdict,
+                    exceeded,
                 }
             }
         };
@@ -177,8 +242,12 @@ pub fn compare(
             base: None,
             new: Some(n.instructions),
             limit: None,
+            base_bim: None,
+            new_bim: Some(n.indirect_mispredictions),
+            bim_limit: None,
             calls: n.calls,
             verdict: Verdict::New,
+            exceeded: Exceeded::default(),
         });
     }
     Ok(lines)
@@ -196,11 +265,16 @@ pub fn exit_code(lines: &[Line]) -> u8 {
     }
 }
 
-/// The Markdown table (base, new, change, limit, verdict; per call where a benchmark covers calls).
+/// The Markdown table (instructions: base, new, change, limit, per call where a benchmark covers
+/// calls; indirect mispredictions per call, base → new, and their limit; verdict, naming what regressed).
 pub fn markdown(lines: &[Line]) -> String {
     let mut s = String::new();
-    writeln!(s, "| benchmark | base | new | change | limit | per call (base → new) | verdict |").unwrap();
-    writeln!(s, "|---|---:|---:|---:|---:|---:|---|").unwrap();
+    writeln!(
+        s,
+        "| benchmark | base | new | change | limit | per call (base → new) | Bim per call (base → new) | Bim limit | verdict |"
+    )
+    .unwrap();
+    writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|").unwrap();
     let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for l in lines {
         let change = match (l.base, l.new) {
@@ -215,16 +289,23 @@ pub fn markdown(lines: &[Line]) -> String {
             }
             _ => "-".into(),
         };
-        let verdict = match l.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Improvement => "improvement",
-            Verdict::Regression => "**REGRESSION**",
-            Verdict::New => "new (not in baseline)",
-            Verdict::Missing => "**MISSING** (in baseline, not measured)",
+        // Writers count one operation: their Bim per call is their whole count.
+        let calls = l.calls.max(1) as f64;
+        let bim = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{:.3}", v as f64 / calls));
+        let bim_per_call = format!("{} → {}", bim(l.base_bim), bim(l.new_bim));
+        let bim_limit = l.bim_limit.map_or("-".into(), |x| format!("+{:.3}", x / calls));
+        let verdict = match (l.verdict, l.exceeded.instructions, l.exceeded.indirect_mispredictions) {
+            (Verdict::Regression, true, true) => "**REGRESSION** (instructions and Bim)",
+            (Verdict::Regression, false, true) => "**REGRESSION** (Bim)",
+            (Verdict::Regression, _, _) => "**REGRESSION** (instructions)",
+            (Verdict::Pass, ..) => "pass",
+            (Verdict::Improvement, ..) => "improvement",
+            (Verdict::New, ..) => "new (not in baseline)",
+            (Verdict::Missing, ..) => "**MISSING** (in baseline, not measured)",
         };
         writeln!(
             s,
-            "| {} | {} | {} | {change} | {} | {per_call} | {verdict} |",
+            "| {} | {} | {} | {change} | {} | {per_call} | {bim_per_call} | {bim_limit} | {verdict} |",
             l.name,
             opt(l.base),
             opt(l.new),
@@ -243,6 +324,7 @@ pub fn markdown(lines: &[Line]) -> String {
         count(Verdict::Missing)
     )
     .unwrap();
+    writeln!(s, "\nBim: callgrind's simulated indirect-branch mispredictions (--branch-sim=yes).").unwrap();
     s
 }
 
@@ -255,6 +337,8 @@ pub fn bmf(measured: &BTreeMap<String, Count>) -> serde_json::Value {
             serde_json::json!({
                 "instructions": {"value": c.instructions},
                 "instructions-per-call": {"value": c.instructions as f64 / c.calls.max(1) as f64},
+                "indirect-mispredictions": {"value": c.indirect_mispredictions},
+                "indirect-mispredictions-per-call": {"value": c.indirect_mispredictions as f64 / c.calls.max(1) as f64},
             }),
         );
     }
@@ -276,10 +360,19 @@ mod tests {
 
     fn base() -> Baseline {
         let mut b = BTreeMap::new();
-        b.insert("read_path::steady::klp".to_owned(), Count { instructions: 35_110, calls: 1000 });
-        b.insert("read_path::steady::arcswap".to_owned(), Count { instructions: 91_110, calls: 1000 });
-        b.insert("writer::writer_enable::klp".to_owned(), Count { instructions: 18_129, calls: 1 });
+        // Per-site read paths: each site's call instruction predicted after its first call.
+        let count =
+            |instructions, indirect_mispredictions, calls| Count { instructions, indirect_mispredictions, calls };
+        b.insert("read_path::steady::klp".to_owned(), count(35_110, 8, 1000));
+        b.insert("read_path::steady::arcswap".to_owned(), count(91_110, 8, 1000));
+        b.insert("writer::writer_enable::klp".to_owned(), count(18_129, 12, 1));
         baseline(versions(), Limits::default(), b)
+    }
+
+    /// `m` with `name`'s indirect mispredictions set to `bim`.
+    fn with_bim(mut m: BTreeMap<String, Count>, name: &str, bim: u64) -> BTreeMap<String, Count> {
+        m.get_mut(name).unwrap().indirect_mispredictions = bim;
+        m
     }
 
     fn measured(f: impl Fn(&str, u64) -> u64) -> BTreeMap<String, Count> {
@@ -309,7 +402,62 @@ mod tests {
         let lines = compare(&base(), &versions(), &m).unwrap();
         assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Regression);
         assert_eq!(exit_code(&lines), 1);
-        assert!(markdown(&lines).contains("**REGRESSION**"));
+        assert!(markdown(&lines).contains("**REGRESSION** (instructions)"));
+    }
+
+    /// A shared call instruction back in a per-site path: Bim per call from ≈ 0 to ≈ 1 with the
+    /// same instructions (the per-site and shared shapes differ by no instruction per call).
+    #[test]
+    fn per_site_path_whose_bim_jumps_to_one_per_call_fails_with_unchanged_instructions() {
+        let m = with_bim(measured(|_, n| n), "read_path::steady::klp", 8 + 1000);
+        let lines = compare(&base(), &versions(), &m).unwrap();
+        let klp = lines.iter().find(|l| l.name == "read_path::steady::klp").unwrap();
+        assert_eq!(klp.verdict, Verdict::Regression);
+        assert_eq!(klp.exceeded, Exceeded { instructions: false, indirect_mispredictions: true });
+        assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Pass);
+        assert_eq!(exit_code(&lines), 1);
+        let table = markdown(&lines);
+        assert!(table.contains("| 0.008 → 1.008 | +0.050 | **REGRESSION** (Bim) |"), "{table}");
+    }
+
+    #[test]
+    fn instructions_and_bim_both_failing_are_both_named() {
+        let m = measured(|k, n| if k == "read_path::steady::klp" { n + 3 * 1000 } else { n });
+        let lines = compare(&base(), &versions(), &with_bim(m, "read_path::steady::klp", 1008)).unwrap();
+        assert!(markdown(&lines).contains("**REGRESSION** (instructions and Bim)"));
+    }
+
+    #[test]
+    fn small_bim_noise_passes() {
+        // +0.02 and -0.008 per call: cache-line and aliasing shifts, not a shared call instruction.
+        let m =
+            with_bim(with_bim(measured(|_, n| n), "read_path::steady::klp", 8 + 20), "read_path::steady::arcswap", 0);
+        let lines = compare(&base(), &versions(), &m).unwrap();
+        assert!(lines.iter().all(|l| l.verdict == Verdict::Pass), "{lines:?}");
+        assert_eq!(exit_code(&lines), 0);
+    }
+
+    /// A writer operation is one call, so the same rule fails it on one more misprediction.
+    #[test]
+    fn writer_bim_follows_the_same_rule() {
+        let lines =
+            compare(&base(), &versions(), &with_bim(measured(|_, n| n), "writer::writer_enable::klp", 13)).unwrap();
+        assert_eq!(verdict_of(&lines, "writer::writer_enable::klp"), Verdict::Regression);
+    }
+
+    #[test]
+    fn bim_dropping_to_per_site_is_an_improvement() {
+        let shared = Baseline {
+            benchmarks: base()
+                .benchmarks
+                .into_iter()
+                .map(|(k, c)| (k, Count { indirect_mispredictions: 1008, ..c }))
+                .collect(),
+            ..base()
+        };
+        let lines = compare(&shared, &versions(), &measured(|_, n| n)).unwrap();
+        assert_eq!(verdict_of(&lines, "read_path::steady::klp"), Verdict::Improvement);
+        assert_eq!(exit_code(&lines), 0);
     }
 
     #[test]
@@ -324,7 +472,10 @@ mod tests {
     fn missing_benchmark_is_unusable_and_new_one_is_reported() {
         let mut m = measured(|_, n| n);
         m.remove("writer::writer_enable::klp");
-        m.insert("read_path::steady::newcomer".into(), Count { instructions: 1, calls: 1000 });
+        m.insert(
+            "read_path::steady::newcomer".into(),
+            Count { instructions: 1, indirect_mispredictions: 0, calls: 1000 },
+        );
         let lines = compare(&base(), &versions(), &m).unwrap();
         assert_eq!(verdict_of(&lines, "writer::writer_enable::klp"), Verdict::Missing);
         assert_eq!(verdict_of(&lines, "read_path::steady::newcomer"), Verdict::New);
@@ -341,6 +492,19 @@ mod tests {
         assert_eq!(parse_baseline(&good, "b.json").unwrap(), base());
     }
 
+    /// A baseline from before Bim was recorded cannot be compared: it must be regenerated, and
+    /// the message says so instead of calling it corrupt.
+    #[test]
+    fn schema_1_baseline_is_unusable_and_names_the_fix() {
+        let old = r#"{"schema": 1, "versions": {"rustc": "rustc 1.95.0", "valgrind": "valgrind-3.19.0", "gungraun": "0.20.0"},
+            "limits": {"relative_pct": 2.0, "absolute_per_call": 0.5},
+            "benchmarks": {"read_path::steady::klp": {"instructions": 35110, "calls": 1000}}}"#;
+        let err = parse_baseline(old, "b.json").unwrap_err().0;
+        assert!(err.contains("schema 1") && err.contains("unusable"), "{err}");
+        assert!(err.contains("regenerate it with scripts/gate --update"), "{err}");
+        assert!(!err.contains("corrupt"), "{err}");
+    }
+
     #[test]
     fn version_mismatch_is_unusable() {
         let other = Versions { valgrind: "valgrind-3.22.0".into(), ..versions() };
@@ -350,12 +514,22 @@ mod tests {
 
     #[test]
     fn gungraun_json_lines_parse() {
-        let line = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}}}}}}]}"#;
+        let line = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}},"Bi":{"values":{"new":1001}},"Bim":{"values":{"new":1001}}}}}}]}"#;
         let m = parse_gungraun(line, |g| if g == "read_path" { 1000 } else { 1 }).unwrap();
-        assert_eq!(m["read_path::steady::klp"], Count { instructions: 35_110, calls: 1000 });
+        assert_eq!(
+            m["read_path::steady::klp"],
+            Count { instructions: 35_110, indirect_mispredictions: 1001, calls: 1000 }
+        );
         assert!(parse_gungraun("not json", |_| 1).is_err());
         assert!(parse_gungraun("", |_| 1).is_err());
         assert!(parse_gungraun(r#"{"group":"g"}"#, |_| 1).is_err());
+    }
+
+    #[test]
+    fn gungraun_json_without_bim_is_unusable() {
+        let line = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}}}}}}]}"#;
+        let err = parse_gungraun(line, |_| 1000).unwrap_err().0;
+        assert!(err.contains("no Bim") && err.contains("--branch-sim=yes"), "{err}");
     }
 
     /// The committed baseline's limits hold the promise above for every steady read path in it.
@@ -369,6 +543,10 @@ mod tests {
                 c.instructions as f64 * b.limits.relative_pct / 100.0 + b.limits.absolute_per_call * c.calls as f64;
             assert!(3.0 * c.calls as f64 > limit, "{name}: +3/call would pass (limit {limit})");
             assert!(0.015 * c.instructions as f64 <= limit, "{name}: 1.5% noise would fail");
+            // A shared call instruction adds ≈ 1 Bim per call; a few per 1000 calls is noise.
+            let bim_limit = b.limits.bim_per_call * c.calls as f64;
+            assert!(c.calls as f64 > bim_limit, "{name}: +1 Bim/call would pass (limit {bim_limit})");
+            assert!(0.005 * c.calls as f64 <= bim_limit, "{name}: Bim noise of 5 per 1000 calls would fail");
         }
     }
 }

@@ -18,7 +18,13 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const MEASURED: &str = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}}}}}}]}"#;
+const MEASURED: &str = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}},"Bim":{"values":{"new":8}}}}}}]}"#;
+
+/// What the suite printed before it ran callgrind with --branch-sim=yes.
+const MEASURED_WITHOUT_BIM: &str = r#"{"group":"read_path","function_name":"steady","id":"klp","profiles":[{"data":{"total":{"metrics":{"Ir":{"values":{"new":35110}}}}}}]}"#;
+
+/// A baseline from before indirect mispredictions were recorded.
+const SCHEMA_1_BASELINE: &str = r#"{"schema":1,"versions":{"rustc":"r","valgrind":"v","gungraun":"g"},"limits":{"relative_pct":2.0,"absolute_per_call":0.5},"benchmarks":{"read_path::steady::klp":{"instructions":35110,"calls":1000}}}"#;
 
 #[test]
 fn unusable_inputs_exit_2() {
@@ -34,6 +40,10 @@ fn unusable_inputs_exit_2() {
         (vec!["--measured".into(), "/nonexistent/measured.json".into()], "cannot read"),
         (vec!["--measured".into(), scratch("garbage.json", "garbage").to_str().unwrap().into()], "not JSON"),
         (vec!["--measured".into(), scratch("empty.json", "").to_str().unwrap().into()], "no benchmark results"),
+        (
+            vec!["--measured".into(), scratch("no-bim.json", MEASURED_WITHOUT_BIM).to_str().unwrap().into()],
+            "no Bim count: the suite must run callgrind with --branch-sim=yes",
+        ),
         (
             vec!["--measured".into(), m.into(), "--baseline".into(), "/nonexistent/base.json".into()],
             "scripts/gate --update",
@@ -55,6 +65,15 @@ fn unusable_inputs_exit_2() {
                 scratch("blank.json", " ").to_str().unwrap().into(),
             ],
             "empty",
+        ),
+        (
+            vec![
+                "--measured".into(),
+                m.into(),
+                "--baseline".into(),
+                scratch("schema1.json", SCHEMA_1_BASELINE).to_str().unwrap().into(),
+            ],
+            "unusable: regenerate it with scripts/gate --update",
         ),
     ];
     for (args, expected) in cases {
@@ -78,6 +97,7 @@ fn help_documents_every_flag_and_the_exit_codes() {
         "--bmf <FILE>",
         "Exit codes: 0 pass; 1 regression; 2 unusable input",
         "missing tool",
+        "--branch-sim=yes",
     ];
     let missing: Vec<_> = documented.iter().filter(|d| !text.contains(*d)).collect();
     assert!(missing.is_empty(), "--help lacks {missing:?}: {text}");

@@ -39,14 +39,19 @@ const DEFAULT_BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/
     name = "gate",
     override_usage = "gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]",
     about = "The comparison half of scripts/gate (which runs the gungraun suite and calls this): compares\n\
-every benchmark's instruction count with the baseline and prints a Markdown table.",
-    after_help = "A benchmark regresses when it grows by more than the baseline's limit (2% + 0.5 instructions\n\
-per call unless the baseline says otherwise). The baseline records the rustc, valgrind and\n\
-gungraun-runner versions ($GUNGRAUN_RUNNER, default gungraun-runner on PATH); counts from other\n\
-versions are unusable.\n\n\
+every benchmark's instruction count and indirect-branch mispredictions with the baseline and prints\n\
+a Markdown table.",
+    after_help = "A benchmark regresses when its instructions grow by more than the baseline's limit (2% + 0.5\n\
+instructions per call unless the baseline says otherwise), or when its simulated indirect-branch\n\
+mispredictions (callgrind's Bim, from --branch-sim=yes) grow by more than bim_per_call per call\n\
+(0.05 unless the baseline says otherwise): a call instruction per site is predicted (about 0 per\n\
+call), one shared call instruction cycling over 8 sites is not (about 1 per call). The baseline\n\
+records the rustc, valgrind and gungraun-runner versions ($GUNGRAUN_RUNNER, default gungraun-runner\n\
+on PATH); counts from other versions are unusable.\n\n\
 Exit codes: 0 pass; 1 regression; 2 unusable input (a missing, empty or corrupt measurement or\n\
-baseline, a baseline made with other tool versions or listing benchmarks the suite no longer has,\n\
-bad arguments) or a missing tool (scripts/setup installs valgrind and gungraun-runner)."
+baseline, a measurement without Bim, a baseline of an older schema or made with other tool versions\n\
+or listing benchmarks the suite no longer has, bad arguments) or a missing tool (scripts/setup\n\
+installs valgrind and gungraun-runner)."
 )]
 struct Args {
     /// gungraun's JSON results (cargo bench -p benches --bench instructions -- --output-format=json)
@@ -55,7 +60,7 @@ struct Args {
     /// The baseline to compare with, or to rewrite with --update
     #[arg(long, value_name = "FILE", value_parser = file, default_value = DEFAULT_BASELINE)]
     baseline: PathBuf,
-    /// Rewrite the baseline from --measured (keeping its limits) instead of comparing; review and commit it
+    /// Rewrite the baseline from --measured (keeping its limits; defaults for an older schema) instead of comparing; review and commit it
     #[arg(long)]
     update: bool,
     /// Also write the measured counts to FILE in Bencher Metric Format (JSON)
