@@ -8,15 +8,16 @@
 //!
 //! Beside instructions (callgrind's `Ir`) the gate records simulated indirect-branch
 //! mispredictions (`Bim`, from `--branch-sim=yes`) and limits them on their own: a benchmark
-//! regresses when its `Bim` per call exceeds the baseline's by more than `bim_per_call`
-//! (default 0.05), whatever its instructions do. This guards how the read paths are measured:
+//! regresses when its `Bim` exceeds the baseline's by more than `bim_per_call × calls +
+//! bim_absolute` (defaults 0.05 and 2), whatever its instructions do. This guards how the read paths are measured:
 //! with one call instruction per site every indirect call is predicted (≈ 0 `Bim` per call),
 //! with one shared call instruction cycling over 8 sites almost none is (≈ 1 per call; valgrind
 //! 3.19 on a C loop of that shape: 800,160 of 800,299 indirect branches mispredicted over 100,000
 //! sections of 8 calls, against 168 with a call instruction per site). Callgrind's predictor is
 //! the same on every machine, so a change that brings a shared call instruction back into a
-//! per-site path fails the gate on any CPU, even when it costs no instruction. Writer benchmarks
-//! (one operation each) follow the same rule.
+//! per-site path fails the gate on any CPU, even when it costs no instruction. The absolute part
+//! is for the writer benchmarks (one operation, 11 to 21 `Bim` each): a padding function added
+//! elsewhere moved three of them by one misprediction, with no change of their code.
 //!
 //! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt, older-schema or
 //! mismatched baseline, a measurement without `Bim`, missing tool).
@@ -44,11 +45,22 @@ pub struct Limits {
     /// Indirect-branch mispredictions per call a benchmark may gain. Well below the ≈ 1 per call
     /// that a shared call instruction costs, well above the few per 1000 calls of a per-site path.
     pub bim_per_call: f64,
+    /// Indirect-branch mispredictions any benchmark may gain besides: code layout alone moved
+    /// writer operations by one.
+    pub bim_absolute: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { relative_pct: 2.0, absolute_per_call: 0.5, bim_per_call: 0.05 }
+        Self { relative_pct: 2.0, absolute_per_call: 0.5, bim_per_call: 0.05, bim_absolute: 2.0 }
+    }
+}
+
+impl Limits {
+    /// How many more indirect-branch mispredictions than its baseline a benchmark of `calls`
+    /// calls may have.
+    pub fn bim(&self, calls: u64) -> f64 {
+        self.bim_per_call * calls as f64 + self.bim_absolute
     }
 }
 
@@ -209,7 +221,7 @@ pub fn compare(
                     + base.limits.absolute_per_call * b.calls as f64;
                 let change = n.instructions as f64 - b.instructions as f64;
                 // Per call on both sides is the same as totals over the baseline's calls.
-                let bim_limit = base.limits.bim_per_call * b.calls as f64;
+                let bim_limit = base.limits.bim(b.calls);
                 let bim_change = n.indirect_mispredictions as f64 - b.indirect_mispredictions as f64;
                 let exceeded =
                     Exceeded { instructions: change > limit, indirect_mispredictions: bim_change > bim_limit };
@@ -417,7 +429,7 @@ mod tests {
         assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Pass);
         assert_eq!(exit_code(&lines), 1);
         let table = markdown(&lines);
-        assert!(table.contains("| 0.008 → 1.008 | +0.050 | **REGRESSION** (Bim) |"), "{table}");
+        assert!(table.contains("| 0.008 → 1.008 | +0.052 | **REGRESSION** (Bim) |"), "{table}");
     }
 
     #[test]
@@ -437,12 +449,16 @@ mod tests {
         assert_eq!(exit_code(&lines), 0);
     }
 
-    /// A writer operation is one call, so the same rule fails it on one more misprediction.
+    /// A writer operation is one call: a misprediction more from code layout passes, three more
+    /// fail.
     #[test]
-    fn writer_bim_follows_the_same_rule() {
-        let lines =
-            compare(&base(), &versions(), &with_bim(measured(|_, n| n), "writer::writer_enable::klp", 13)).unwrap();
-        assert_eq!(verdict_of(&lines, "writer::writer_enable::klp"), Verdict::Regression);
+    fn writer_bim_has_an_absolute_allowance() {
+        let name = "writer::writer_enable::klp";
+        let base_bim = base().benchmarks[name].indirect_mispredictions;
+        let lines = compare(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 1)).unwrap();
+        assert_eq!(verdict_of(&lines, name), Verdict::Pass);
+        let lines = compare(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 3)).unwrap();
+        assert_eq!(verdict_of(&lines, name), Verdict::Regression);
     }
 
     #[test]
@@ -544,7 +560,7 @@ mod tests {
             assert!(3.0 * c.calls as f64 > limit, "{name}: +3/call would pass (limit {limit})");
             assert!(0.015 * c.instructions as f64 <= limit, "{name}: 1.5% noise would fail");
             // A shared call instruction adds ≈ 1 Bim per call; a few per 1000 calls is noise.
-            let bim_limit = b.limits.bim_per_call * c.calls as f64;
+            let bim_limit = b.limits.bim(c.calls);
             assert!(c.calls as f64 > bim_limit, "{name}: +1 Bim/call would pass (limit {bim_limit})");
             assert!(0.005 * c.calls as f64 <= bim_limit, "{name}: Bim noise of 5 per 1000 calls would fail");
         }
