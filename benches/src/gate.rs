@@ -19,6 +19,15 @@
 //! is for the writer benchmarks (one operation, 11 to 21 `Bim` each): a padding function added
 //! elsewhere moved three of them by one misprediction, with no change of their code.
 //!
+//! Callgrind predicts indirect branches with an untagged table of 512 targets indexed by the low
+//! nine bits of the branch's address (valgrind's `cg_branchpred.c`), so two call instructions of
+//! one section whose addresses are equal modulo 512 evict each other: every pair costs two
+//! mispredictions per round of 8 sites. That is why a per-site path can show 0.25 or 0.75 per
+//! call (at the last baseline `epoch` showed 0.751: 8 call sites on 5 distinct addresses modulo
+//! 512; no other per-site path above 0.009). It depends only on the section's own layout, so it
+//! moves only when that code changes: then look at the section's disassembly (each site its own
+//! `call`) and update the baseline on purpose.
+//!
 //! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt, older-schema or
 //! mismatched baseline, a measurement without `Bim`, missing tool).
 

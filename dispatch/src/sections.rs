@@ -24,6 +24,7 @@ use crate::check;
 use crate::model::SiteId;
 use crate::strategy::Strategy;
 use crate::task::Task;
+use crate::tasks::TaskState;
 
 /// The most sites a per-site section serves: one monomorphised section per size up to it.
 pub const MAX_PER_SITE: usize = 64;
@@ -67,13 +68,28 @@ pub type SectionFn<S> = fn(&Task<S>, usize) -> u64;
 /// what they returned (the section's signature, see [`check`]).
 #[inline(never)]
 pub fn per_site<S: Strategy, const N: usize>(task: &Task<S>, rounds: usize) -> u64 {
+    let (strategy, local, state) = task.read_parts();
+    per_site_with::<S, N>(strategy, local, state, rounds)
+}
+
+/// [`per_site`]'s body. Its parts are arguments of a function that is not inlined, so that
+/// the compiler may keep what they point to in registers across the opaque calls, as a kernel
+/// call site keeps its constant operands; reached through `&Task`, a strategy's table would be
+/// reloaded after every call (three dependent loads per call that no strategy needs).
+#[inline(never)]
+fn per_site_with<S: Strategy, const N: usize>(
+    strategy: &S,
+    local: &S::TaskLocal,
+    state: &TaskState,
+    rounds: usize,
+) -> u64 {
     const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site section has 1 to MAX_PER_SITE sites") };
     let mut sum = 0u64;
     for _ in 0..rounds {
         // `I < N` is decided at compile time: exactly N calls, each its own instruction.
         seq!(I in 0..64 {
             if I < N {
-                sum = sum.wrapping_add(task.call_at::<I>(0));
+                sum = sum.wrapping_add(strategy.call_at::<I>(local, state, 0));
             }
         });
     }

@@ -80,6 +80,15 @@ impl<S: Strategy> Task<S> {
         self.shared.strategy.call(&self.local, self.state(), site, arg)
     }
 
+    /// What a read needs, borrowed once: the strategy, this task's reader state and its shared
+    /// state. A section that takes them as separate arguments lets the compiler keep the
+    /// strategy's fields in registers across the calls it makes (see
+    /// [`sections`](crate::sections)); through `&Task` it reloads them after every call.
+    #[inline(always)]
+    pub fn read_parts(&self) -> (&S, &S::TaskLocal, &TaskState) {
+        (&self.shared.strategy, &self.local, self.state())
+    }
+
     /// [`call`](Task::call) for a site known at compile time: where this is inlined, the site's
     /// call instruction serves that site alone (see [`sections`](crate::sections)).
     #[inline(always)]

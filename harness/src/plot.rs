@@ -1,5 +1,6 @@
 //! PNG plots of a run (plotters, bitmap backend): throughput against readers per strategy,
-//! per-batch latency percentiles per strategy, and transition latency per strategy. Text needs a
+//! per-batch latency percentiles per strategy, transition latency per strategy, and ns/call per
+//! strategy in each call-site regime. Text needs a
 //! TrueType font, registered by [`plotfont::register`] (a DejaVu or Liberation font from the usual
 //! system places, or from `DISPATCH_BENCH_FONT_DIRS`). On a machine without one the run still
 //! completes and writes `run.json`, `report.md` and `bmf.json`, but no PNG: `report.md` and
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::config::CallSites;
 use crate::report::Summary;
 
 fn color(i: usize) -> RGBColor {
@@ -43,6 +45,9 @@ pub fn draw_all(dir: &Path, summaries: &[Summary]) -> Result<Vec<String>, String
     if summaries.iter().any(|s| s.transition_p99_us.is_some()) {
         draw("transitions.png", &|p| transitions(p, summaries))?;
     }
+    if regime_scenarios(summaries).len() > 1 {
+        draw("regimes.png", &|p| regimes(p, summaries))?;
+    }
     Ok(files)
 }
 
@@ -56,9 +61,60 @@ fn strategies(summaries: &[Summary]) -> Vec<String> {
     names
 }
 
-/// The group of scenarios that differ only in readers: the steady hot ones (rate "steady").
+/// The group of scenarios that differ only in readers: the steady per-site ones.
 fn steady_hot(s: &Summary) -> bool {
-    s.scenario.contains("_steady_") && s.scenario.contains("seq")
+    s.call_sites == CallSites::PerSite && s.scenario.contains("_steady_")
+}
+
+/// Per call-site regime, its first steady scenario with one reader: what `regimes.png` sets
+/// side by side.
+fn regime_scenarios(summaries: &[Summary]) -> Vec<(CallSites, String)> {
+    let mut out: Vec<(CallSites, String)> = Vec::new();
+    for s in summaries.iter().filter(|s| s.readers == 1 && s.scenario.contains("_steady_")) {
+        if !out.iter().any(|(c, _)| *c == s.call_sites) {
+            out.push((s.call_sites, s.scenario.clone()));
+        }
+    }
+    out
+}
+
+/// ns/call per strategy in each regime's steady one-reader scenario, log scale: how much the
+/// placement of call instructions moves each strategy.
+fn regimes(path: &Path, summaries: &[Summary]) -> DrawResult {
+    let groups = regime_scenarios(summaries);
+    let names = strategies(summaries);
+    let ns = |scenario: &str, name: &str| {
+        summaries.iter().find(|s| s.scenario == scenario && s.strategy == name).map(|s| s.ns_per_call.median)
+    };
+    let values: Vec<f64> = groups.iter().flat_map(|(_, sc)| names.iter().filter_map(|n| ns(sc, n))).collect();
+    let max_y = values.iter().copied().fold(1.0, f64::max) * 2.0;
+    let min_y = values.iter().copied().fold(max_y, f64::min).max(0.01) / 2.0;
+    let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("ns per call by call-site regime (steady, 1 reader, median over runs)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5..names.len() as f64 - 0.5, (min_y..max_y).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_labels(names.len())
+        .x_label_formatter(&|x| names.get(x.round() as usize).cloned().unwrap_or_default())
+        .y_desc("ns per call (log)")
+        .draw()?;
+    for (i, (regime, sc)) in groups.iter().enumerate() {
+        let c = color(i);
+        let pts: Vec<(f64, f64)> =
+            names.iter().enumerate().filter_map(|(x, n)| ns(sc, n).map(|y| (x as f64, y.max(min_y)))).collect();
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, c.filled())))?
+            .label(regime.name())
+            .legend(move |(x, y)| Circle::new((x + 9, y), 5, c.filled()));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
 }
 
 fn throughput(path: &Path, summaries: &[Summary]) -> DrawResult {

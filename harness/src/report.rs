@@ -35,6 +35,7 @@ impl Spread {
 pub struct Summary {
     pub strategy: String,
     pub scenario: String,
+    pub call_sites: CallSites,
     pub readers: usize,
     pub ns_per_call: Spread,
     pub ratio: Option<Spread>,
@@ -81,6 +82,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 }
             }
             Summary {
+                call_sites: rs[0].call_sites,
                 readers: rs[0].readers,
                 ns_per_call: Spread::of(rs.iter().map(|r| r.ns_per_call)).expect("at least one row"),
                 ratio: Spread::of(rs.iter().filter_map(|r| r.ratio_to_fnptr)),
@@ -345,4 +347,78 @@ pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
         out.insert(format!("{}/{}", s.scenario, s.strategy), m.into());
     }
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::CounterKind;
+
+    fn row(strategy: &str, call_sites: CallSites, run: usize, ns_per_call: f64) -> Row {
+        Row {
+            strategy: strategy.into(),
+            consistency: "n/a".into(),
+            call_sites,
+            scenario: format!("{}_r1_steady_s8seq_d1_cycle_c4096", call_sites.name()),
+            run,
+            readers: 1,
+            pinned: true,
+            oversubscribed: false,
+            calls: 1000,
+            ns_per_call,
+            ratio_to_fnptr: None,
+            calls_per_sec: 1e9 / ns_per_call,
+            batch_ns: None,
+            clamped: 0,
+            transitions: 0,
+            rate_target_hz: None,
+            rate_achieved_hz: None,
+            rate_kept: None,
+            transition_us: None,
+            grace_period_us: None,
+            critical_sections: 1,
+            violations: 0,
+            use_after_reclaim: 0,
+            idle_in_transition: 0,
+            cache_misses: 0,
+            counter_kind: CounterKind::None,
+            counters: None,
+            clock_overhead_ns: 0.0,
+        }
+    }
+
+    /// Rows of three rounds: direct at 1 ns, fnptr at `fnptr` ns per site and 8 ns shared.
+    fn rows(fnptr: [f64; 3]) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (run, ns) in fnptr.into_iter().enumerate() {
+            rows.push(row("direct", CallSites::PerSite, run, 1.0));
+            rows.push(row("fnptr", CallSites::PerSite, run, ns));
+            rows.push(row("fnptr", CallSites::Shared, run, 8.0));
+        }
+        rows
+    }
+
+    #[test]
+    fn predicted_indirect_calls_pass_the_method_check() {
+        let check = method_check(&rows([1.02, 1.10, 0.98])).expect("a per-site steady scenario");
+        assert!(check.predicted);
+        assert_eq!(check.fnptr_over_direct, 1.02, "the median over rounds");
+        assert_eq!((check.fnptr_ns_per_site, check.fnptr_ns_shared), (1.02, Some(8.0)));
+        assert!(method_line(&check).starts_with("method check: fnptr / direct = 1.02"));
+        assert!(method_line(&check).contains("one shared call instruction costs fnptr 8.00 ns"));
+    }
+
+    #[test]
+    fn mispredicted_indirect_calls_are_warned_about() {
+        let check = method_check(&rows([5.7, 5.6, 5.9])).unwrap();
+        assert!(!check.predicted);
+        let line = method_line(&check);
+        assert!(line.starts_with("warning: fnptr / direct = 5.70") && line.contains("not predicted"), "{line}");
+    }
+
+    #[test]
+    fn no_check_without_a_per_site_steady_scenario() {
+        let shared_only: Vec<Row> = rows([1.0; 3]).into_iter().filter(|r| r.call_sites == CallSites::Shared).collect();
+        assert!(method_check(&shared_only).is_none());
+    }
 }
