@@ -164,8 +164,9 @@ pub struct Epoch {
     originals: Box<[Code]>,
     participants: Arc<Participants>,
     /// The writer's own participant (`apply` and `reclaim` run under the engine's lock, so it is
-    /// never contended; the mutex only makes the strategy Sync).
-    writer: Mutex<Participant>,
+    /// never contended; the mutex only makes the strategy Sync). Boxed: see [`Strategy`]'s note
+    /// on immutable fields.
+    writer: Box<Mutex<Participant>>,
 }
 
 impl Epoch {
@@ -286,7 +287,7 @@ impl Strategy for Epoch {
 
     fn new(originals: &[Code]) -> Self {
         let collector = Collector::new();
-        let writer = Mutex::new(Participant(collector.register()));
+        let writer = Box::new(Mutex::new(Participant(collector.register())));
         Self {
             heads: originals.iter().map(|_| Atomic::null()).collect(),
             originals: originals.into(),

@@ -66,7 +66,8 @@ struct Retired {
 pub struct Klp {
     heads: Box<[AtomicPtr<Node>]>,
     originals: Box<[Code]>,
-    retired: Mutex<Retired>,
+    /// Boxed, like every mutable part of a strategy: see [`Strategy`]'s note on immutable fields.
+    retired: Box<Mutex<Retired>>,
 }
 
 // SAFETY: the raw node pointers are owned by this strategy: reachable from `heads` while linked,
@@ -237,7 +238,7 @@ impl Strategy for Klp {
         Self {
             heads: originals.iter().map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
             originals: originals.into(),
-            retired: Mutex::new(Retired::default()),
+            retired: Box::new(Mutex::new(Retired::default())),
         }
     }
 }

@@ -115,6 +115,13 @@ pub trait WriteSide {
 }
 
 /// A complete strategy: both sides plus its registry entry.
+///
+/// Keep a strategy's own fields immutable, and put whatever its writer changes (atomics, locks)
+/// behind a pointer (a `Box` or the slice it already owns). A type with no interior mutability of
+/// its own lets the compiler keep its table pointers in registers across the calls of a
+/// section (see [`sections`](crate::sections)), as a kernel call site keeps its operands; one
+/// mutex or atomic directly in the struct made `klp`, `epoch`, `tls` and `percpu` reload them
+/// after every call while `fnptr` did not.
 pub trait Strategy: ReadSide + WriteSide + Send + Sync + Sized + 'static {
     const INFO: Info;
 

@@ -21,13 +21,16 @@ use crate::sync::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub(crate) struct Source {
     sites: SeqLockSites,
-    /// Starts at 1, so that a zeroed stamp is never current.
-    generation: AtomicU64,
+    /// Starts at 1, so that a zeroed stamp is never current. Boxed: see [`Strategy`]'s note on
+    /// immutable fields.
+    ///
+    /// [`Strategy`]: crate::strategy::Strategy
+    generation: Box<AtomicU64>,
 }
 
 impl Source {
     pub(crate) fn new(originals: &[Code]) -> Self {
-        Self { sites: SeqLockSites::new(originals), generation: AtomicU64::new(1) }
+        Self { sites: SeqLockSites::new(originals), generation: Box::new(AtomicU64::new(1)) }
     }
 
     /// The current generation. Acquire: pairs with the Release bump in `apply`, so that a refill
