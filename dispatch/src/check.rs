@@ -16,7 +16,11 @@ use seq_macro::seq;
 use crate::model::{Code, PatchSpec};
 
 /// How many distinct fingerprinted functions [`CODES`] holds.
-pub const CODE_COUNT: usize = 1024;
+///
+/// As many as the cold section has sites and more, so that a workload of up to 2048 sites with a
+/// few patch versions gives every site of every version its own function: otherwise two sites
+/// share one, and universes whose sums cannot be told apart creep in.
+pub const CODE_COUNT: usize = 4096;
 
 /// splitmix64: distinct inputs give well-spread, distinct outputs.
 pub const fn fingerprint(n: u64) -> u64 {
@@ -45,7 +49,7 @@ fn tagged<const N: usize>(_arg: u64) -> u64 {
 }
 
 /// `CODE_COUNT` distinct functions; `CODES[n]` returns `fingerprint(n)`.
-pub static CODES: [Code; CODE_COUNT] = seq!(N in 0..1024 { [#(tagged::<N>,)*] });
+pub static CODES: [Code; CODE_COUNT] = seq!(N in 0..4096 { [#(tagged::<N>,)*] });
 
 /// The `n`th fingerprinted function (modulo [`CODE_COUNT`]).
 pub fn code(n: usize) -> Code {

@@ -43,8 +43,8 @@ pub enum HandlerStep {
     Redirect,
 }
 
-/// What every consistent strategy and the transition engine must keep, numbered as the code cites
-/// them.
+/// What every consistent strategy and the transition engine must keep. Code cites them by name;
+/// the numbers (I1…I11) only order this list.
 #[derive(Clone, Copy, Debug)]
 pub enum Invariant {
     /// **I1. One universe per critical section.** Between two of its safe points a task runs every

@@ -9,7 +9,7 @@
 //! 3. [`tasks`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
 //! 4. [`strategy`]: the trait, the registry, the shared building blocks, one file per strategy.
 //! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`];
-//!    [`sections`]: the measured loops, one call instruction per site or one shared.
+//!    [`sections`]: the measured loops (one call instruction per site, one shared, or cold).
 //! 6. [`driver`]: the writer's loop (announce, start, reverse, poll, record), used by every
 //!    caller that drives transitions; [`torture`]: the consistency stress engine.
 
@@ -18,17 +18,19 @@
 pub mod docs;
 pub(crate) mod sync;
 
-pub mod check;
 pub mod model;
+
+pub mod check;
 pub mod rng;
 
 pub mod tasks;
 
 pub mod strategy;
 
-pub mod sections;
 pub mod task;
 pub mod transition;
+
+pub mod sections;
 
 pub mod driver;
 #[cfg(not(loom))]

@@ -1,6 +1,7 @@
 //! The livepatch model: sites, funcs, patches, the tri-state task state, and the typed errors.
 //!
-//! The bottom layer: it imports nothing else of this crate. Vocabulary follows the kernel (see
+//! The bottom layer of code (only the prose of [`docs`](crate::docs) is below it): it imports
+//! nothing else of this crate. Vocabulary follows the kernel (see
 //! [`docs`](crate::docs)): a *site* is a patchable function (its original implementation plus a
 //! func stack), a *func* is one patch's replacement for one site, a *patch* is a set of funcs.
 //! `nop` funcs are made by [`Patcher::replace`](crate::Patcher::replace) only.

@@ -61,7 +61,8 @@ const fn cold_order() -> [u16; COLD_SITES] {
     order
 }
 
-/// A section: the task, and how many times to call every site of it (per-site) or ignored.
+/// A section generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
+/// task, and how many rounds of its sites to call (`cold` always calls one).
 pub type SectionFn<S> = fn(&Task<S>, usize) -> u64;
 
 /// Calls sites `0..N`, each from its own call instruction, `rounds` times; returns the sum of
@@ -109,9 +110,17 @@ pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
 /// Calls `order`'s sites one after the other from one call instruction.
 #[inline(never)]
 pub fn shared<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
+    let (strategy, local, state) = task.read_parts();
+    shared_with(strategy, local, state, order)
+}
+
+/// [`shared`]'s body, with its parts as arguments for the reason [`per_site_with`] gives: the
+/// regimes differ only in where the call instructions are.
+#[inline(never)]
+fn shared_with<S: Strategy>(strategy: &S, local: &S::TaskLocal, state: &TaskState, order: &[SiteId]) -> u64 {
     let mut sum = 0u64;
     for &site in order {
-        sum = sum.wrapping_add(task.call(site, 0));
+        sum = sum.wrapping_add(strategy.call(local, state, site, 0));
     }
     sum
 }
@@ -121,13 +130,14 @@ pub fn shared<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
 ///
 /// The calls are laid out in [`COLD_CHUNKS`] functions of [`COLD_CHUNK`] calls each, called one
 /// after the other (16 extra calls per section): the same instructions in the same order, but
-/// functions small enough that the optimizer's cost stays linear (as one function of 4096 inlined
-/// read paths, the release build of the harness took over 9 minutes).
+/// functions small enough that the optimizer's cost stays linear (an earlier version, one function
+/// of 4096 inlined read paths, made the release build of the harness take over 9 minutes).
 #[inline(never)]
 pub fn cold<S: Strategy>(task: &Task<S>, _rounds: usize) -> u64 {
+    let (strategy, local, state) = task.read_parts();
     let mut sum = 0u64;
     seq!(C in 0..16 {
-        sum = sum.wrapping_add(cold_chunk_~C(task));
+        sum = sum.wrapping_add(cold_chunk_~C(strategy, local, state));
     });
     sum
 }
@@ -138,14 +148,17 @@ pub const COLD_CHUNK: usize = 128;
 pub const COLD_CHUNKS: usize = COLD_SITES / COLD_CHUNK;
 
 seq!(C in 0..16 {
-    /// One chunk of [`cold`]: calls `C * COLD_CHUNK ..` of [`COLD_ORDER`].
+    /// One chunk of [`cold`]: calls `C * COLD_CHUNK ..` of [`COLD_ORDER`], its parts as
+    /// arguments for the reason [`per_site_with`] gives.
     // The indexes are the macro's literals: `0 * COLD_CHUNK + 0` and the like are meant.
     #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
-    fn cold_chunk_~C<S: Strategy>(task: &Task<S>) -> u64 {
+    fn cold_chunk_~C<S: Strategy>(strategy: &S, local: &S::TaskLocal, state: &TaskState) -> u64 {
         let mut sum = 0u64;
         seq!(K in 0..128 {
-            sum = sum.wrapping_add(task.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(0));
+            sum = sum.wrapping_add(
+                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(local, state, 0),
+            );
         });
         sum
     }

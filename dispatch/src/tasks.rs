@@ -1,7 +1,7 @@
 //! Tasks below the strategies: each task's shared state (its tri-state `patch_state`, pending flag,
 //! run state and quiescent-state word), the task list, safe points, parking, and the
 //! quiescent-state-based grace periods built on them. This layer knows no strategy; the handle a
-//! thread calls sites through is [`Task`](crate::Task), one layer up.
+//! thread calls sites through is [`Task`](crate::Task), above the strategies.
 //!
 //! A task migrates to the transition's target only at its own [`Tasks::safe_point`] (the kernel's
 //! `klp_update_patch_state` on return to user space), while parked (the patcher migrates it, as the

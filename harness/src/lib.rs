@@ -9,8 +9,8 @@
 //! 4. [`workload`]: a scenario's sites, call order and patches.
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
-//! 7. [`output`], [`report`], [`plot`], [`compare`]: atomic output, the table and `report.md`,
-//!    plots, `harness compare`; they read only the records.
+//! 7. [`output`], [`compare`], [`report`], then [`plot`]: atomic output, `harness compare`, the
+//!    tables and `report.md`, and the plots (of `report`'s summaries); they read only the records.
 
 pub mod config;
 
@@ -25,10 +25,12 @@ pub mod protocol;
 
 pub mod measure;
 
-pub mod compare;
 pub mod output;
-pub mod plot;
+
+pub mod compare;
 pub mod report;
+
+pub mod plot;
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -84,6 +86,7 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
     let mut cfg = cfg;
     cfg.out = Some(dir.clone());
     config::validate(&cfg).map_err(RunError::Config)?;
+    output::check_target(&dir).map_err(|e| RunError::Config(config::ConfigError(e)))?;
     let mut notes = Vec::new();
     if let Some(reason) = &counters.reason {
         notes.push(format!("counters: {reason}"));
@@ -109,8 +112,8 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
         .filter(|s| s.failed)
         .map(|s| {
             format!(
-                "{}/{}: {} violations, {} uses after reclaim",
-                s.scenario, s.strategy, s.violations, s.use_after_reclaim
+                "{}/{}: {} violations, {} uses after reclaim, {} reads of a transition while Idle",
+                s.scenario, s.strategy, s.violations, s.use_after_reclaim, s.idle_in_transition
             )
         })
         .collect();

@@ -25,8 +25,8 @@ pub struct RunFile {
     pub method_check: Option<MethodCheck>,
 }
 
-/// Whether this machine predicts the per-site calls: in the per-site steady scenario with one
-/// reader, an indirect call through a pointer (`fnptr`) should cost what a direct call costs.
+/// Whether this machine predicts the per-site calls: in the first per-site steady scenario (one
+/// reader in the default suite), an indirect call through a pointer (`fnptr`) should cost what a direct call costs.
 /// Where it costs much more, indirect calls are not predicted here, and every ratio to `fnptr`
 /// measures mispredictions rather than redirection.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -49,6 +49,8 @@ pub struct Summary {
     pub rate_kept: Option<bool>,
     pub violations: u64,
     pub use_after_reclaim: u64,
+    /// Reads that met a transition while their task was Idle (must be 0).
+    pub idle_in_transition: u64,
     pub failed: bool,
     /// Per call: counter name → median over runs of value / calls.
     pub counters_per_call: BTreeMap<String, f64>,
@@ -96,6 +98,7 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 rate_kept: rs.iter().filter_map(|r| r.rate_kept).reduce(|a, b| a && b),
                 violations: rs.iter().map(|r| r.violations).sum(),
                 use_after_reclaim: rs.iter().map(|r| r.use_after_reclaim).sum(),
+                idle_in_transition: rs.iter().map(|r| r.idle_in_transition).sum(),
                 failed: rs.iter().any(|r| r.failed()),
                 counters_per_call,
                 strategy,
@@ -249,7 +252,8 @@ pub fn method_line(check: &MethodCheck) -> String {
         )
     } else {
         format!(
-            "warning: fnptr / direct = {:.2} in {}, above {}: indirect calls are not predicted on this machine even              with one call instruction per site, so ratios to fnptr measure mispredictions, not redirection{shared}",
+            "warning: fnptr / direct = {:.2} in {}, above {}: indirect calls are not predicted on this machine even with one call instruction per site, so ratios to fnptr measure \
+             mispredictions, not redirection{shared}",
             check.fnptr_over_direct, check.scenario, check.limit
         )
     }

@@ -28,7 +28,9 @@ pub struct PatchIndexes {
     pub replacements: [usize; 2],
 }
 
-/// The code of version `v` of `site` (0 = original): distinct versions per site.
+/// The code of version `v` of `site` (0 = original): each version of a site its own function while
+/// `site + 131 × v` stays below `check::CODE_COUNT` (4096), as it does for the cold regime's 2048
+/// sites; with more sites, functions repeat.
 fn version(site: usize, v: usize) -> Code {
     check::code(site + 131 * v)
 }

@@ -5,7 +5,8 @@
 //! its read path works and which of its atomics carry each [`Barrier`](crate::docs::Barrier). The
 //! registry's order is [`for_each_strategy!`](crate::for_each_strategy)'s. What several strategies share lives in
 //! `blocks`: the func-stack walk (`klp`, `epoch`), the per-site seqlock (`seqlock`, and the
-//! caches' source of truth) and the cache's source and generation (`percpu`, `tls`).
+//! caches' source of truth), the cache's source and generation (`percpu`, `tls`) and the atomic
+//! code pointer.
 //!
 //! The reader side ([`ReadSide`]) is the measured hot path: `#[inline(always)]`, no allocation, no
 //! syscall, no lock (except in lock baselines). Every per-task strategy picks a version through
