@@ -60,11 +60,6 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
         self.reversals
     }
 
-    /// The specs of a set of indexes.
-    pub fn specs_of(&self, set: &[usize]) -> Vec<&PatchSpec> {
-        set.iter().map(|&i| &self.specs[i]).collect()
-    }
-
     /// Enables the first `n` patches one after the other, with no reader running (setup).
     pub fn enable_first(&mut self, n: usize, timeout: Duration) -> Result<(), Error> {
         for i in 0..n {
@@ -84,8 +79,7 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
             Op::Disable => self.enabled.iter().copied().filter(|&i| i != patch).collect(),
             Op::Replace => vec![patch],
         };
-        let specs: Vec<&PatchSpec> = after.iter().map(|&i| &self.specs[i]).collect();
-        (self.announce)(&specs);
+        (self.announce)(&pick(&self.specs, &after));
         let id = self.ids[patch];
         match op {
             Op::Enable => self.patcher.enable(id),
@@ -96,8 +90,7 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
         if !reverse {
             return Ok(false);
         }
-        let specs: Vec<&PatchSpec> = self.enabled.iter().map(|&i| &self.specs[i]).collect();
-        (self.announce)(&specs);
+        (self.announce)(&pick(&self.specs, &self.enabled));
         // Refused once the transition is settling: it then completes forward.
         let reversed = self.patcher.reverse().is_ok();
         self.reversals += u64::from(reversed);
@@ -139,7 +132,7 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
     /// Whether the engine's own stacks agree with the oracle: every site runs, for an Idle task,
     /// what the enabled patches say ([`check::resolve`]). For checks between transitions.
     pub fn agrees_with_engine(&self, originals: &[Code]) -> bool {
-        let expected = check::resolve(originals, &self.specs_of(&self.enabled));
+        let expected = check::resolve(originals, &pick(&self.specs, &self.enabled));
         let actual = self.patcher.universe(PatchState::Idle);
         expected.iter().zip(&actual).all(|(e, a)| e(0) == a(0)) && expected.len() == actual.len()
     }
@@ -149,6 +142,12 @@ impl<S: Strategy, A: FnMut(&[&PatchSpec])> std::fmt::Debug for Driver<'_, S, A> 
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver").field("strategy", &S::INFO.name).field("enabled", &self.enabled).finish()
     }
+}
+
+/// The specs of a set of indexes into `specs`. (A free function, so that it borrows only the specs
+/// while `announce` is borrowed mutably.)
+fn pick<'s>(specs: &'s [PatchSpec], set: &[usize]) -> Vec<&'s PatchSpec> {
+    set.iter().map(|&i| &specs[i]).collect()
 }
 
 /// A waiting policy for [`Driver::finish`]: sleep with a back-off that doubles from 1 µs to 1 ms

@@ -162,6 +162,8 @@ impl TaskState {
     /// (an Idle task inside a transition, for instance, which the engine never makes).
     #[cfg(test)]
     pub(crate) fn set_state_for_test(&self, state: PatchState) {
+        // Relaxed: such tests and models publish the state by their own means (a join, or the
+        // strategy's Release that the model is about); the real writer is `Tasks::init`.
         self.state.store(state, Ordering::Relaxed);
     }
 
@@ -285,6 +287,8 @@ impl Tasks {
     /// target state of a transition in progress (or Idle), with nothing pending.
     pub(crate) fn register(&self, parent: Option<&TaskState>) -> Result<usize, Error> {
         let _list = self.lock();
+        // Relaxed: a slot becomes Free only in `release`, under the list lock we hold, so this
+        // load sees every Free store there is.
         let Some(index) = self.slots.iter().position(|s| s.run.is(RunState::Free, Ordering::Relaxed)) else {
             return Err(Error::TooManyTasks { capacity: self.capacity() });
         };
