@@ -40,7 +40,7 @@ impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
 
     fn visit<S: Strategy>(&mut self) {
         // Verifies that the path resolves as expected before timing, and again after.
-        let fixture = Fixture::<S>::new(self.path);
+        let mut fixture = Fixture::<S>::new(self.path);
         self.group.bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| {
             b.iter(|| black_box(fixture.per_site(ROUNDS)))
         });
@@ -84,7 +84,7 @@ impl Visitor for Contended<'_, '_> {
         let id = BenchmarkId::new(S::INFO.name, format!("r{readers}w1"));
         self.group.bench_function(id, |b| {
             b.iter_custom(|iters| {
-                let fixture = Fixture::<S>::new(Path::Steady);
+                let mut fixture = Fixture::<S>::new(Path::Steady);
                 let start = Barrier::new(readers + 1);
                 let stop = AtomicBool::new(false);
                 let contender = dispatch::PatchSpec::new(
@@ -103,15 +103,20 @@ impl Visitor for Contended<'_, '_> {
                                 if let Some(core) = core {
                                     core_affinity::set_for_current(core);
                                 }
-                                let task = patcher.register().expect("capacity");
+                                let mut task = patcher.register().expect("capacity");
                                 start.wait();
                                 let t0 = Instant::now();
                                 let mut done = 0u64;
                                 while done < iters {
                                     let n = (iters - done).min(1024);
+                                    // One critical section per batch, a safe point after it.
+                                    let section = task.enter();
                                     for i in 0..n {
-                                        black_box(task.call(dispatch::SiteId((i % benches::SITES as u64) as u32), 0));
+                                        black_box(
+                                            section.call(dispatch::SiteId((i % benches::SITES as u64) as u32), 0),
+                                        );
                                     }
+                                    drop(section);
                                     task.safe_point().expect("owner");
                                     done += n;
                                 }

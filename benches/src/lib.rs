@@ -110,14 +110,14 @@ impl<S: Strategy> Fixture<S> {
             Consistency::NotPatchable => check::signature(&originals[..SITES], 0),
             _ => check::signature(&patcher.universe(view)[..SITES], 0),
         };
-        let fixture = Self { task, _blocker: blocker, patcher, shared_order, expected };
+        let mut fixture = Self { task, _blocker: blocker, patcher, shared_order, expected };
         fixture.verify();
         fixture
     }
 
     /// Panics unless every site resolves where this path should, through either kind of call
     /// site: benches measure the right thing.
-    pub fn verify(&self) {
+    pub fn verify(&mut self) {
         let (per_site, shared) = (self.per_site(1), self.shared(1));
         assert_eq!(per_site, self.expected, "{}: the per-site section resolves elsewhere", S::INFO.name);
         assert_eq!(shared, self.expected, "{}: the shared section resolves elsewhere", S::INFO.name);
@@ -125,7 +125,7 @@ impl<S: Strategy> Fixture<S> {
 
     /// After a contended run the patch under contention may or may not be enabled: checks that
     /// every call still resolves to one of the two universes.
-    pub fn verify_after_contention(&self) {
+    pub fn verify_after_contention(&mut self) {
         if S::INFO.consistency == Consistency::NotPatchable {
             return self.verify();
         }
@@ -142,15 +142,15 @@ impl<S: Strategy> Fixture<S> {
     /// `rounds` rounds of every site, each site called from its own call instruction: the timed
     /// body of the read-path benches (`dispatch::sections::per_site`).
     #[inline]
-    pub fn per_site(&self, rounds: usize) -> u64 {
-        sections::per_site::<S, SITES>(&self.task, rounds)
+    pub fn per_site(&mut self, rounds: usize) -> u64 {
+        sections::per_site::<S, SITES>(&mut self.task, rounds)
     }
 
     /// The same calls from one shared call instruction (`dispatch::sections::shared`); at most
     /// [`GATE_ROUNDS`] rounds.
     #[inline]
-    pub fn shared(&self, rounds: usize) -> u64 {
-        sections::shared(&self.task, &self.shared_order[..rounds * SITES])
+    pub fn shared(&mut self, rounds: usize) -> u64 {
+        sections::shared(&mut self.task, &self.shared_order[..rounds * SITES])
     }
 }
 
@@ -257,7 +257,7 @@ mod tests {
             type Output = ();
             fn visit<S: Strategy>(&mut self) {
                 for path in Path::ALL {
-                    let f = Fixture::<S>::new(path);
+                    let mut f = Fixture::<S>::new(path);
                     assert_eq!(f.per_site(GATE_ROUNDS), f.shared(GATE_ROUNDS));
                 }
                 for op in WriterOp::ALL {

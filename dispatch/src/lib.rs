@@ -38,5 +38,5 @@ pub mod torture;
 
 pub use model::{Code, Error, FuncSpec, Op, PatchId, PatchSpec, PatchState, SiteId};
 pub use strategy::{Consistency, Info, Strategy, Visitor};
-pub use task::Task;
+pub use task::{CriticalSection, Task};
 pub use transition::{Patcher, PatcherConfig, Progress, Stacking, TransitionStats};

@@ -14,6 +14,9 @@
 //! - [`cold`]: [`COLD_SITES`] distinct call instructions, one per site, in a fixed random order
 //!   of sites: a code footprint larger than the L1 instruction cache and data accessed at random.
 //!
+//! Each section function is one critical section of its task ([`Task::enter`]): a strategy takes
+//! what it keeps per section once, then makes every call of the section with it.
+//!
 //! Every section is `#[inline(never)]`: one named function per regime, strategy and size, which
 //! the harness times as a whole (one call of overhead per section of thousands of calls) and
 //! which can be read in a disassembly.
@@ -63,14 +66,15 @@ const fn cold_order() -> [u16; COLD_SITES] {
 
 /// A section generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
 /// task, and how many rounds of its sites to call (`cold` always calls one).
-pub type SectionFn<S> = fn(&Task<S>, usize) -> u64;
+pub type SectionFn<S> = fn(&mut Task<S>, usize) -> u64;
 
 /// Calls sites `0..N`, each from its own call instruction, `rounds` times; returns the sum of
 /// what they returned (the section's signature, see [`check`]).
 #[inline(never)]
-pub fn per_site<S: Strategy, const N: usize>(task: &Task<S>, rounds: usize) -> u64 {
-    let (strategy, local, state) = task.read_parts();
-    per_site_with::<S, N>(strategy, local, state, rounds)
+pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) -> u64 {
+    let section = task.enter();
+    let (strategy, section, state) = section.read_parts();
+    per_site_with::<S, N>(strategy, section, state, rounds)
 }
 
 /// [`per_site`]'s body. Its parts are arguments of a function that is not inlined, so that
@@ -80,7 +84,7 @@ pub fn per_site<S: Strategy, const N: usize>(task: &Task<S>, rounds: usize) -> u
 #[inline(never)]
 fn per_site_with<S: Strategy, const N: usize>(
     strategy: &S,
-    local: &S::TaskLocal,
+    section: &S::Section<'_>,
     state: &TaskState,
     rounds: usize,
 ) -> u64 {
@@ -90,7 +94,7 @@ fn per_site_with<S: Strategy, const N: usize>(
         // `I < N` is decided at compile time: exactly N calls, each its own instruction.
         seq!(I in 0..64 {
             if I < N {
-                sum = sum.wrapping_add(strategy.call_at::<I>(local, state, 0));
+                sum = sum.wrapping_add(strategy.call_at::<I>(section, state, 0));
             }
         });
     }
@@ -109,18 +113,19 @@ pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
 
 /// Calls `order`'s sites one after the other from one call instruction.
 #[inline(never)]
-pub fn shared<S: Strategy>(task: &Task<S>, order: &[SiteId]) -> u64 {
-    let (strategy, local, state) = task.read_parts();
-    shared_with(strategy, local, state, order)
+pub fn shared<S: Strategy>(task: &mut Task<S>, order: &[SiteId]) -> u64 {
+    let section = task.enter();
+    let (strategy, section, state) = section.read_parts();
+    shared_with(strategy, section, state, order)
 }
 
 /// [`shared`]'s body, with its parts as arguments for the reason [`per_site_with`] gives: the
 /// regimes differ only in where the call instructions are.
 #[inline(never)]
-fn shared_with<S: Strategy>(strategy: &S, local: &S::TaskLocal, state: &TaskState, order: &[SiteId]) -> u64 {
+fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState, order: &[SiteId]) -> u64 {
     let mut sum = 0u64;
     for &site in order {
-        sum = sum.wrapping_add(strategy.call(local, state, site, 0));
+        sum = sum.wrapping_add(strategy.call(section, state, site, 0));
     }
     sum
 }
@@ -133,11 +138,12 @@ fn shared_with<S: Strategy>(strategy: &S, local: &S::TaskLocal, state: &TaskStat
 /// functions small enough that the optimizer's cost stays linear (an earlier version, one function
 /// of 4096 inlined read paths, made the release build of the harness take over 9 minutes).
 #[inline(never)]
-pub fn cold<S: Strategy>(task: &Task<S>, _rounds: usize) -> u64 {
-    let (strategy, local, state) = task.read_parts();
+pub fn cold<S: Strategy>(task: &mut Task<S>, _rounds: usize) -> u64 {
+    let section = task.enter();
+    let (strategy, section, state) = section.read_parts();
     let mut sum = 0u64;
     seq!(C in 0..16 {
-        sum = sum.wrapping_add(cold_chunk_~C(strategy, local, state));
+        sum = sum.wrapping_add(cold_chunk_~C(strategy, section, state));
     });
     sum
 }
@@ -153,11 +159,11 @@ seq!(C in 0..16 {
     // The indexes are the macro's literals: `0 * COLD_CHUNK + 0` and the like are meant.
     #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
-    fn cold_chunk_~C<S: Strategy>(strategy: &S, local: &S::TaskLocal, state: &TaskState) -> u64 {
+    fn cold_chunk_~C<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState) -> u64 {
         let mut sum = 0u64;
         seq!(K in 0..128 {
             sum = sum.wrapping_add(
-                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(local, state, 0),
+                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(section, state, 0),
             );
         });
         sum

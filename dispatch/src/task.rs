@@ -27,12 +27,14 @@ pub(crate) struct Shared<S> {
 /// [`Error::WrongThread`]. The read path [`Task::call`] does not check ownership: it must stay as
 /// cheap as the kernel handler's `current->patch_state` load.
 pub struct Task<S: Strategy> {
+    /// First, so that it is dropped before `shared`: a strategy's reader state may point into the
+    /// strategy (`arcswap`'s caches do), and must not outlive it.
+    local: S::TaskLocal,
     shared: Arc<Shared<S>>,
     slot: NonNull<TaskState>,
     index: usize,
     /// The owning thread's token, 0 until first use.
     owner: Cell<u64>,
-    local: S::TaskLocal,
     /// Tasks are per-thread: not Sync.
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -73,27 +75,50 @@ impl<S: Strategy> Task<S> {
         }
     }
 
-    /// Resolves `site` for this task and calls it: the hot path being measured. Always inlined,
-    /// like every strategy's `call`, so that each measured loop holds the whole read path.
+    /// Resolves `site` for this task and calls it, in a critical section of its own. Always
+    /// inlined, like every strategy's `call`.
     #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
-        self.shared.strategy.call(&self.local, self.state(), site, arg)
+        self.shared.strategy.call_alone(&self.local, self.state(), site, arg)
     }
 
-    /// What a read needs, borrowed once: the strategy, this task's reader state and its shared
-    /// state. A section that takes them as separate arguments lets the compiler keep the
-    /// strategy's fields in registers across the calls it makes (see
-    /// [`sections`](crate::sections)); through `&Task` it reloads them after every call.
-    #[inline(always)]
-    pub fn read_parts(&self) -> (&S, &S::TaskLocal, &TaskState) {
-        (&self.shared.strategy, &self.local, self.state())
-    }
-
-    /// [`call`](Task::call) for a site known at compile time: where this is inlined, the site's
-    /// call instruction serves that site alone (see [`sections`](crate::sections)).
+    /// [`call`](Task::call) for a site known at compile time.
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
-        self.shared.strategy.call_at::<SITE>(&self.local, self.state(), arg)
+        let strategy = &self.shared.strategy;
+        strategy.call_at::<SITE>(&strategy.enter(&self.local), self.state(), arg)
+    }
+
+    /// Opens a critical section: the calls between two safe points, which must all resolve in one
+    /// universe ([`Invariant::OneUniverse`](crate::docs::Invariant::OneUniverse)). The section
+    /// borrows the task, so no safe point (nor park, nor fork) can happen until it ends; that is
+    /// what lets a strategy keep, for the whole section, what the engine's grace periods protect
+    /// (see [`ReadSide`](crate::strategy::ReadSide)).
+    ///
+    /// ```
+    /// use dispatch::{Patcher, PatcherConfig, SiteId, check::code, strategy::klp::Klp};
+    /// let p = Patcher::<Klp>::new(&[code(0)], PatcherConfig::default());
+    /// let mut task = p.register().unwrap();
+    /// let section = task.enter();
+    /// section.call(SiteId(0), 0);
+    /// drop(section);
+    /// task.safe_point().unwrap();
+    /// ```
+    ///
+    /// A safe point inside the section does not compile:
+    ///
+    /// ```compile_fail,E0502
+    /// use dispatch::{Patcher, PatcherConfig, SiteId, check::code, strategy::klp::Klp};
+    /// let p = Patcher::<Klp>::new(&[code(0)], PatcherConfig::default());
+    /// let mut task = p.register().unwrap();
+    /// let section = task.enter();
+    /// task.safe_point().unwrap();
+    /// section.call(SiteId(0), 0);
+    /// ```
+    #[inline(always)]
+    pub fn enter(&mut self) -> CriticalSection<'_, S> {
+        let strategy = &self.shared.strategy;
+        CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state() }
     }
 
     /// A safe point: migrate if a transition is pending for this task, then report a quiescent
@@ -151,6 +176,44 @@ impl<S: Strategy> Task<S> {
     /// ([`Invariant::TriState`](crate::docs::Invariant::TriState)); must stay 0.
     pub fn idle_in_transition(&self) -> u64 {
         self.state().idle_in_transition()
+    }
+}
+
+/// An open critical section of a task ([`Task::enter`]); it ends when dropped.
+pub struct CriticalSection<'a, S: Strategy> {
+    strategy: &'a S,
+    section: S::Section<'a>,
+    state: &'a TaskState,
+}
+
+impl<'a, S: Strategy> CriticalSection<'a, S> {
+    /// Resolves `site` for the task and calls it.
+    #[inline(always)]
+    pub fn call(&self, site: SiteId, arg: u64) -> u64 {
+        self.strategy.call(&self.section, self.state, site, arg)
+    }
+
+    /// [`call`](CriticalSection::call) for a site known at compile time: where this is inlined,
+    /// the site's call instruction serves that site alone (see [`sections`](crate::sections)).
+    #[inline(always)]
+    pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
+        self.strategy.call_at::<SITE>(&self.section, self.state, arg)
+    }
+
+    /// What a read needs, borrowed once: the strategy, the section and the task's shared state.
+    /// A measured loop that takes them as separate arguments lets the compiler keep the
+    /// strategy's fields and the section in registers across the calls it makes (see
+    /// [`sections`](crate::sections)); through a reference to a struct it reloads them after every
+    /// call.
+    #[inline(always)]
+    pub fn read_parts(&self) -> (&'a S, &S::Section<'a>, &'a TaskState) {
+        (self.strategy, &self.section, self.state)
+    }
+}
+
+impl<S: Strategy> fmt::Debug for CriticalSection<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CriticalSection").field("strategy", &S::INFO.name).finish_non_exhaustive()
     }
 }
 

@@ -94,19 +94,21 @@ impl Tally {
     }
 }
 
-/// Every site once, summed: the universe the task sees.
+/// Every site once, summed, each call in a section of its own: the universe the task sees.
 fn round<S: Strategy>(task: &Task<S>, r: usize) -> u64 {
     (0..SITES).fold(0u64, |sum, i| sum.wrapping_add(task.call(SiteId(((i + r) % SITES) as u32), 0)))
 }
 
 /// One critical section: every site, twice, in an order that depends on `r`; both rounds must
-/// see the same universe, and it must be one the writer announced.
-fn section<S: Strategy>(task: &Task<S>, r: usize, universes: &UniverseLog, tally: &Tally, panic_here: bool) {
+/// see the same universe, and it must be one the writer announced. The calls share one
+/// [`Task::enter`], so what a strategy keeps for a whole section is tested here.
+fn section<S: Strategy>(task: &mut Task<S>, r: usize, universes: &UniverseLog, tally: &Tally, panic_here: bool) {
+    let section = task.enter();
     let mut sums = [0u64; 2];
     for (round, sum) in sums.iter_mut().enumerate() {
         for i in 0..SITES {
             let site = if (r + round).is_multiple_of(2) { i } else { SITES - 1 - i };
-            *sum = sum.wrapping_add(task.call(SiteId(site as u32), 0));
+            *sum = sum.wrapping_add(section.call(SiteId(site as u32), 0));
             if panic_here && round == 1 && i == SITES / 2 {
                 panic!("injected reader panic in the middle of a critical section (test hook)");
             }
@@ -148,7 +150,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
             let (p, universes, stop, start, tally) = (&p, &universes, &stop, &start, &tally);
             s.spawn(move || {
                 let _stop_on_panic = StopOnPanic(stop);
-                let task = p.register().expect("capacity");
+                let mut task = p.register().expect("capacity");
                 start.wait();
                 let mut n = 0u64;
                 // Relaxed: a signal (see StopOnPanic).
@@ -159,7 +161,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                         // and pending flag, so until its own first safe point it must see the
                         // very universe its parent sees now.
                         let parent_view = round(&task, r);
-                        if let Ok(child) = task.spawn_child() {
+                        if let Ok(mut child) = task.spawn_child() {
                             Tally::add(&tally.children, 1);
                             s.spawn(move || {
                                 let _stop_on_panic = StopOnPanic(stop);
@@ -167,7 +169,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                                     Tally::add(&tally.inheritance, 1);
                                 }
                                 for _ in 0..4 {
-                                    section(&child, r + 1, universes, tally, false);
+                                    section(&mut child, r + 1, universes, tally, false);
                                     child.safe_point().expect("the child's own thread");
                                 }
                                 Tally::add(&tally.poison, check::poison_hits());
@@ -179,7 +181,7 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
                             Tally::add(&tally.violations, 1);
                         }
                     }
-                    section(&task, r, universes, tally, panic_here);
+                    section(&mut task, r, universes, tally, panic_here);
                     task.safe_point().expect("the reader's own thread");
                     n += 1;
                     if cfg.park_every > 0 && n.is_multiple_of(cfg.park_every) {

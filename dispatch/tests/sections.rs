@@ -29,7 +29,7 @@ fn patched<S: Strategy>(sites: usize) -> (Patcher<S>, Task<S>, Vec<Code>) {
 }
 
 fn per_site<S: Strategy>() {
-    let (_p, task, expected) = patched::<S>(MAX_PER_SITE);
+    let (_p, mut task, expected) = patched::<S>(MAX_PER_SITE);
     let name = S::INFO.name;
     seq!(I in 0..64 {
         assert_eq!(task.call_at::<I>(0), expected[I](0), "{name}: call_at::<{}> reached another target", I);
@@ -37,20 +37,20 @@ fn per_site<S: Strategy>() {
     for n in 1..=MAX_PER_SITE {
         let section = sections::per_site_fn::<S>(n).expect("a size it serves");
         let one_round = check::signature(&expected[..n], 0);
-        assert_eq!(section(&task, 3), one_round.wrapping_mul(3), "{name}: the per-site section of {n} sites");
+        assert_eq!(section(&mut task, 3), one_round.wrapping_mul(3), "{name}: the per-site section of {n} sites");
     }
     assert!(sections::per_site_fn::<S>(0).is_none() && sections::per_site_fn::<S>(MAX_PER_SITE + 1).is_none());
     let order: Vec<SiteId> = (0..MAX_PER_SITE).rev().map(|i| SiteId(i as u32)).collect();
-    assert_eq!(sections::shared(&task, &order), check::signature(&expected, 0), "{name}: the shared section");
+    assert_eq!(sections::shared(&mut task, &order), check::signature(&expected, 0), "{name}: the shared section");
 }
 
 fn cold<S: Strategy>() {
     // Unoptimized, each of the cold section's inlined read paths keeps its own stack slots: 128
     // per chunk overflowed a test thread's default 2 MiB stack (epoch's chunks the first).
     let run = || {
-        let (_p, task, expected) = patched::<S>(COLD_SITES);
+        let (_p, mut task, expected) = patched::<S>(COLD_SITES);
         let in_order: Vec<Code> = COLD_ORDER.iter().map(|&s| expected[s as usize]).collect();
-        assert_eq!(sections::cold(&task, 1), check::signature(&in_order, 0), "{}: the cold section", S::INFO.name);
+        assert_eq!(sections::cold(&mut task, 1), check::signature(&in_order, 0), "{}: the cold section", S::INFO.name);
     };
     let big = std::thread::Builder::new().stack_size(512 << 20).spawn(run).expect("a thread");
     if let Err(panic) = big.join() {

@@ -101,7 +101,7 @@ impl<'a, S: Strategy> Section<'a, S> {
     /// Runs it; the sum is passed through `black_box`, so every strategy's results are consumed
     /// the same way, `direct`'s (which no check reads) included.
     #[inline(always)]
-    fn run(&self, task: &Task<S>) -> u64 {
+    fn run(&self, task: &mut Task<S>) -> u64 {
         black_box(match *self {
             Section::PerSite(f, rounds) => f(task, rounds),
             Section::Shared(order) => sections::shared(task, order),
@@ -129,7 +129,7 @@ pub(crate) fn reader<S: Strategy>(
     panic_after: Option<u64>,
 ) -> Result<ReaderResult, String> {
     let pinned = cpu.is_some_and(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
-    let task = ctx.patcher.register().map_err(|e| e.to_string())?;
+    let mut task = ctx.patcher.register().map_err(|e| e.to_string())?;
     let mut counters = match ctx.counters {
         CounterKind::None => None,
         kind => Some(ThreadCounters::open(kind).map_err(|e| format!("opening counters in a reader: {e}"))?),
@@ -155,7 +155,7 @@ pub(crate) fn reader<S: Strategy>(
     ctx.control.checked_in.fetch_add(1, Ordering::AcqRel);
     let mut warm = 0;
     while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers {
-        check(section.run(&task), &mut violations);
+        check(section.run(&mut task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
         warm += 1;
         if ctx.control.aborted() {
@@ -173,7 +173,7 @@ pub(crate) fn reader<S: Strategy>(
     let deadline = start + ctx.duration;
     loop {
         let t0 = Instant::now();
-        let sum = section.run(&task);
+        let sum = section.run(&mut task);
         let t1 = Instant::now();
         let ns = ((t1 - t0).as_nanos() as f64 - ctx.clock_ns).max(0.0);
         busy_ns += ns;
@@ -202,7 +202,7 @@ pub(crate) fn reader<S: Strategy>(
     // Keep the load on until the last reader is done.
     ctx.control.done.fetch_add(1, Ordering::AcqRel);
     while ctx.control.done.load(Ordering::Acquire) < ctx.readers && !ctx.control.aborted() {
-        check(section.run(&task), &mut violations);
+        check(section.run(&mut task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
     }
     Ok(ReaderResult {

@@ -23,16 +23,19 @@ pub struct Direct;
 
 impl ReadSide for Direct {
     type TaskLocal = ();
+    type Section<'a> = ();
 
     fn task_local(&self) {}
 
+    fn enter(&self, _local: &()) {}
+
     #[inline(always)]
-    fn call(&self, _local: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         check::code(site.index())(arg)
     }
 
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, _local: &(), _task: &TaskState, arg: u64) -> u64 {
+    fn call_at<const SITE: usize>(&self, _section: &(), _task: &TaskState, arg: u64) -> u64 {
         // A constant index into a static table of functions: a direct call after optimization.
         (check::CODES[SITE % check::CODE_COUNT])(arg)
     }

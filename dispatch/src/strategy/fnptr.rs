@@ -22,11 +22,14 @@ pub struct Fnptr {
 
 impl ReadSide for Fnptr {
     type TaskLocal = ();
+    type Section<'a> = ();
 
     fn task_local(&self) {}
 
+    fn enter(&self, _local: &()) {}
+
     #[inline(always)]
-    fn call(&self, _local: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // Relaxed: see the module's Synchronization section.
         (self.sites[site.index()].load(Ordering::Relaxed))(arg)
     }

@@ -105,11 +105,14 @@ impl Klp {
 
 impl ReadSide for Klp {
     type TaskLocal = ();
+    type Section<'a> = ();
 
     fn task_local(&self) {}
 
+    fn enter(&self, _local: &()) {}
+
     #[inline(always)]
-    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let i = site.index();
         // HandlerStep::LoadHead, `list_first_or_null_rcu`. Acquire (Barrier::FuncBeforeHead):
         // pairs with the Release publishing the node in `apply(Push)` or relinking in

@@ -86,22 +86,46 @@ pub enum StackOp {
 }
 
 /// The hot path: resolve a site for the calling task and call it.
+///
+/// A task calls sites inside critical sections: the stretch between two of its safe points
+/// ([`Task::enter`](crate::Task::enter) opens one and borrows the task, so no safe point can
+/// happen inside). [`enter`](ReadSide::enter) runs once per section and may take there what
+/// stays valid until the section ends (an epoch pin, a generation, the slot of the CPU the task
+/// started on); [`call`](ReadSide::call) runs per call with it. What may be held that long is
+/// exactly what the engine's grace periods protect: the writer's next step after a change waits
+/// until every task has passed a safe point, so every section that saw the old state has ended.
 pub trait ReadSide {
     /// Per-task reader state, created once per task (per-thread caches live here).
     type TaskLocal: Send;
 
+    /// What a task holds for one critical section, made by [`enter`](ReadSide::enter).
+    type Section<'a>
+    where
+        Self: 'a;
+
     fn task_local(&self) -> Self::TaskLocal;
 
-    /// Resolves `site` for the task whose state is `task` and calls the result with `arg`.
-    fn call(&self, local: &Self::TaskLocal, task: &TaskState, site: SiteId, arg: u64) -> u64;
+    /// Opens a critical section of the task whose reader state is `local`.
+    fn enter<'a>(&'a self, local: &'a Self::TaskLocal) -> Self::Section<'a>;
+
+    /// Resolves `site` for the task whose state is `task`, inside `section`, and calls the
+    /// result with `arg`.
+    fn call(&self, section: &Self::Section<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64;
 
     /// [`call`](ReadSide::call) for a site known at compile time. Inlined into a section that
     /// calls each site from its own call instruction (see [`sections`](crate::sections)), the
     /// site's index becomes a constant, as at a kernel call site that always calls one function.
     /// A strategy overrides it only where a constant site changes what it can do (`direct`).
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, local: &Self::TaskLocal, task: &TaskState, arg: u64) -> u64 {
-        self.call(local, task, SiteId(SITE as u32), arg)
+    fn call_at<const SITE: usize>(&self, section: &Self::Section<'_>, task: &TaskState, arg: u64) -> u64 {
+        self.call(section, task, SiteId(SITE as u32), arg)
+    }
+
+    /// One call in a critical section of its own (what tests and [`Task::call`](crate::Task::call)
+    /// use).
+    #[inline(always)]
+    fn call_alone(&self, local: &Self::TaskLocal, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        self.call(&self.enter(local), task, site, arg)
     }
 }
 
@@ -212,13 +236,13 @@ mod tests {
         let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
         let (local, task) = (s.task_local(), TaskState::new());
-        assert_eq!(s.call(&local, &task, SiteId(0), 0), fingerprint(1), "{}: the head runs", S::INFO.name);
-        assert_eq!(s.call(&local, &task, SiteId(0), 0), fingerprint(1));
+        assert_eq!(s.call_alone(&local, &task, SiteId(0), 0), fingerprint(1), "{}: the head runs", S::INFO.name);
+        assert_eq!(s.call_alone(&local, &task, SiteId(0), 0), fingerprint(1));
         assert_eq!(task.idle_in_transition(), 2, "{}: an Idle task inside a transition went uncounted", S::INFO.name);
         // Outside a transition an Idle task is what every task is: nothing to count.
         let settled = [StackEntry { transition: false, ..stack[0] }];
         s.apply(SiteId(0), StackChange { op: StackOp::SetTransition(FuncId(1)), stack: &settled, original: code(0) });
-        s.call(&local, &task, SiteId(0), 0);
+        s.call_alone(&local, &task, SiteId(0), 0);
         assert_eq!(task.idle_in_transition(), 2, "{}: counted outside a transition", S::INFO.name);
     }
 

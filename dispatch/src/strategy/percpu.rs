@@ -1,8 +1,16 @@
 //! `percpu`: a cache slot per possible CPU (`CachePadded`), holding for each site what it selects
 //! (both versions' code and the head's `transition` flag), stamped with the generation every writer
-//! change bumps. A reader takes its CPU id, checks the entry's stamp against the current
-//! generation, and picks with its own state; on a miss it reads the site on the slow path (the
-//! seqlock source) and refills the entry.
+//! change bumps. A critical section ([`ReadSide::enter`]) reads its CPU id and the generation once
+//! and keeps that CPU's slot; each call then checks its entry's stamp against the generation, reads
+//! the entry, re-checks the stamp and picks with its own state; on a miss it reads the site on the
+//! slow path (the seqlock source) and refills the entry.
+//!
+//! Keeping the slot for the whole section is sound because nothing depends on the slot being the
+//! current CPU's: the entry's own sequence (below) makes any slot safe to use from any CPU. A task
+//! that migrates mid-section only shares another CPU's cache lines until its next section. A
+//! restartable sequence (rseq) would not make the hit cheaper here: its critical section cannot
+//! include the call (an abort would run it twice), so each call would still begin one (a store
+//! of the descriptor and a CPU-id load) where the stamp re-check is one load and a compare.
 //!
 //! The CPU id comes from the rseq area glibc ≥ 2.35 registers for every thread (`__rseq_offset`
 //! from the thread pointer, field `cpu_id`; a plain load, ~0.7 ns here), or from `sched_getcpu`
@@ -188,10 +196,11 @@ impl PerCpu {
         self.cpu
     }
 
+    /// The slot of `cpu` (a CPU id beyond the possible ones, which the kernel never reports,
+    /// would share a slot rather than fail).
     #[inline(always)]
-    fn entry(&self, cpu: usize, site: SiteId) -> &CpuEntry {
-        let slot = if cpu < self.slots.len() { &self.slots[cpu] } else { &self.slots[cpu % self.slots.len()] };
-        &slot[site.index()]
+    fn slot(&self, cpu: usize) -> &[CpuEntry] {
+        &self.slots[cpu % self.slots.len()]
     }
 
     /// The miss path: read the site from the source and, unless another thread is refilling this
@@ -215,18 +224,31 @@ impl PerCpu {
     }
 }
 
+/// A critical section of `percpu`: the slot of the CPU the task was on when it opened, and the
+/// generation it loaded then (why both may be kept: see the module comment and [`ReadSide`]).
+#[derive(Debug)]
+pub struct PerCpuSection<'a> {
+    slot: &'a [CpuEntry],
+    generation: u64,
+}
+
 impl ReadSide for PerCpu {
     type TaskLocal = ();
+    type Section<'a> = PerCpuSection<'a>;
 
     fn task_local(&self) {}
 
     #[inline(always)]
-    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let generation = self.source.generation();
-        let entry = self.entry(self.cpu.current(), site);
+    fn enter(&self, _local: &()) -> PerCpuSection<'_> {
+        PerCpuSection { slot: self.slot(self.cpu.current()), generation: self.source.generation() }
+    }
+
+    #[inline(always)]
+    fn call(&self, section: &PerCpuSection<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        let entry = &section.slot[site.index()];
         // Acquire: pairs with the Release stamp store that ends `refill`.
         let seen = entry.stamp.load(Ordering::Acquire);
-        if seen == generation << 1 {
+        if seen == section.generation << 1 {
             let selection = entry.selection();
             // Pairs with `fence(Release)` in `refill` (see the table above).
             fence(Ordering::Acquire);
@@ -237,7 +259,7 @@ impl ReadSide for PerCpu {
             }
         }
         task.note_cache_miss();
-        let selection = self.refill(entry, seen, generation, site);
+        let selection = self.refill(entry, seen, section.generation, site);
         // The state is read only now, after the source: a refill may read a change newer than
         // the generation loaded above, and only a state read after it is ordered after the task
         // states the engine initialised before that change (a state read before it could still
@@ -255,7 +277,7 @@ impl WriteSide for PerCpu {
 impl Strategy for PerCpu {
     const INFO: Info = Info {
         name: "percpu",
-        description: "a cache slot per CPU (CPU id from rseq, else `sched_getcpu`), validated by a writer generation: memory bounded by CPUs, a CPU-id read and a sequence check per call",
+        description: "a cache slot per CPU (CPU id from rseq, else `sched_getcpu`), taken once per critical section and validated by a writer generation: memory bounded by CPUs, a stamp check and re-check per call",
         consistency: Consistency::PerTask,
     };
 
@@ -292,7 +314,7 @@ mod loom_models {
             let s = Arc::new(PerCpu::with_cpus(&[code(0)], 1, CpuSource::SchedGetcpu));
             let task = Arc::new(TaskState::new());
             // Warm the (only) entry for generation 1.
-            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(0));
+            assert_eq!(s.call_alone(&(), &task, SiteId(0), 0), fingerprint(0));
             let writer = {
                 let s = s.clone();
                 loom::thread::spawn(move || {
@@ -303,14 +325,14 @@ mod loom_models {
             let refiller = {
                 let (s, task) = (s.clone(), task.clone());
                 loom::thread::spawn(move || {
-                    let got = s.call(&(), &task, SiteId(0), 0);
+                    let got = s.call_alone(&(), &task, SiteId(0), 0);
                     assert!(got == fingerprint(0) || got == fingerprint(1));
                 })
             };
             while s.source.generation() < 2 {
                 loom::thread::yield_now();
             }
-            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(1), "stale target for the generation seen");
+            assert_eq!(s.call_alone(&(), &task, SiteId(0), 0), fingerprint(1), "stale target for the generation seen");
             writer.join().unwrap();
             refiller.join().unwrap();
         });
@@ -324,7 +346,7 @@ mod loom_models {
         loom::model(|| {
             let s = Arc::new(PerCpu::with_cpus(&[code(0)], 1, CpuSource::SchedGetcpu));
             let task = Arc::new(TaskState::new());
-            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(0));
+            assert_eq!(s.call_alone(&(), &task, SiteId(0), 0), fingerprint(0));
             let writer = {
                 let (s, task) = (s.clone(), task.clone());
                 loom::thread::spawn(move || {
@@ -341,10 +363,14 @@ mod loom_models {
                     // Another task, already migrated, refills the shared entry.
                     let other = TaskState::new();
                     other.set_state_for_test(PatchState::Patched);
-                    s.call(&(), &other, SiteId(0), 0);
+                    s.call_alone(&(), &other, SiteId(0), 0);
                 })
             };
-            assert_eq!(s.call(&(), &task, SiteId(0), 0), fingerprint(0), "an Idle/Unpatched task ran the new func");
+            assert_eq!(
+                s.call_alone(&(), &task, SiteId(0), 0),
+                fingerprint(0),
+                "an Idle/Unpatched task ran the new func"
+            );
             writer.join().unwrap();
             refiller.join().unwrap();
         });

@@ -24,11 +24,14 @@ pub struct RwLockStacks {
 
 impl ReadSide for RwLockStacks {
     type TaskLocal = ();
+    type Section<'a> = ();
 
     fn task_local(&self) {}
 
+    fn enter(&self, _local: &()) {}
+
     #[inline(always)]
-    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A poisoned lock still holds a whole `Selection` (writers store it in one assignment).
         let selection = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
         selection.code(task.version(selection.transition))(arg)

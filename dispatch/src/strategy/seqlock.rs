@@ -18,11 +18,14 @@ pub struct SeqLock {
 
 impl ReadSide for SeqLock {
     type TaskLocal = ();
+    type Section<'a> = ();
 
     fn task_local(&self) {}
 
+    fn enter(&self, _local: &()) {}
+
     #[inline(always)]
-    fn call(&self, _local: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let selection = self.sites.read::<true>(site);
         selection.code(task.version(selection.transition))(arg)
     }

@@ -78,7 +78,7 @@ pub(crate) mod tests {
         let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         s.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
         let (local, task) = (s.task_local(), TaskState::new());
-        let call = || s.call(&local, &task, SiteId(0), 0);
+        let call = || s.call_alone(&local, &task, SiteId(0), 0);
         task.set_state_for_test(PatchState::Unpatched);
         assert_eq!(call(), fingerprint(0));
         assert_eq!(task.cache_misses(), 1, "the first call misses");
