@@ -185,6 +185,9 @@ impl TaskState {
         if !in_transition {
             return Version::Head;
         }
+        // The kernel's `unlikely(func->transition)`: outside a transition, the usual case, the
+        // read path falls straight through to the call instead of jumping over this branch.
+        std::hint::cold_path();
         let state = self.patch_state();
         if state == PatchState::Idle {
             self.note_idle_in_transition();

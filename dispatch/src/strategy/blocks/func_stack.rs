@@ -34,6 +34,11 @@ pub(crate) fn handler<'a, N: StackNode>(
         Version::Head => head,
         Version::Previous => next(head)?,
     };
-    // HandlerStep::Nop: a nop runs the original.
-    if func.is_nop() { None } else { Some(func.code()) }
+    // HandlerStep::Nop: a nop runs the original. Rare (only a replace patch's placeholders),
+    // so out of the straight path, like the transition branch.
+    if func.is_nop() {
+        std::hint::cold_path();
+        return None;
+    }
+    Some(func.code())
 }
