@@ -149,6 +149,14 @@ pub struct RunConfig {
     /// Test hook: the first reader panics after this many measured batches.
     #[serde(skip)]
     pub panic_after_batches: Option<u64>,
+    /// Test hook: the output directory's disk is full after this many files (see
+    /// `output::Staging::write`).
+    #[serde(skip)]
+    pub full_disk_after_files: Option<usize>,
+    /// Test hook: called with the output directory after its files are written, before they are
+    /// moved into place (to make it appear meanwhile).
+    #[serde(skip)]
+    pub before_commit: Option<fn(&std::path::Path)>,
 }
 
 mod secs {

@@ -166,6 +166,8 @@ impl RunArgs {
             cpus,
             out: self.out,
             panic_after_batches: None,
+            full_disk_after_files: None,
+            before_commit: None,
         })
     }
 }
@@ -180,22 +182,39 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match harness::run(cfg, &mut |line| eprintln!("harness: {line}")) {
         Ok(outcome) => {
+            // The table first, whatever became of the files: it may be all that is left.
             print!("{}", outcome.table);
             if let Some(check) = &outcome.run.method_check {
                 println!("\n{}", harness::report::method_line(check));
             }
-            println!("\nwrote {}", outcome.dir.display());
+            let saved = &outcome.saved;
+            if let Some(dir) = &saved.dir {
+                println!("\nwrote {}", dir.display());
+            }
+            if let Some(moved) = &saved.moved {
+                eprintln!("harness: {moved}");
+            }
+            if !saved.unwritten.is_empty() {
+                let place = saved.dir.as_ref().map_or_else(|| "anywhere".to_owned(), |d| d.display().to_string());
+                eprintln!(
+                    "harness: written: {}; NOT written in {place}: {}",
+                    if saved.written.is_empty() { "nothing".to_owned() } else { saved.written.join(", ") },
+                    saved.unwritten.join(", ")
+                );
+            }
             for n in &outcome.notes {
                 if n.starts_with("plots:") {
                     eprintln!("harness: {n}");
                 }
             }
-            if outcome.failures.is_empty() {
+            for f in &outcome.failures {
+                eprintln!("harness: CONSISTENCY FAILURE {f}");
+            }
+            if !outcome.complete {
+                ExitCode::from(3)
+            } else if outcome.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                for f in &outcome.failures {
-                    eprintln!("harness: CONSISTENCY FAILURE {f}");
-                }
                 ExitCode::from(1)
             }
         }

@@ -107,6 +107,31 @@ fn an_existing_or_unwritable_output_directory_is_refused_before_measuring() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// Every target the final write could not create is refused with exit 2 before measuring, and
+/// nothing is left behind (before, each of these measured everything, then failed with exit 3).
+#[test]
+fn an_output_directory_the_final_write_could_not_create_is_refused_before_measuring() {
+    let root = scratch("targets");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+    let cases = [
+        (root.join("a".repeat(256)), "too long"),
+        (root.join("a".repeat(250)), "too long"),
+        (root.join("newparent/.."), "does not name a new directory"),
+        (root.join("run/."), "does not name a new directory"),
+        (root.join("dangling"), "is a symbolic link"),
+    ];
+    for (out, expected) in &cases {
+        let o = tiny_run(out, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", out.display(), stderr(&o));
+        assert!(stderr(&o).contains(expected), "{}: {}", out.display(), stderr(&o));
+        assert!(!stderr(&o).contains("clock overhead"), "measured: {}", stderr(&o));
+    }
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["dangling"], "left behind");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let out = scratch("run");
