@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record::{RunFile, SCHEMA_VERSION};
+use crate::record::{Row, RunFile, SCHEMA_VERSION};
 
 /// `results/runs` of the workspace this binary was built in, if it exists, else `./results/runs`.
 pub fn default_root() -> PathBuf {
@@ -335,18 +335,90 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     }
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not valid JSON ({e}); it is corrupt or not a run.json", file.display()))?;
-    match value.get("schema_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == SCHEMA_VERSION as u64 => {}
-        Some(v) => {
+    match value.get("schema_version") {
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(v) if v.is_u64() => {
             return Err(format!(
                 "{} has schema_version {v}, this harness reads {SCHEMA_VERSION}; re-run it with this harness",
                 file.display()
             ));
         }
+        Some(v) => {
+            return Err(format!(
+                "{} has a schema_version of the wrong type ({v}, {}), where a run.json has the number {SCHEMA_VERSION}; \
+                 it is corrupt or not a run.json",
+                file.display(),
+                kind(v)
+            ));
+        }
         None => return Err(format!("{} has no schema_version; it is not a run.json", file.display())),
     }
-    serde_json::from_value(value)
-        .map_err(|e| format!("{} does not match schema {SCHEMA_VERSION} ({e})", file.display()))
+    let wrong = |place: String, e: serde_json::Error| {
+        format!("{}: {place}: {e}; it does not match schema {SCHEMA_VERSION} (results/SCHEMA.md)", file.display())
+    };
+    // Rows first, one by one, so that a message names the row and its field.
+    for (i, row) in value.get("rows").and_then(|r| r.as_array()).into_iter().flatten().enumerate() {
+        let place = || {
+            let name = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+            format!("row {i} ({}/{})", name("scenario"), name("strategy"))
+        };
+        if let Err(e) = serde_json::from_value::<Row>(row.clone()) {
+            let field = culprit::<Row>(row).map_or_else(String::new, |f| format!(", field {f}"));
+            return Err(wrong(format!("{}{field}", place()), e));
+        }
+        if let Some((field, v)) = negative(row, String::new()) {
+            return Err(format!(
+                "{}: {}, field {field}: {v} is negative; every count, time and rate of a run is 0 or more: it is corrupt",
+                file.display(),
+                place()
+            ));
+        }
+    }
+    serde_json::from_value::<RunFile>(value.clone()).map_err(|e| {
+        let field = culprit::<RunFile>(&value).map_or_else(|| "top level".to_owned(), |f| format!("field {f}"));
+        wrong(field, e)
+    })
+}
+
+/// The JSON type of `v`, for messages.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number that is no whole number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The field of `object` that keeps it from being a `T`: the one whose removal makes it one, or
+/// leaves only that field missing (serde's type errors name no field). `None` when no single
+/// field is to blame.
+fn culprit<T: serde::de::DeserializeOwned>(object: &serde_json::Value) -> Option<String> {
+    let fields = object.as_object()?;
+    fields
+        .keys()
+        .find(|k| {
+            let mut without = fields.clone();
+            without.remove(*k);
+            match serde_json::from_value::<T>(without.into()) {
+                Ok(_) => true,
+                Err(e) => e.to_string() == format!("missing field `{k}`"),
+            }
+        })
+        .cloned()
+}
+
+/// The first negative number in `v` and its path (e.g. `batch_ns.p99`).
+fn negative(v: &serde_json::Value, path: String) -> Option<(String, f64)> {
+    let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().filter(|x| *x < 0.0).map(|x| (path, x)),
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, v)| negative(v, join(k))),
+        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| negative(v, join(&i.to_string()))),
+        _ => None,
+    }
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).

@@ -264,6 +264,17 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
             write("schema.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": 99", 1)),
             "schema_version 99",
         ),
+        (
+            write("schema-type.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": \"2\"", 1)),
+            "schema_version of the wrong type (\"2\", a string)",
+        ),
+        (write("row-type.json", &with_row_field(&json, "ns_per_call", "\"fast\"")), "row 1 ("),
+        (
+            write("row-field.json", &with_row_field(&json, "ns_per_call", "\"fast\"")),
+            ", field ns_per_call: invalid type",
+        ),
+        (write("negative.json", &with_row_field(&json, "ns_per_call", "-3.5")), "field ns_per_call: -3.5 is negative"),
+        (write("infinite.json", &with_row_field(&json, "calls_per_sec", "1e999")), "not valid JSON"),
         (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
         (
             write("regime.json", &json.replace("\"call_sites\": \"per-site\"", "\"call_sites\": \"shared\"")),
@@ -287,6 +298,15 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&bad);
+}
+
+/// `json` (a run.json) with `field` of its second row set to `value` (JSON text).
+fn with_row_field(json: &str, field: &str, value: &str) -> String {
+    let mut run: serde_json::Value = serde_json::from_str(json).unwrap();
+    run["rows"][1][field] = serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
+    let text = run.to_string();
+    // serde_json writes no number it cannot read back (1e999): put it in as text.
+    if value == "1e999" { text.replacen("\"calls_per_sec\":null", "\"calls_per_sec\":1e999", 1) } else { text }
 }
 
 #[test]
