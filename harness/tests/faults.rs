@@ -105,15 +105,22 @@ fn a_target_that_appears_during_the_run_costs_no_measurement_and_is_said() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-#[test]
-fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
-    let root = scratch("full");
+/// A short run into `<scratch>/run` whose disk is full after `files` files: the run completes
+/// (not as asked) and its table is there. Returns the scratch directory, the target and the outcome.
+fn run_on_a_full_disk(name: &str, files: usize) -> (std::path::PathBuf, std::path::PathBuf, harness::Outcome) {
+    let root = scratch(name);
     let out = root.join("run");
     let mut cfg = config(Rate::Steady, 1, Duration::from_millis(20), &out, None);
-    cfg.full_disk_after_files = Some(1);
+    cfg.full_disk_after_files = Some(files);
     let outcome = harness::run(cfg, &mut |_| {}).unwrap();
     assert!(!outcome.complete);
     assert!(outcome.table.contains("klp"), "the table is there: {}", outcome.table);
+    (root, out, outcome)
+}
+
+#[test]
+fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
+    let (root, out, outcome) = run_on_a_full_disk("full", 1);
     let saved = &outcome.saved;
     assert_eq!(saved.dir.as_deref(), Some(out.as_path()));
     assert!(saved.written.iter().any(|f| f == "run.json"), "{saved:?}");
@@ -128,13 +135,7 @@ fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
 
 #[test]
 fn a_disk_too_full_for_run_json_sends_the_run_to_a_rescue_directory() {
-    let root = scratch("full-0");
-    let out = root.join("run");
-    let mut cfg = config(Rate::Steady, 1, Duration::from_millis(20), &out, None);
-    cfg.full_disk_after_files = Some(0);
-    let outcome = harness::run(cfg, &mut |_| {}).unwrap();
-    assert!(!outcome.complete);
-    assert!(outcome.table.contains("klp"));
+    let (root, _, outcome) = run_on_a_full_disk("full-0", 0);
     let saved = &outcome.saved;
     let rescue = saved.dir.clone().unwrap();
     assert!(rescue.starts_with(std::env::temp_dir()), "{}", rescue.display());
