@@ -29,7 +29,9 @@
 //! `call`) and update the baseline on purpose.
 //!
 //! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt, older-schema or
-//! mismatched baseline, a measurement without `Bim`, missing tool).
+//! mismatched baseline, a baseline covering fewer than half of the measured benchmarks or with a
+//! negative or absurd limit, a measurement without `Bim`, an output path equal to an input path,
+//! missing tool).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -67,6 +69,31 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Each limit's range: `(name, value, max, unit)`. Below 0 a limit fails unchanged code;
+    /// beyond the maximum (a doubling, 100 instructions more per call, a misprediction more per
+    /// call) it passes whatever the gate exists to catch.
+    fn ranges(&self) -> [(&'static str, f64, f64, &'static str); 4] {
+        [
+            ("relative_pct", self.relative_pct, 100.0, "percent"),
+            ("absolute_per_call", self.absolute_per_call, 100.0, "instructions per call"),
+            ("bim_per_call", self.bim_per_call, 1.0, "indirect mispredictions per call"),
+            ("bim_absolute", self.bim_absolute, 1000.0, "indirect mispredictions"),
+        ]
+    }
+
+    /// Refuses a negative or absurd limit, naming it and its range.
+    pub fn check(&self, path: &str) -> Result<(), Unusable> {
+        for (name, value, max, unit) in self.ranges() {
+            // Written so that NaN fails too.
+            if !(0.0..=max).contains(&value) {
+                return Err(Unusable(format!(
+                    "{path}: limits.{name} is {value}, give 0 to {max} {unit}; fix it, or restore the baseline from git"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// How many more indirect-branch mispredictions than its baseline a benchmark of `calls`
     /// calls may have.
     pub fn bim(&self, calls: u64) -> f64 {
@@ -161,7 +188,9 @@ pub fn parse_baseline(text: &str, path: &str) -> Result<Baseline, Unusable> {
         }
         None => return Err(Unusable(format!("{path} has no schema; make one on purpose with scripts/gate --update"))),
     }
-    serde_json::from_value(v).map_err(corrupt)
+    let baseline: Baseline = serde_json::from_value(v).map_err(corrupt)?;
+    baseline.limits.check(path)?;
+    Ok(baseline)
 }
 
 /// Parses gungraun's `--output-format=json` (one summary object per line) into counts.
@@ -197,6 +226,20 @@ pub fn parse_gungraun(text: &str, calls_of: impl Fn(&str) -> u64) -> Result<BTre
     Ok(out)
 }
 
+/// Refuses a baseline that covers fewer than half of the measured benchmarks: it gates few of
+/// them, and an empty one gated none ("0 pass ... 63 new" was a pass).
+pub fn coverage(base: &Baseline, measured: &BTreeMap<String, Count>) -> Result<(), Unusable> {
+    let covered = measured.keys().filter(|k| base.benchmarks.contains_key(*k)).count();
+    if covered * 2 < measured.len() {
+        return Err(Unusable(format!(
+            "the baseline covers {covered} of the {} measured benchmarks (at least half are needed); it is unusable: \
+             make one on purpose with scripts/gate --update (and commit it)",
+            measured.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Compares measured counts with the baseline. Mismatched tool versions are unusable: counts
 /// shift with the compiler and valgrind, so the baseline must be remade on purpose.
 pub fn compare(
@@ -211,6 +254,7 @@ pub fn compare(
             base.versions, versions
         )));
     }
+    coverage(base, measured)?;
     let mut lines = Vec::new();
     for (name, b) in &base.benchmarks {
         let line = match measured.get(name) {
@@ -529,6 +573,46 @@ mod tests {
         assert!(err.contains("schema 1") && err.contains("unusable"), "{err}");
         assert!(err.contains("regenerate it with scripts/gate --update"), "{err}");
         assert!(!err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_baseline_covering_few_of_the_measured_benchmarks_is_unusable() {
+        let m = measured(|_, n| n);
+        let empty = Baseline { benchmarks: BTreeMap::new(), ..base() };
+        let err = compare(&empty, &versions(), &m).unwrap_err().0;
+        assert!(err.contains("covers 0 of the 3 measured") && err.contains("--update"), "{err}");
+        // One of three: fewer than half.
+        let mut one = base();
+        one.benchmarks.retain(|k, _| k == "read_path::steady::klp");
+        let err = compare(&one, &versions(), &m).unwrap_err().0;
+        assert!(err.contains("covers 1 of the 3"), "{err}");
+        // Two of three: new benchmarks beside a baseline that still gates most.
+        let mut two = base();
+        two.benchmarks.remove("writer::writer_enable::klp");
+        assert_eq!(exit_code(&compare(&two, &versions(), &m).unwrap()), 0);
+    }
+
+    #[test]
+    fn negative_or_absurd_limits_are_unusable() {
+        let with = |f: fn(&mut Limits)| {
+            let mut b = base();
+            f(&mut b.limits);
+            parse_baseline(&serde_json::to_string(&b).unwrap(), "b.json")
+        };
+        assert!(with(|_| ()).is_ok());
+        type Case = (fn(&mut Limits), &'static str);
+        let cases: [Case; 6] = [
+            (|l| l.relative_pct = -1.0, "limits.relative_pct is -1, give 0 to 100 percent"),
+            (|l| l.relative_pct = 1e9, "limits.relative_pct is 1000000000, give 0 to 100 percent"),
+            (|l| l.absolute_per_call = -0.5, "limits.absolute_per_call is -0.5"),
+            (|l| l.bim_per_call = 5.0, "limits.bim_per_call is 5, give 0 to 1"),
+            (|l| l.bim_absolute = -2.0, "limits.bim_absolute is -2"),
+            (|l| l.bim_absolute = 1e300, "limits.bim_absolute is 1000000000000000"),
+        ];
+        for (f, expected) in cases {
+            let err = with(f).unwrap_err().0;
+            assert!(err.contains(expected) && err.starts_with("b.json: "), "{expected}: {err}");
+        }
     }
 
     #[test]

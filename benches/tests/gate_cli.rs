@@ -114,3 +114,77 @@ fn the_gate_script_refuses_unknown_arguments() {
         assert!(stderr(&o).contains("gate:"), "{}", stderr(&o));
     }
 }
+
+/// A schema-2 baseline of the one benchmark in `MEASURED`, with `benchmarks` and `limits` as given.
+fn baseline(benchmarks: &str, limits: &str) -> String {
+    format!(
+        r#"{{"schema":2,"versions":{{"rustc":"r","valgrind":"v","gungraun":"g"}},"limits":{limits},"benchmarks":{benchmarks}}}"#
+    )
+}
+
+const LIMITS: &str = r#"{"relative_pct":2.0,"absolute_per_call":0.5,"bim_per_call":0.05,"bim_absolute":2.0}"#;
+const KLP: &str = r#"{"read_path::steady::klp":{"instructions":35110,"indirect_mispredictions":8,"calls":1000}}"#;
+
+/// Baselines that would gate nothing, or with nonsense limits: unusable (2), reported before the
+/// tools are asked for their versions.
+#[test]
+fn empty_foreign_and_nonsense_baselines_exit_2() {
+    let m = scratch("measured-cov.json", MEASURED);
+    let other = r#"{"read_path::steady::other":{"instructions":1,"indirect_mispredictions":0,"calls":1000}}"#;
+    let cases = [
+        ("empty", baseline("{}", LIMITS), "covers 0 of the 1 measured benchmarks"),
+        ("foreign", baseline(other, LIMITS), "covers 0 of the 1 measured benchmarks"),
+        ("negative", baseline(KLP, &LIMITS.replace("2.0,", "-2.0,")), "limits.relative_pct is -2, give 0 to 100"),
+        ("huge", baseline(KLP, &LIMITS.replace("2.0,", "1e9,")), "limits.relative_pct is 1000000000"),
+    ];
+    for (name, text, expected) in cases {
+        let b = scratch(&format!("base-{name}.json"), &text);
+        let o = gate(&["--measured", m.to_str().unwrap(), "--baseline", b.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{name}: {}", stderr(&o));
+    }
+}
+
+/// An output path equal to an input path is refused before anything is written; the input is
+/// untouched.
+#[test]
+fn an_output_over_an_input_is_refused_before_writing() {
+    let m = scratch("measured-same.json", MEASURED);
+    let text = baseline(KLP, LIMITS);
+    let b = scratch("base-same.json", &text);
+    let link = b.with_file_name(format!("dispatch-bench-gate-{}-link.json", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&b, &link).unwrap();
+    let dotted = b.parent().unwrap().join(".").join(b.file_name().unwrap());
+    let (ms, bs) = (m.to_str().unwrap(), b.to_str().unwrap());
+    let cases: [(Vec<&str>, &str); 5] = [
+        (vec!["--measured", ms, "--baseline", bs, "--bmf", bs], "--baseline and --bmf are the same file"),
+        (vec!["--measured", ms, "--baseline", bs, "--bmf", link.to_str().unwrap()], "--baseline and --bmf"),
+        (vec!["--measured", ms, "--baseline", bs, "--bmf", dotted.to_str().unwrap()], "--baseline and --bmf"),
+        (vec!["--measured", ms, "--baseline", bs, "--bmf", ms], "--measured and --bmf are the same file"),
+        (vec!["--measured", ms, "--baseline", ms, "--update"], "--measured and --baseline are the same file"),
+    ];
+    for (args, expected) in cases {
+        let o = gate(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), text, "{args:?}: the baseline was overwritten");
+        assert_eq!(std::fs::read_to_string(&m).unwrap(), MEASURED, "{args:?}: the measurement was overwritten");
+    }
+    // A --bmf that does not exist yet, in another directory, is no input.
+    let bmf = std::env::temp_dir().join(format!("dispatch-bench-gate-{}-out.json", std::process::id()));
+    let _ = std::fs::remove_file(&bmf);
+    let o = gate(&["--measured", ms, "--baseline", bs, "--bmf", bmf.to_str().unwrap()]);
+    assert!(!stderr(&o).contains("same file"), "{}", stderr(&o));
+    let _ = std::fs::remove_file(&bmf);
+    let _ = std::fs::remove_file(&link);
+}
+
+#[test]
+fn gate_takes_flag_equals_value() {
+    let m = scratch("measured-eq.json", MEASURED);
+    let b = scratch("base-eq.json", &baseline("{}", LIMITS));
+    let o = gate(&[&format!("--measured={}", m.display()), &format!("--baseline={}", b.display())]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("covers 0 of the 1"), "{}", stderr(&o));
+}

@@ -51,13 +51,21 @@ impl Stubs {
     /// Runs `scripts/<name>` by a path relative to benches/, as from another directory than the
     /// repository root, with the stubs first on PATH; returns its output and the tools it called.
     fn run(&self, name: &str, args: &[&str]) -> (Output, String) {
+        self.run_in(env!("CARGO_MANIFEST_DIR"), &[], &format!("../scripts/{name}"), args)
+    }
+
+    /// Runs `script` from `dir` with `env` set. The stubs' directory is also `GUNGRAUN_PREFIX`'s
+    /// `bin`, which `gate` puts first on PATH.
+    fn run_in(&self, dir: &str, env: &[(&str, &str)], script: &str, args: &[&str]) -> (Output, String) {
         let _ = std::fs::remove_file(&self.calls);
         let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
         let o = Command::new("bash")
-            .arg(format!("../scripts/{name}"))
+            .arg(script)
             .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(dir)
             .env("PATH", path)
+            .env("GUNGRAUN_PREFIX", self.bin.parent().unwrap())
+            .envs(env.iter().copied())
             .output()
             .expect("run bash");
         (o, std::fs::read_to_string(&self.calls).unwrap_or_default())
@@ -107,5 +115,45 @@ fn every_script_refuses_an_unknown_argument_in_one_line() {
         assert!(calls.is_empty(), "{name} --bogus ran {calls}");
         assert_eq!(err.lines().count(), 1, "{name}: {err}");
         assert!(err.contains("'--bogus'") && err.contains(&format!("usage: scripts/{name}")), "{name}: {err}");
+    }
+}
+
+const GATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gate");
+
+/// `scripts/gate --baseline FILE` reads FILE from the caller's directory, not from the repository
+/// root it changes to: an existing file there is found (the run goes on to the suite, a failing
+/// stub here), a missing one is named by its full path in the caller's directory.
+#[test]
+fn the_gate_script_resolves_its_baseline_in_the_callers_directory() {
+    let stubs = Stubs::new("gate-cwd");
+    let caller = stubs.bin.parent().unwrap().join("caller");
+    std::fs::create_dir_all(&caller).unwrap();
+    std::fs::write(caller.join("relative.json"), "{}").unwrap();
+    let dir = caller.to_str().unwrap();
+    for args in [&["--baseline", "relative.json"][..], &["--baseline=relative.json"]] {
+        let (o, calls) = stubs.run_in(dir, &[], GATE, args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("the gungraun suite failed to run") && !err.contains("no baseline"), "{args:?}: {err}");
+        assert!(calls.starts_with("cargo bench "), "{args:?}: {calls}");
+    }
+    let (o, calls) = stubs.run_in(dir, &[], GATE, &["--baseline", "missing.json"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("no baseline at {}/missing.json", caller.display())), "{err}");
+    assert!(calls.is_empty(), "{calls}");
+}
+
+/// `MEMCHECK_TRANSITIONS` is held to the soak binary's range before anything is built.
+#[test]
+fn memcheck_refuses_an_absurd_transition_count_before_building() {
+    let stubs = Stubs::new("memcheck-env");
+    let dir = env!("CARGO_MANIFEST_DIR");
+    for value in ["0", "-1", "1e9", "1000000001", "18446744073709551615", "nan", "inf", "1.5", " 5"] {
+        let (o, calls) = stubs.run_in(dir, &[("MEMCHECK_TRANSITIONS", value)], "../scripts/memcheck", &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{value:?}: {err}");
+        assert!(err.contains("give 1 to 1000000000 transitions"), "{value:?}: {err}");
+        assert!(calls.is_empty(), "{value:?}: ran {calls}");
     }
 }

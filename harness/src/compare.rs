@@ -38,7 +38,7 @@ pub struct Change {
     pub metric: &'static str,
     pub base: f64,
     pub new: f64,
-    /// Relative change of the means, in percent.
+    /// Relative change of the means, in percent; NaN when the base is 0 (no relative change).
     pub change_pct: f64,
     /// One-sided p-value that the change goes in the worse direction.
     pub p_worse: f64,
@@ -99,7 +99,7 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
                 continue;
             }
             let (mb, mn) = (mean(&b), mean(&n));
-            let change_pct = if mb != 0.0 { (mn - mb) / mb * 100.0 } else { 0.0 };
+            let change_pct = change_pct(mb, mn);
             let p_increase = welch_p_greater(&n, &b);
             let p_decrease = welch_p_greater(&b, &n);
             let (p_worse, p_better) =
@@ -142,7 +142,7 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
                 metric: "violations",
                 base: vb as f64,
                 new: vn as f64,
-                change_pct: 0.0,
+                change_pct: change_pct(vb as f64, vn as f64),
                 p_worse: 0.0,
                 p_better: 0.0,
                 verdict: if vn > 0 { Verdict::Regression } else { Verdict::Improvement },
@@ -163,16 +163,23 @@ pub fn render(changes: &[Change], threshold_pct: f64) -> String {
             Verdict::Improvement => "improvement",
             Verdict::Unchanged => "-",
         };
+        // From 0 there is no relative change: "+0.0%" would claim none.
+        let change = if c.change_pct.is_nan() { "n/a (base 0)".to_owned() } else { format!("{:+.1}%", c.change_pct) };
         writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.3} | {:+.1}% | {:.3} | {v} |",
-            c.scenario, c.strategy, c.metric, c.base, c.new, c.change_pct, c.p_worse
+            "| {} | {} | {} | {:.3} | {:.3} | {change} | {:.3} | {v} |",
+            c.scenario, c.strategy, c.metric, c.base, c.new, c.p_worse
         )
         .unwrap();
     }
     let regressions = changes.iter().filter(|c| c.verdict == Verdict::Regression).count();
     writeln!(s, "\n{regressions} regression(s): a verdict needs a change beyond {threshold_pct}% and one-sided Welch p < {ALPHA}.").unwrap();
     s
+}
+
+/// `new` relative to `base`, in percent; NaN from a base of 0 (NaN exceeds no threshold).
+fn change_pct(base: f64, new: f64) -> f64 {
+    if base == 0.0 { f64::NAN } else { (new - base) / base * 100.0 }
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -288,6 +295,25 @@ mod tests {
         assert!((student_t_sf(3.365, 5.0) - 0.01).abs() < 1e-3);
         assert!((student_t_sf(0.0, 7.0) - 0.5).abs() < 1e-9);
         assert!((student_t_sf(-2.015, 5.0) - 0.95).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_zero_base_has_no_relative_change() {
+        assert!(change_pct(0.0, 5.0).is_nan() && change_pct(0.0, 0.0).is_nan());
+        assert_eq!(change_pct(2.0, 3.0), 50.0);
+        let c = Change {
+            scenario: "s".into(),
+            strategy: "klp".into(),
+            metric: "violations",
+            base: 0.0,
+            new: 3.0,
+            change_pct: change_pct(0.0, 3.0),
+            p_worse: 0.0,
+            p_better: 0.0,
+            verdict: Verdict::Regression,
+        };
+        let table = render(&[c], 5.0);
+        assert!(table.contains("| 0.000 | 3.000 | n/a (base 0) |") && !table.contains("+0.0%"), "{table}");
     }
 
     #[test]

@@ -149,6 +149,14 @@ pub struct RunConfig {
     /// Test hook: the first reader panics after this many measured batches.
     #[serde(skip)]
     pub panic_after_batches: Option<u64>,
+    /// Test hook: the output directory's disk is full after this many files (see
+    /// `output::Staging::write`).
+    #[serde(skip)]
+    pub full_disk_after_files: Option<usize>,
+    /// Test hook: called with the output directory after its files are written, before they are
+    /// moved into place (to make it appear meanwhile).
+    #[serde(skip)]
+    pub before_commit: Option<fn(&std::path::Path)>,
 }
 
 mod secs {
@@ -198,30 +206,90 @@ pub fn parse_strategies(s: &str) -> Result<Vec<String>, ConfigError> {
     Ok(names)
 }
 
+/// A numeric option's documented range: what `--help`, the README and every message about it say.
+#[derive(Clone, Copy, Debug)]
+pub struct Range<T> {
+    pub min: T,
+    pub max: T,
+    pub unit: &'static str,
+}
+
+/// Seconds each reader measures per strategy, scenario and round: a millisecond is a few hundred
+/// batches; an hour of one measurement is past any use.
+pub const DURATION: Range<f64> = Range { min: 0.001, max: 3600.0, unit: "seconds" };
+/// Rounds per scenario: enough for any significance test; rows are kept in memory.
+pub const RUNS: Range<usize> = Range { min: 1, max: 1000, unit: "rounds" };
+/// Readers per scenario: the patcher has 4096 task slots, two of them for the writer and the
+/// set-up.
+pub const READERS: Range<usize> = Range { min: 1, max: 4094, unit: "readers" };
+/// A writer's rate: from one transition per 1000 s to one per nanosecond (a rate the writer
+/// cannot keep is measured and reported as not kept).
+pub const RATE_HZ: Range<f64> = Range { min: 0.001, max: 1e9, unit: "Hz" };
+/// Patched sites: every site its own function up to `dispatch::check::CODE_COUNT`.
+pub const SITES: Range<usize> = Range { min: 1, max: dispatch::check::CODE_COUNT, unit: "sites" };
+/// Calls per critical section: up to 2^20 (a section of a few milliseconds; its call order is
+/// kept in memory, 4 bytes a call).
+pub const CALLS_PER_SAFEPOINT: Range<usize> = Range { min: 1, max: 1 << 20, unit: "calls" };
+/// Patches stacked below the one in transition: each is enabled before measuring.
+pub const DEPTH: Range<usize> = Range { min: 0, max: 64, unit: "patches" };
+/// Any seed will do.
+pub const SEED: Range<u64> = Range { min: 0, max: u64::MAX, unit: "(any 64-bit number)" };
+/// `compare --threshold`: a change beyond 1000% is no threshold.
+pub const THRESHOLD: Range<f64> = Range { min: 0.0, max: 1000.0, unit: "percent" };
+
+impl<T: PartialOrd + fmt::Display + Copy + std::str::FromStr> Range<T> {
+    fn contains(&self, v: T) -> bool {
+        // Written so that NaN is outside.
+        v >= self.min && v <= self.max
+    }
+
+    /// `v`, if within the range; else a message naming the option, its range and the value.
+    pub fn check(&self, option: &str, v: T) -> Result<T, ConfigError> {
+        if self.contains(v) {
+            Ok(v)
+        } else {
+            Err(bad(format!("--{option} {v} is out of range: give {} to {} {}", self.min, self.max, self.unit)))
+        }
+    }
+
+    /// Parses a command-line value and checks it (clap's value parser: clap names the option and
+    /// the value).
+    pub fn parse(&self, text: &str) -> Result<T, String> {
+        match text.trim().parse::<T>() {
+            Ok(v) if self.contains(v) => Ok(v),
+            _ => Err(format!("give {} to {} {}", self.min, self.max, self.unit)),
+        }
+    }
+}
+
 /// `1,2` or `all` (every CPU of the affinity mask).
 pub fn parse_readers(s: &str, cpus: usize) -> Result<Vec<usize>, ConfigError> {
     s.split(',')
         .map(|x| match x.trim() {
             "all" => Ok(cpus),
-            x => match x.parse::<usize>() {
-                Ok(0) | Err(_) => {
-                    Err(bad(format!("--readers: {x:?} is not a positive count; use e.g. `1,2` or `all`")))
-                }
-                Ok(n) => Ok(n),
+            x => match x.parse::<u64>() {
+                Ok(n) => READERS.check("readers", usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(_) => Err(bad(format!(
+                    "--readers: {x:?} is not a count; give counts of {} to {} readers, e.g. `1,2`, or `all`",
+                    READERS.min, READERS.max
+                ))),
             },
         })
         .collect()
 }
 
-/// `0,1000,max`: 0 = steady, a positive rate in Hz, or `max` (back to back).
+/// `0,1000,max`: 0 = steady, a rate in Hz, or `max` (back to back).
 pub fn parse_rates(s: &str) -> Result<Vec<Rate>, ConfigError> {
+    let rate_help = format!("use 0 (steady), {} to {} Hz, or `max`", RATE_HZ.min, RATE_HZ.max);
     s.split(',')
         .map(|x| match x.trim() {
             "max" => Ok(Rate::Max),
             "0" | "steady" => Ok(Rate::Steady),
             v => match v.parse::<f64>() {
-                Ok(hz) if hz > 0.0 && hz.is_finite() => Ok(Rate::Hz(hz)),
-                _ => Err(bad(format!("--rate: {v:?} is not a rate; use 0 (steady), a positive Hz, or `max`"))),
+                Ok(0.0) => Ok(Rate::Steady),
+                Ok(hz) if RATE_HZ.contains(hz) => Ok(Rate::Hz(hz)),
+                Ok(_) => Err(bad(format!("--rate {v} is out of range; {rate_help}"))),
+                Err(_) => Err(bad(format!("--rate: {v:?} is not a rate; {rate_help}"))),
             },
         })
         .collect()
@@ -238,10 +306,6 @@ pub fn parse_call_sites(s: &str) -> Result<Vec<CallSites>, ConfigError> {
         }
     }
     Ok(regimes)
-}
-
-pub fn positive(name: &str, v: f64) -> Result<f64, ConfigError> {
-    if v > 0.0 && v.is_finite() { Ok(v) } else { Err(bad(format!("--{name} must be positive, got {v}"))) }
 }
 
 /// What each call-site regime can measure (its code is generated at compile time).
@@ -268,16 +332,85 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
     }
 }
 
+/// Set-up and tear-down of one measurement beyond its `--duration` (a patcher, its patches, the
+/// threads, the warm-up): 0.015 to 0.03 s on the 2-vCPU dev VM, counted as 0.05 s.
+pub const OVERHEAD_PER_MEASUREMENT: Duration = Duration::from_millis(50);
+/// Measurements (strategies × scenarios × rounds) a run may plan: its rows are kept in memory.
+pub const MAX_MEASUREMENTS: usize = 100_000;
+/// A run planned longer than this starts only with `--yes`.
+pub const CONFIRM_ABOVE: Duration = Duration::from_secs(3600);
+/// No run is planned longer than a week, `--yes` or not.
+pub const MAX_PLANNED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Strategies × scenarios × rounds (saturating: the sizes are checked against it).
+pub fn measurements(cfg: &RunConfig) -> usize {
+    cfg.strategies.len().saturating_mul(cfg.scenarios.len()).saturating_mul(cfg.runs)
+}
+
+/// How long measuring will take: every measurement's `--duration` plus its set-up.
+pub fn planned(cfg: &RunConfig) -> Duration {
+    let each = cfg.duration.saturating_add(OVERHEAD_PER_MEASUREMENT);
+    each.saturating_mul(u32::try_from(measurements(cfg)).unwrap_or(u32::MAX))
+}
+
+/// `d` as hours, minutes or seconds, for messages.
+pub fn human(d: Duration) -> String {
+    match d.as_secs_f64() {
+        s if s >= 3600.0 => format!("{:.1} hours", s / 3600.0),
+        s if s >= 60.0 => format!("{:.1} minutes", s / 60.0),
+        s => format!("{s:.1} s"),
+    }
+}
+
+/// Refuses a run of more than [`MAX_MEASUREMENTS`] or planned longer than [`MAX_PLANNED`]; returns
+/// how long it is planned.
+fn check_size(cfg: &RunConfig) -> Result<Duration, ConfigError> {
+    let n = measurements(cfg);
+    if n > MAX_MEASUREMENTS {
+        return Err(bad(format!(
+            "this run plans {n} measurements (strategies x scenarios x --runs), at most {MAX_MEASUREMENTS}; lower --runs or the scenarios"
+        )));
+    }
+    let planned = planned(cfg);
+    if planned > MAX_PLANNED {
+        return Err(bad(format!(
+            "this run would measure for about {}, more than a week; lower --runs, --duration or the scenarios",
+            human(planned)
+        )));
+    }
+    Ok(planned)
+}
+
+/// Refuses a run planned longer than [`CONFIRM_ABOVE`] unless the user said `--yes`, saying how
+/// long it would take (and any run past [`check_size`]'s ceilings).
+pub fn confirm(cfg: &RunConfig, yes: bool) -> Result<(), ConfigError> {
+    let planned = check_size(cfg)?;
+    if planned > CONFIRM_ABOVE && !yes {
+        return Err(bad(format!(
+            "this run would measure for about {} ({} measurements of {} s plus about {} s of set-up each); \
+             pass --yes to start it, or lower --runs, --duration or the scenarios",
+            human(planned),
+            measurements(cfg),
+            cfg.duration.as_secs_f64(),
+            OVERHEAD_PER_MEASUREMENT.as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a full config against the machine: readers vs CPUs, sizes, call-site regimes. (The
 /// output directory is checked by the caller, before anything is measured.)
 pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
-    if cfg.runs == 0 {
-        return Err(bad("--runs must be at least 1"));
-    }
-    if cfg.duration.is_zero() {
-        return Err(bad("--duration must be positive"));
-    }
+    RUNS.check("runs", cfg.runs)?;
+    DURATION.check("duration", cfg.duration.as_secs_f64())?;
     for s in &cfg.scenarios {
+        READERS.check("readers", s.readers)?;
+        if let Rate::Hz(hz) = s.rate {
+            RATE_HZ.check("rate", hz)?;
+        }
+        SITES.check("sites", s.sites)?;
+        CALLS_PER_SAFEPOINT.check("calls-per-safepoint", s.calls_per_safepoint)?;
+        DEPTH.check("depth", s.depth)?;
         if s.readers > cfg.cpus.len() && !cfg.oversubscribe {
             return Err(bad(format!(
                 "{} readers but only {} CPUs in the affinity mask ({:?}); ask for fewer, or pass --oversubscribe (recorded in the run)",
@@ -286,13 +419,179 @@ pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
                 cfg.cpus
             )));
         }
-        if s.sites == 0 || s.calls_per_safepoint == 0 {
-            return Err(bad("--sites and --calls-per-safepoint must be at least 1"));
-        }
         validate_call_sites(s)?;
-        if s.readers + 2 > 4096 {
-            return Err(bad("at most 4094 readers"));
+    }
+    check_size(cfg).map(|_| ())
+}
+
+/// Drops scenarios asked for more than once (`--rate 0,steady`, `--readers 1,2,1`): each would be
+/// measured again and its rows merged under the same name. Returns the names dropped.
+pub fn dedup_scenarios(scenarios: &mut Vec<Scenario>) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut dropped = Vec::new();
+    scenarios.retain(|s| {
+        let name = s.name();
+        if seen.contains(&name) {
+            dropped.push(name);
+            false
+        } else {
+            seen.push(name);
+            true
+        }
+    });
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every numeric option is probed with: 0, 1, tiny, huge, `u64::MAX`, NaN, infinities,
+    /// negatives and garbage.
+    const PROBES: [&str; 12] =
+        ["0", "1", "1e-10", "1e-300", "1e9", "1e20", "18446744073709551615", "nan", "inf", "-inf", "-1", "x"];
+
+    #[test]
+    fn every_range_takes_its_ends_and_refuses_the_rest_naming_the_range() {
+        fn probe<T: PartialOrd + fmt::Display + Copy + std::str::FromStr>(r: Range<T>, accepted: &[&str]) {
+            for v in PROBES {
+                match r.parse(v) {
+                    Ok(x) => assert!(accepted.contains(&v) && r.contains(x), "{v} accepted"),
+                    Err(e) => {
+                        assert!(!accepted.contains(&v), "{v} refused: {e}");
+                        assert_eq!(e, format!("give {} to {} {}", r.min, r.max, r.unit));
+                    }
+                }
+            }
+            assert!(r.parse(&r.min.to_string()).is_ok() && r.parse(&r.max.to_string()).is_ok());
+        }
+        probe(DURATION, &["1"]);
+        probe(RUNS, &["1"]);
+        probe(READERS, &["1"]);
+        probe(RATE_HZ, &["1", "1e9"]);
+        probe(SITES, &["1"]);
+        probe(CALLS_PER_SAFEPOINT, &["1"]);
+        probe(DEPTH, &["0", "1"]);
+        probe(THRESHOLD, &["0", "1", "1e-10", "1e-300"]);
+        probe(SEED, &["0", "1", "18446744073709551615"]);
+        let e = RUNS.check("runs", 0).unwrap_err();
+        assert_eq!(e.0, "--runs 0 is out of range: give 1 to 1000 rounds");
+        let e = DURATION.check("duration", f64::NAN).unwrap_err();
+        assert_eq!(e.0, "--duration NaN is out of range: give 0.001 to 3600 seconds");
+    }
+
+    #[test]
+    fn readers_and_rates_refuse_absurd_values_naming_the_range() {
+        for v in ["0", "4095", "18446744073709551615", "99999999999999999999999", "-1", "1.5", "x", ""] {
+            let e = parse_readers(v, 2).unwrap_err().0;
+            assert!(e.contains("--readers") && e.contains("1 to 4094 readers"), "{v}: {e}");
+        }
+        assert_eq!(parse_readers("1,all,4094", 2).unwrap(), [1, 2, 4094]);
+        for v in ["1e-19", "1e-4", "2e9", "1e300", "inf", "nan", "-5", "fast", ""] {
+            let e = parse_rates(v).unwrap_err().0;
+            assert!(e.contains("--rate") && e.contains("0.001 to 1000000000 Hz"), "{v}: {e}");
+        }
+        assert_eq!(
+            parse_rates("0,steady,0.0,0.001,1e9,max").unwrap(),
+            [Rate::Steady, Rate::Steady, Rate::Steady, Rate::Hz(0.001), Rate::Hz(1e9), Rate::Max]
+        );
+    }
+
+    fn scenario(readers: usize, rate: Rate) -> Scenario {
+        Scenario {
+            call_sites: CallSites::PerSite,
+            readers,
+            rate,
+            sites: 8,
+            order: Order::Seq,
+            depth: 1,
+            ops: Ops::Cycle,
+            calls_per_safepoint: 4096,
         }
     }
-    Ok(())
+
+    fn config(strategies: usize, scenarios: usize, runs: usize, secs: f64) -> RunConfig {
+        RunConfig {
+            strategies: dispatch::strategy::ALL.iter().cycle().take(strategies).map(|i| i.name.to_owned()).collect(),
+            scenarios: vec![scenario(1, Rate::Steady); scenarios],
+            duration: Duration::from_secs_f64(secs),
+            runs,
+            counters: CountersMode::Off,
+            oversubscribe: false,
+            seed: 1,
+            cpus: vec![0],
+            out: None,
+            panic_after_batches: None,
+            full_disk_after_files: None,
+            before_commit: None,
+        }
+    }
+
+    /// A config built without the command line (a library caller) is held to the same ranges.
+    #[test]
+    fn validate_refuses_every_absurd_size_before_anything_is_allocated() {
+        assert_eq!(validate(&config(2, 1, 3, 0.3)), Ok(()));
+        let cases: Vec<(RunConfig, &str)> = vec![
+            (config(2, 1, 0, 0.3), "--runs 0"),
+            (config(2, 1, 1_000_000_000, 0.3), "--runs 1000000000"),
+            (config(2, 1, 3, 1e-10), "--duration 0 is out of range"),
+            (config(2, 1, 3, 1e6), "--duration 1000000 is out of range"),
+            // 10 x 10000 x 1000 measurements: past the ceiling whatever the duration.
+            (config(10, 10_000, 1000, 0.001), "at most 100000"),
+            (config(100, 100, 10, 3600.0), "more than a week"),
+        ];
+        for (cfg, expected) in cases {
+            let e = validate(&cfg).unwrap_err().0;
+            assert!(e.contains(expected), "{expected}: {e}");
+        }
+        let with = |f: fn(&mut Scenario)| {
+            let mut cfg = config(1, 1, 1, 0.1);
+            cfg.oversubscribe = true;
+            f(&mut cfg.scenarios[0]);
+            validate(&cfg).unwrap_err().0
+        };
+        assert!(with(|s| s.readers = usize::MAX).contains("--readers 18446744073709551615 is out of range"));
+        assert!(with(|s| s.sites = 1_000_000_000).contains("--sites 1000000000 is out of range"));
+        assert!(with(|s| s.sites = 0).contains("--sites 0 is out of range"));
+        assert!(with(|s| s.calls_per_safepoint = 1_000_000_000).contains("--calls-per-safepoint"));
+        assert!(with(|s| s.depth = usize::MAX).contains("--depth 18446744073709551615 is out of range"));
+        assert!(with(|s| s.rate = Rate::Hz(1e-19)).contains("--rate 0.0000000000000000001 is out of range"));
+        assert!(with(|s| s.rate = Rate::Hz(f64::INFINITY)).contains("--rate inf is out of range"));
+    }
+
+    #[test]
+    fn a_run_of_more_than_an_hour_needs_yes_and_says_how_long() {
+        // 9 strategies x 8 scenarios x 3 runs x 0.3 s: the default suite's 216 measurements.
+        let default = config(9, 8, 3, 0.3);
+        assert_eq!(planned(&default), Duration::from_secs_f64(216.0 * 0.35));
+        assert_eq!(confirm(&default, false), Ok(()));
+        let long = config(9, 8, 100, 10.0);
+        let e = confirm(&long, false).unwrap_err().0;
+        assert!(e.contains("about 20.1 hours") && e.contains("7200 measurements") && e.contains("--yes"), "{e}");
+        assert_eq!(confirm(&long, true), Ok(()));
+        // Past the week, --yes does not help.
+        assert!(confirm(&config(100, 100, 10, 3600.0), true).unwrap_err().0.contains("more than a week"));
+    }
+
+    #[test]
+    fn duplicate_scenarios_are_dropped_and_named() {
+        let mut scenarios = vec![
+            scenario(1, Rate::Steady),
+            scenario(2, Rate::Steady),
+            scenario(1, Rate::Steady),
+            scenario(1, Rate::Hz(1000.0)),
+            scenario(1, Rate::Hz(1e3)),
+        ];
+        let dropped = dedup_scenarios(&mut scenarios);
+        assert_eq!(dropped, ["per-site_r1_steady_s8seq_d1_cycle_c4096", "per-site_r1_1000hz_s8seq_d1_cycle_c4096"]);
+        let names: Vec<String> = scenarios.iter().map(Scenario::name).collect();
+        assert_eq!(
+            names,
+            [
+                "per-site_r1_steady_s8seq_d1_cycle_c4096",
+                "per-site_r2_steady_s8seq_d1_cycle_c4096",
+                "per-site_r1_1000hz_s8seq_d1_cycle_c4096"
+            ]
+        );
+    }
 }

@@ -33,10 +33,10 @@ pub mod report;
 pub mod plot;
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::Path;
 
 use config::{ConfigError, RunConfig};
-use output::Staging;
+use output::{Saved, Staging};
 use record::{RunFile, SCHEMA_VERSION};
 
 /// The `list` table: one line per strategy of the registry.
@@ -70,23 +70,32 @@ impl std::fmt::Display for RunError {
 #[derive(Debug)]
 pub struct Outcome {
     pub run: RunFile,
+    /// The terminal table: printed whatever became of the files.
     pub table: String,
-    pub dir: PathBuf,
+    /// Where the files went, which were written and which not.
+    pub saved: Saved,
+    /// Every file written where asked (under a default name, `NAME-N` counts when `NAME` was
+    /// taken meanwhile); false: the run exits 3 after printing its table.
+    pub complete: bool,
     /// Rows of consistent strategies with violations or uses after reclaim (the run fails).
     pub failures: Vec<String>,
     pub notes: Vec<String>,
 }
 
 /// Runs `cfg` and writes its output directory. Validation (including the output directory)
-/// happens before anything is measured.
+/// happens before anything is measured; after measuring, the outcome is always returned, with
+/// what became of the files.
 pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunError> {
     let counters = counters::probe(cfg.counters).map_err(RunError::Failed)?;
     let env = env::Env::capture(Some(counters.clone()));
+    let chosen = cfg.out.is_some();
     let dir = cfg.out.clone().unwrap_or_else(|| output::default_dir(&env.host));
     let mut cfg = cfg;
     cfg.out = Some(dir.clone());
     config::validate(&cfg).map_err(RunError::Config)?;
-    output::check_target(&dir).map_err(|e| RunError::Config(config::ConfigError(e)))?;
+    for note in output::check_target(&dir).map_err(|e| RunError::Config(config::ConfigError(e)))? {
+        log(&note);
+    }
     let mut notes = Vec::new();
     if let Some(reason) = &counters.reason {
         notes.push(format!("counters: {reason}"));
@@ -119,21 +128,69 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
         .collect();
     let method_check = report::method_check(&rows);
     let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check };
-    let staging = Staging::new(&dir).map_err(RunError::Failed)?;
-    let (plots, plot_note) = match plot::draw_all(staging.path(), &summaries) {
-        Ok(files) => (files, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let json = serde_json::to_vec_pretty(&run).map_err(|e| RunError::Failed(e.to_string()))?;
-    staging.write("run.json", &json).map_err(RunError::Failed)?;
-    staging
-        .write("report.md", report::markdown(&run, &summaries, &plots, plot_note.as_deref()).as_bytes())
-        .map_err(RunError::Failed)?;
-    let bmf = serde_json::to_vec_pretty(&report::bmf(&summaries)).map_err(|e| RunError::Failed(e.to_string()))?;
-    staging.write("bmf.json", &bmf).map_err(RunError::Failed)?;
-    let dir = staging.commit().map_err(RunError::Failed)?;
+    let (saved, rescued, plot_note) = save(&run, &summaries, &dir);
+    let complete = saved.dir.is_some() && saved.unwritten.is_empty() && !rescued && (saved.moved.is_none() || !chosen);
     if let Some(note) = plot_note {
         notes.push(format!("plots: {note}"));
     }
-    Ok(Outcome { table: report::terminal(&summaries), run, dir, failures, notes })
+    Ok(Outcome { table: report::terminal(&summaries), run, saved, complete, failures, notes })
+}
+
+/// Writes the run's files into `dir`, or, when `dir` cannot take `run.json` (a full disk), into
+/// [`output::rescue_dir`]. Returns what was saved, whether it went to the rescue directory, and
+/// why there are no plots, if there are none.
+fn save(run: &RunFile, summaries: &[report::Summary], dir: &Path) -> (Saved, bool, Option<String>) {
+    let why = match Staging::new(dir, run.config.full_disk_after_files) {
+        Ok(mut staging) => {
+            let plot_note = write_files(&mut staging, run, summaries);
+            if staging.has("run.json") {
+                if let Some(hook) = run.config.before_commit {
+                    hook(dir);
+                }
+                return (staging.commit(), false, plot_note);
+            }
+            // Dropped: the staging directory goes, for its files are no run without run.json.
+            format!("could not write {}", staging.unwritten().join(", "))
+        }
+        Err(e) => e,
+    };
+    let rescue = output::rescue_dir();
+    match Staging::new(&rescue, None) {
+        Ok(mut staging) => {
+            let plot_note = write_files(&mut staging, run, summaries);
+            let mut saved = staging.commit();
+            let place = saved.dir.as_ref().map_or_else(String::new, |d| d.display().to_string());
+            saved.moved = Some(format!("{}: {why}; this run is saved in {place} instead", dir.display()));
+            if !saved.written.iter().any(|f| f == "run.json") {
+                saved.moved = Some(format!("{}: {why}; {place}: nothing could be saved there either", dir.display()));
+            }
+            (saved, true, plot_note)
+        }
+        Err(e) => {
+            let moved = Some(format!("{}: {why}; {e}; nothing was saved", dir.display()));
+            (Saved { moved, ..Saved::default() }, true, None)
+        }
+    }
+}
+
+/// Writes every file of a run into `staging`, `run.json` first (it alone holds every
+/// measurement); returns why there are no plots, if there are none.
+fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summary]) -> Option<String> {
+    match serde_json::to_vec_pretty(run) {
+        Ok(json) => staging.write("run.json", &json),
+        Err(e) => staging.record("run.json", Err(e.to_string())),
+    }
+    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries) {
+        Ok(files) => (files, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    for plot in &plots {
+        staging.record(plot, Ok(()));
+    }
+    staging.write("report.md", report::markdown(run, summaries, &plots, plot_note.as_deref()).as_bytes());
+    match serde_json::to_vec_pretty(&report::bmf(summaries)) {
+        Ok(bmf) => staging.write("bmf.json", &bmf),
+        Err(e) => staging.record("bmf.json", Err(e.to_string())),
+    }
+    plot_note
 }

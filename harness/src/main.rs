@@ -1,6 +1,8 @@
 //! `harness`: measure livepatch-style dispatch strategies under concurrent transitions.
 //! Exit codes: 0 success; 1 a consistent strategy showed violations (run) or a regression
-//! (compare); 2 bad input or unusable files; 3 the run could not complete.
+//! (compare); 2 bad input or unusable files, refused before measuring; 3 the run could not
+//! complete or its files are not all where asked (said which), or counters were required and
+//! cannot be opened (run and env).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,8 +33,8 @@ enum Command {
     Compare {
         base: PathBuf,
         new: PathBuf,
-        /// A regression needs a change beyond this many percent (and p < 0.05).
-        #[arg(long, default_value_t = 5.0)]
+        /// A regression needs a change beyond this many percent (and p < 0.05): 0 to 1000.
+        #[arg(long, default_value_t = 5.0, value_parser = |v: &str| config::THRESHOLD.parse(v), allow_negative_numbers = true)]
         threshold: f64,
     },
     /// The environment check alone.
@@ -47,17 +49,18 @@ struct RunArgs {
     /// `all` or a comma list of strategy names (see `harness list`).
     #[arg(long, default_value = "all")]
     strategies: String,
-    /// Reader counts, e.g. `1,2`; `all` = every CPU of the affinity mask.
+    /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask.
     #[arg(long, default_value = "1,all")]
     readers: String,
-    /// Transition rates: 0 (steady), a rate in Hz, or `max` (back to back).
+    /// Transition rates: 0 (steady), 0.001 to 10^9 Hz, or `max` (back to back).
     #[arg(long, default_value = "0,1000,max")]
     rate: String,
-    /// Seconds each reader measures per strategy, scenario and run [default: 0.3, --quick 0.05].
-    #[arg(long)]
+    /// Seconds each reader measures per strategy, scenario and run: 0.001 to 3600 [default: 0.3,
+    /// --quick 0.05].
+    #[arg(long, value_parser = |v: &str| config::DURATION.parse(v), allow_negative_numbers = true)]
     duration: Option<f64>,
-    /// Rounds per scenario (strategies shuffled per round) [default: 3, --quick 2].
-    #[arg(long)]
+    /// Rounds per scenario (strategies shuffled per round): 1 to 1000 [default: 3, --quick 2].
+    #[arg(long, value_parser = |v: &str| config::RUNS.parse(v), allow_negative_numbers = true)]
     runs: Option<usize>,
     /// Call-site regimes of the grid: per-site (each site its own call instruction), shared (one
     /// call instruction for every site) or cold (2048 sites, each its own call instruction, in a
@@ -67,17 +70,17 @@ struct RunArgs {
     /// Beside the grid, also run the regimes it lacks once each: shared and cold, 1 reader, steady.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     regime_rows: bool,
-    /// Calls between two safe points: one critical section, timed as one batch.
-    #[arg(long, default_value_t = 4096)]
+    /// Calls between two safe points: one critical section, timed as one batch; 1 to 2^20.
+    #[arg(long, default_value_t = 4096, value_parser = |v: &str| config::CALLS_PER_SAFEPOINT.parse(v), allow_negative_numbers = true)]
     calls_per_safepoint: usize,
-    /// Patched sites (per-site: 1 to 64).
-    #[arg(long, default_value_t = 8)]
+    /// Patched sites: 1 to 4096 (per-site: 1 to 64).
+    #[arg(long, default_value_t = 8, value_parser = |v: &str| config::SITES.parse(v), allow_negative_numbers = true)]
     sites: usize,
     /// The order readers call the sites in (per-site: seq only).
     #[arg(long, value_enum, default_value = "seq")]
     order: Order,
-    /// Patches stacked below the one in transition.
-    #[arg(long, default_value_t = 1)]
+    /// Patches stacked below the one in transition: 0 to 64.
+    #[arg(long, default_value_t = 1, value_parser = |v: &str| config::DEPTH.parse(v), allow_negative_numbers = true)]
     depth: usize,
     /// What the writer cycles through.
     #[arg(long, value_enum, default_value = "cycle")]
@@ -93,9 +96,12 @@ struct RunArgs {
     /// Allow more readers than CPUs (recorded in every row).
     #[arg(long)]
     oversubscribe: bool,
-    /// Seed of the strategy order and the random site order.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the strategy order and the random site order: 0 to 2^64 - 1.
+    #[arg(long, default_value_t = 1, value_parser = |v: &str| config::SEED.parse(v), allow_negative_numbers = true)]
     seed: u64,
+    /// Start a run planned to measure for more than an hour (it says how long first).
+    #[arg(long)]
+    yes: bool,
 }
 
 impl RunArgs {
@@ -109,13 +115,13 @@ impl RunArgs {
         Wrap::parse_from(["harness"]).args
     }
 
-    fn into_config(self) -> Result<RunConfig, config::ConfigError> {
+    /// The run's config, and the scenarios dropped as asked for twice.
+    fn into_config(self) -> Result<(RunConfig, Vec<String>), config::ConfigError> {
         let cpus = env::affinity_cpus();
         let strategies = config::parse_strategies(&self.strategies)?;
-        let mut readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
-        readers.dedup();
+        let readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
         let rates = config::parse_rates(&self.rate)?;
-        let duration = config::positive("duration", self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 }))?;
+        let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 });
         let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
         let regimes = config::parse_call_sites(&self.call_sites)?;
         let scenario = |call_sites: CallSites, readers: usize, rate: Rate| {
@@ -155,7 +161,8 @@ impl RunArgs {
                 }
             }
         }
-        Ok(RunConfig {
+        let duplicates = config::dedup_scenarios(&mut scenarios);
+        let cfg = RunConfig {
             strategies,
             scenarios,
             duration: Duration::from_secs_f64(duration),
@@ -166,13 +173,25 @@ impl RunArgs {
             cpus,
             out: self.out,
             panic_after_batches: None,
-        })
+            full_disk_after_files: None,
+            before_commit: None,
+        };
+        config::confirm(&cfg, self.yes)?;
+        Ok((cfg, duplicates))
     }
 }
 
 fn run(args: RunArgs) -> ExitCode {
     let cfg = match args.into_config() {
-        Ok(c) => c,
+        Ok((c, duplicates)) => {
+            for name in duplicates {
+                eprintln!(
+                    "harness: scenario {name} was asked for more than once (a value repeated in --readers, --rate or \
+                     --call-sites; 0 and steady are one rate); it is measured once"
+                );
+            }
+            c
+        }
         Err(e) => {
             eprintln!("harness: {e}");
             return ExitCode::from(2);
@@ -180,22 +199,39 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match harness::run(cfg, &mut |line| eprintln!("harness: {line}")) {
         Ok(outcome) => {
+            // The table first, whatever became of the files: it may be all that is left.
             print!("{}", outcome.table);
             if let Some(check) = &outcome.run.method_check {
                 println!("\n{}", harness::report::method_line(check));
             }
-            println!("\nwrote {}", outcome.dir.display());
+            let saved = &outcome.saved;
+            if let Some(dir) = &saved.dir {
+                println!("\nwrote {}", dir.display());
+            }
+            if let Some(moved) = &saved.moved {
+                eprintln!("harness: {moved}");
+            }
+            if !saved.unwritten.is_empty() {
+                let place = saved.dir.as_ref().map_or_else(|| "anywhere".to_owned(), |d| d.display().to_string());
+                eprintln!(
+                    "harness: written: {}; NOT written in {place}: {}",
+                    if saved.written.is_empty() { "nothing".to_owned() } else { saved.written.join(", ") },
+                    saved.unwritten.join(", ")
+                );
+            }
             for n in &outcome.notes {
                 if n.starts_with("plots:") {
                     eprintln!("harness: {n}");
                 }
             }
-            if outcome.failures.is_empty() {
+            for f in &outcome.failures {
+                eprintln!("harness: CONSISTENCY FAILURE {f}");
+            }
+            if !outcome.complete {
+                ExitCode::from(3)
+            } else if outcome.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                for f in &outcome.failures {
-                    eprintln!("harness: CONSISTENCY FAILURE {f}");
-                }
                 ExitCode::from(1)
             }
         }
@@ -210,8 +246,31 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// Parses the command line; an option of `run` given without it (`harness --quick`) gets clap's
+/// message and a hint where it belongs.
+fn parse() -> Cli {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    Cli::try_parse().unwrap_or_else(|e| {
+        if e.kind() == ErrorKind::UnknownArgument
+            && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+        {
+            let long = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+            let cli = Cli::command();
+            let run = cli.find_subcommand("run").expect("run is a subcommand");
+            if run.get_arguments().any(|a| a.get_long() == Some(long)) {
+                let _ = e.print();
+                let given = std::env::args().find(|a| a.starts_with(arg.as_str())).unwrap_or_else(|| arg.clone());
+                eprintln!("\nhint: --{long} is an option of `harness run`: harness run {given}");
+                std::process::exit(e.exit_code());
+            }
+        }
+        e.exit()
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
         Some(Command::List) => {
             print!("{}", harness::list());
@@ -226,16 +285,13 @@ fn main() -> ExitCode {
             match availability {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // As under `run`: the machine cannot do what was asked.
                     eprintln!("harness: {e}");
-                    ExitCode::from(2)
+                    ExitCode::from(3)
                 }
             }
         }
         Some(Command::Compare { base, new, threshold }) => {
-            if !(threshold >= 0.0 && threshold.is_finite()) {
-                eprintln!("harness: --threshold must be a non-negative percentage, got {threshold}");
-                return ExitCode::from(2);
-            }
             let load = |p: &PathBuf| output::load_run(p);
             let (b, n) = match (load(&base), load(&new)) {
                 (Ok(b), Ok(n)) => (b, n),

@@ -36,7 +36,12 @@ pub fn draw_all(dir: &Path, summaries: &[Summary]) -> Result<Vec<String>, String
     plotfont::register()?;
     let mut files = Vec::new();
     let mut draw = |name: &str, f: &dyn Fn(&Path) -> DrawResult| -> Result<(), String> {
-        f(&dir.join(name)).map_err(|e| format!("drawing {name}: {e}"))?;
+        let path = dir.join(name);
+        f(&path).map_err(|e| {
+            // A half-drawn file (a full disk) is no plot.
+            let _ = std::fs::remove_file(&path);
+            format!("drawing {name}: {e}")
+        })?;
         files.push(name.to_owned());
         Ok(())
     };

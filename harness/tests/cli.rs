@@ -66,16 +66,16 @@ fn list_prints_every_strategy() {
 fn bad_input_is_refused_with_code_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--strategies", "klp,nope"], "valid names: direct, fnptr, klp"),
-        (&["run", "--readers", "0"], "not a positive count"),
-        (&["run", "--readers", "x"], "not a positive count"),
-        (&["run", "--rate=-5"], "not a rate"),
+        (&["run", "--readers", "0"], "--readers 0 is out of range: give 1 to 4094 readers"),
+        (&["run", "--readers", "x"], "is not a count"),
+        (&["run", "--rate=-5"], "--rate -5 is out of range"),
         (&["run", "--rate", "0,fast"], "not a rate"),
-        (&["run", "--duration", "0"], "--duration must be positive"),
-        (&["run", "--duration=-1"], "--duration must be positive"),
-        (&["run", "--runs", "0"], "--runs must be at least 1"),
-        (&["run", "--readers", "4096"], "--oversubscribe"),
-        (&["run", "--sites", "0"], "at least 1"),
-        (&["compare", "a", "b", "--threshold=-1"], "non-negative"),
+        (&["run", "--duration", "0"], "'--duration <DURATION>': give 0.001 to 3600 seconds"),
+        (&["run", "--duration=-1"], "'--duration <DURATION>': give 0.001 to 3600 seconds"),
+        (&["run", "--runs", "0"], "'--runs <RUNS>': give 1 to 1000 rounds"),
+        (&["run", "--readers", "4094"], "--oversubscribe"),
+        (&["run", "--sites", "0"], "'--sites <SITES>': give 1 to 4096 sites"),
+        (&["compare", "a", "b", "--threshold=-1"], "'--threshold <THRESHOLD>': give 0 to 1000 percent"),
     ];
     for (args, expected) in cases {
         let o = harness(args);
@@ -86,6 +86,91 @@ fn bad_input_is_refused_with_code_2() {
     for args in [&["run", "--bogus"][..], &["run", "--order", "sideways"], &["frobnicate"]] {
         assert_eq!(harness(args).status.code(), Some(2), "{args:?}");
     }
+}
+
+/// Every numeric option at 0, 1, tiny, huge, `u64::MAX`, NaN and infinities: a message naming the
+/// option and its range with exit 2, or (in range) a start; never a panic, an allocation abort
+/// or a run for ever. Values in range are given with `--runs 1000 --duration 3600`, so that the
+/// run would take days: refused before measuring (it needs --yes), which keeps this test fast.
+#[test]
+fn every_numeric_option_refuses_absurd_values_naming_its_range() {
+    let options: &[(&str, &str)] = &[
+        ("--duration", "0.001 to 3600 seconds"),
+        ("--runs", "1 to 1000 rounds"),
+        ("--readers", "1 to 4094 readers"),
+        ("--rate", "0.001 to 1000000000 Hz"),
+        ("--sites", "1 to 4096 sites"),
+        ("--calls-per-safepoint", "1 to 1048576 calls"),
+        ("--depth", "0 to 64 patches"),
+        ("--seed", "0 to 18446744073709551615 (any 64-bit number)"),
+    ];
+    let values =
+        ["0", "1", "1e-10", "1e20", "18446744073709551615", "18446744073709551616", "nan", "inf", "-inf", "-1"];
+    for (option, range) in options {
+        for value in values {
+            let mut args = vec!["run".to_owned(), "--oversubscribe".to_owned(), format!("{option}={value}")];
+            for long in ["--runs=1000", "--duration=3600"] {
+                if !long.starts_with(option) {
+                    args.push(long.to_owned());
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = harness(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(!err.contains("panicked") && !err.contains("clock overhead"), "{args:?}: {err}");
+            let long_run = err.contains("pass --yes") || err.contains("more than a week");
+            assert!(err.contains(range) || long_run, "{args:?}: {err}");
+        }
+    }
+    let o = harness(&["compare", "a", "b", "--threshold=1e9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give 0 to 1000 percent"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_run_of_more_than_an_hour_says_so_and_needs_yes() {
+    let o = harness(&["run", "--runs", "100", "--duration", "10"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hours") && stderr(&o).contains("pass --yes"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("clock overhead"));
+    // With --yes the run is past the check (here refused by the next one, an existing --out).
+    let out = scratch("yes");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = harness(&["run", "--runs", "100", "--duration", "10", "--yes", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn duplicate_scenarios_are_measured_once_saying_so() {
+    let out = scratch("dup");
+    let o =
+        tiny_run(&out, &[("--strategies", "fnptr"), ("--rate", "0,steady,0"), ("--readers", "1,1"), ("--runs", "1")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o).matches("per-site_r1_steady_s8seq_d1_cycle_c4096 was asked for more than once").count();
+    assert_eq!(said, 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("it is measured once"), "{}", stderr(&o));
+    let run = harness::output::load_run(&out).unwrap();
+    assert_eq!(run.config.scenarios.len(), 1);
+    assert_eq!(run.rows.len(), 1);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_run_option_without_run_gets_a_hint() {
+    for (args, hint) in [
+        (&["--quick"][..], "hint: --quick is an option of `harness run`: harness run --quick"),
+        (&["--runs=2"], "harness run --runs=2"),
+    ] {
+        let o = harness(args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(hint), "{args:?}: {}", stderr(&o));
+    }
+    let o = harness(&["--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
 
 #[test]
@@ -105,6 +190,31 @@ fn an_existing_or_unwritable_output_directory_is_refused_before_measuring() {
     assert!(stderr(&o).contains("choose a writable --out"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_file(&file);
+}
+
+/// Every target the final write could not create is refused with exit 2 before measuring, and
+/// nothing is left behind (before, each of these measured everything, then failed with exit 3).
+#[test]
+fn an_output_directory_the_final_write_could_not_create_is_refused_before_measuring() {
+    let root = scratch("targets");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+    let cases = [
+        (root.join("a".repeat(256)), "too long"),
+        (root.join("a".repeat(250)), "too long"),
+        (root.join("newparent/.."), "does not name a new directory"),
+        (root.join("run/."), "does not name a new directory"),
+        (root.join("dangling"), "is a symbolic link"),
+    ];
+    for (out, expected) in &cases {
+        let o = tiny_run(out, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", out.display(), stderr(&o));
+        assert!(stderr(&o).contains(expected), "{}: {}", out.display(), stderr(&o));
+        assert!(!stderr(&o).contains("clock overhead"), "measured: {}", stderr(&o));
+    }
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["dangling"], "left behind");
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -154,6 +264,17 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
             write("schema.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": 99", 1)),
             "schema_version 99",
         ),
+        (
+            write("schema-type.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": \"2\"", 1)),
+            "schema_version of the wrong type (\"2\", a string)",
+        ),
+        (write("row-type.json", &with_row_field(&json, "ns_per_call", "\"fast\"")), "row 1 ("),
+        (
+            write("row-field.json", &with_row_field(&json, "ns_per_call", "\"fast\"")),
+            ", field ns_per_call: invalid type",
+        ),
+        (write("negative.json", &with_row_field(&json, "ns_per_call", "-3.5")), "field ns_per_call: -3.5 is negative"),
+        (write("infinite.json", &with_row_field(&json, "calls_per_sec", "1e999")), "not valid JSON"),
         (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
         (
             write("regime.json", &json.replace("\"call_sites\": \"per-site\"", "\"call_sites\": \"shared\"")),
@@ -179,6 +300,15 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let _ = std::fs::remove_dir_all(&bad);
 }
 
+/// `json` (a run.json) with `field` of its second row set to `value` (JSON text).
+fn with_row_field(json: &str, field: &str, value: &str) -> String {
+    let mut run: serde_json::Value = serde_json::from_str(json).unwrap();
+    run["rows"][1][field] = serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
+    let text = run.to_string();
+    // serde_json writes no number it cannot read back (1e999): put it in as text.
+    if value == "1e999" { text.replacen("\"calls_per_sec\":null", "\"calls_per_sec\":1e999", 1) } else { text }
+}
+
 #[test]
 fn env_reports_the_machine() {
     let o = harness(&["env", "--counters", "auto"]);
@@ -199,6 +329,9 @@ fn counters_fall_back_with_a_reason_unless_required() {
         Err(_) => {
             assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
             assert!(stderr(&o).contains("--counters auto"), "{}", stderr(&o));
+            // `env` exits as `run` does.
+            let env = harness(&["env", "--counters", "require"]);
+            assert_eq!(env.status.code(), Some(3), "{}", stderr(&env));
             // auto: the reason is said once and the run goes on with software counters.
             let auto = scratch("auto");
             let o = tiny_run(&auto, &[("--counters", "auto"), ("--strategies", "fnptr"), ("--rate", "0")]);
@@ -272,9 +405,16 @@ fn soak_refuses_bad_input_with_code_2() {
         (&["--strategy", "klp", "--transitions", "-5"], "'--transitions <N>': give a positive count"),
         (&["--strategy", "klp", "--transitions", "1000000001"], "at most 1000000000"),
         (&["--strategy", "klp", "--transitions"], "a value is required for '--transitions <N>'"),
-        (&["--strategy", "klp", "--minutes", "-1"], "'--minutes <M>': give a positive number"),
-        (&["--strategy", "klp", "--minutes", "nan"], "'--minutes <M>': give a positive number"),
-        (&["--strategy", "klp", "--minutes", "1e9"], "at most 1440"),
+        (&["--strategy", "klp", "--minutes", "-1"], "'--minutes <M>': give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes", "nan"], "'--minutes <M>': give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes", "1e9"], "give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes", "1e300"], "give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes", "1e-300"], "give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes=0"], "give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--minutes", "inf"], "give 0.01 to 1440 minutes"),
+        (&["--strategy", "klp", "--transitions", "18446744073709551615"], "at most 1000000000"),
+        (&["--strategy", "klp", "--transitions=18446744073709551616"], "give a positive count"),
+        (&["--strategy", "klp", "--transitions=1e9"], "give a positive count"),
         (&["--strategy", "klp", "--transitions", "5", "--minutes", "1"], "cannot be used with '--minutes <M>'"),
         (&["--strategy", "klp", "--bogus", "1"], "unexpected argument '--bogus'"),
         (&["--list", "--strategy", "klp"], "'--list' cannot be used with"),

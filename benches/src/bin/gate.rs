@@ -2,7 +2,7 @@
 //! `gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]`; `gate --help` says more.
 //! Exit codes: 0 pass, 1 regression, 2 unusable input or missing tool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use benches::gate::{self, Count, Limits, Unusable, Versions};
@@ -50,8 +50,9 @@ records the rustc, valgrind and gungraun-runner versions ($GUNGRAUN_RUNNER, defa
 on PATH); counts from other versions are unusable.\n\n\
 Exit codes: 0 pass; 1 regression; 2 unusable input (a missing, empty or corrupt measurement or\n\
 baseline, a measurement without Bim, a baseline of an older schema or made with other tool versions\n\
-or listing benchmarks the suite no longer has, bad arguments) or a missing tool (scripts/setup\n\
-installs valgrind and gungraun-runner)."
+or listing benchmarks the suite no longer has or covering fewer than half of those measured, a\n\
+negative or absurd limit in it, one file given as two of --measured, --baseline and --bmf, bad\n\
+arguments) or a missing tool (scripts/setup installs valgrind and gungraun-runner)."
 )]
 struct Args {
     /// gungraun's JSON results (cargo bench -p benches --bench instructions -- --output-format=json)
@@ -81,7 +82,42 @@ fn write_atomically(path: &PathBuf, bytes: &[u8]) -> Result<(), Unusable> {
     })
 }
 
+/// Whether `a` and `b` name the same file: the same inode where both exist (links included),
+/// else the same absolute path with its directory resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => {
+            let resolve = |p: &Path| {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                std::fs::canonicalize(dir).ok().zip(p.file_name()).map(|(d, n)| d.join(n))
+            };
+            resolve(a).is_some_and(|x| Some(x) == resolve(b))
+        }
+    }
+}
+
+/// Refuses, before anything is written, a file given twice: an output over an input would
+/// destroy the input (`--bmf` over the baseline, then read back as a corrupt baseline).
+fn distinct(args: &Args) -> Result<(), Unusable> {
+    let mut files = vec![("--measured", &args.measured), ("--baseline", &args.baseline)];
+    files.extend(args.bmf.as_ref().map(|b| ("--bmf", b)));
+    for (i, (name_a, a)) in files.iter().enumerate() {
+        for (name_b, b) in &files[i + 1..] {
+            if same_file(a, b) {
+                return Err(Unusable(format!(
+                    "{name_a} and {name_b} are the same file ({}); give each its own",
+                    b.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<u8, Unusable> {
+    distinct(&args)?;
     let text = std::fs::read_to_string(&args.measured)
         .map_err(|e| Unusable(format!("cannot read {} ({e})", args.measured.display())))?;
     let calls_of = |group: &str| if group == "read_path" { benches::GATE_CALLS as u64 } else { 1 };
@@ -91,10 +127,17 @@ fn run(args: Args) -> Result<u8, Unusable> {
     }
     if args.update {
         let versions = versions()?;
-        let limits = std::fs::read_to_string(&args.baseline)
-            .ok()
-            .and_then(|t| gate::parse_baseline(&t, "").ok())
-            .map_or_else(Limits::default, |b| b.limits);
+        // The old baseline's limits are kept; one that cannot be read (older schema, corrupt,
+        // absurd limits) gets the defaults, saying why.
+        let path = args.baseline.display().to_string();
+        let limits = match std::fs::read_to_string(&args.baseline).map(|t| gate::parse_baseline(&t, &path)) {
+            Ok(Ok(b)) => b.limits,
+            Ok(Err(Unusable(why))) => {
+                eprintln!("gate: the new baseline gets the default limits: {why}");
+                Limits::default()
+            }
+            Err(_) => Limits::default(),
+        };
         let n = measured.len();
         let b = gate::baseline(versions, limits, measured);
         write_atomically(&args.baseline, serde_json::to_string_pretty(&b).expect("json").as_bytes())?;
@@ -109,6 +152,7 @@ fn run(args: Args) -> Result<u8, Unusable> {
         ))
     })?;
     let base = gate::parse_baseline(&base_text, &args.baseline.display().to_string())?;
+    gate::coverage(&base, &measured)?;
     let versions = versions()?;
     let lines = gate::compare(&base, &versions, &measured)?;
     print!("{}", gate::markdown(&lines));

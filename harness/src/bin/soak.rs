@@ -51,6 +51,9 @@ impl Visitor for Soak {
 const MAX_TRANSITIONS: u64 = 1_000_000_000;
 /// The longest `--minutes`: 24 hours, the same time limit a run by `--transitions` has.
 const MAX_MINUTES: f64 = 24.0 * 60.0;
+/// The shortest `--minutes`: 0.6 s, a few hundred transitions. Below, a tiny value (1e-300) made
+/// a time limit of zero: no transition, nothing checked, and a pass.
+const MIN_MINUTES: f64 = 0.01;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,7 +78,7 @@ struct Cli {
     // Negative numbers reach the value parser, whose message is clearer than "unexpected argument".
     #[arg(long, value_name = "N", value_parser = transitions, conflicts_with = "minutes", allow_negative_numbers = true)]
     transitions: Option<u64>,
-    /// Run for M minutes instead: more than 0, at most 1440 (24 hours); fractions allowed
+    /// Run for M minutes instead: 0.01 to 1440 (24 hours); fractions allowed
     #[arg(long, value_name = "M", value_parser = minutes, allow_negative_numbers = true)]
     minutes: Option<f64>,
 }
@@ -107,8 +110,8 @@ fn transitions(v: &str) -> Result<u64, String> {
 
 fn minutes(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
-        Ok(m) if m > 0.0 && m <= MAX_MINUTES => Ok(m),
-        _ => Err(format!("give a positive number of minutes, at most {MAX_MINUTES} (24 hours)")),
+        Ok(m) if (MIN_MINUTES..=MAX_MINUTES).contains(&m) => Ok(m),
+        _ => Err(format!("give {MIN_MINUTES} to {MAX_MINUTES} minutes (24 hours)")),
     }
 }
 
