@@ -17,14 +17,14 @@ use gungraun::prelude::*;
 const ROUNDS: usize = benches::GATE_ROUNDS;
 
 /// The per-site section: each site called from its own call instruction.
-fn read<S: Strategy>(fixture: Fixture<S>) -> (u64, Fixture<S>) {
+fn read<S: Strategy>(mut fixture: Fixture<S>) -> (u64, Fixture<S>) {
     let sum = black_box(fixture.per_site(ROUNDS));
     (sum, fixture)
 }
 
 /// The same calls from one shared call instruction: what the gate's misprediction count tells
 /// apart from the per-site ones.
-fn read_shared<S: Strategy>(fixture: Fixture<S>) -> (u64, Fixture<S>) {
+fn read_shared<S: Strategy>(mut fixture: Fixture<S>) -> (u64, Fixture<S>) {
     let sum = black_box(fixture.shared(ROUNDS));
     (sum, fixture)
 }
