@@ -23,8 +23,9 @@
 //! nine bits of the branch's address (valgrind's `cg_branchpred.c`), so two call instructions of
 //! one section whose addresses are equal modulo 512 evict each other: every pair costs two
 //! mispredictions per round of 8 sites. That is why a per-site path can show 0.25 or 0.75 per
-//! call (at the last baseline `epoch` showed 0.751, 8 call sites on 5 distinct addresses modulo
-//! 512, and `klp` 0.251; every other per-site path 0.009 or less). It depends only on the section's own layout, so it
+//! call (at one baseline `epoch` showed 0.751, 8 call sites on 5 distinct addresses modulo 512;
+//! at the current one `epoch` 0.250 and `klp` 0.251, every other per-site path 0.009 or less). It
+//! depends only on the section's own layout, so it
 //! moves only when that code changes: then look at the section's disassembly (each site its own
 //! `call`) and update the baseline on purpose.
 //!
