@@ -92,8 +92,8 @@ impl<S: Strategy> Task<S> {
     /// Opens a critical section: the calls between two safe points, which must all resolve in one
     /// universe ([`Invariant::OneUniverse`](crate::docs::Invariant::OneUniverse)). The section
     /// borrows the task, so no safe point (nor park, nor fork) can happen until it ends; that is
-    /// what lets a strategy keep, for the whole section, what the engine's grace periods protect
-    /// (see [`ReadSide`](crate::strategy::ReadSide)).
+    /// what lets a strategy keep some of what it reads for the whole section (see
+    /// [`ReadSide`](crate::strategy::ReadSide)).
     ///
     /// ```
     /// use dispatch::{Patcher, PatcherConfig, SiteId, check::code, strategy::klp::Klp};
@@ -118,7 +118,7 @@ impl<S: Strategy> Task<S> {
     #[inline(always)]
     pub fn enter(&mut self) -> CriticalSection<'_, S> {
         let strategy = &self.shared.strategy;
-        CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state() }
+        CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
     }
 
     /// A safe point: migrate if a transition is pending for this task, then report a quiescent
@@ -184,6 +184,8 @@ pub struct CriticalSection<'a, S: Strategy> {
     strategy: &'a S,
     section: S::Section<'a>,
     state: &'a TaskState,
+    /// A task's section is its own thread's, like the task: not Sync.
+    _not_sync: PhantomData<Cell<()>>,
 }
 
 impl<'a, S: Strategy> CriticalSection<'a, S> {

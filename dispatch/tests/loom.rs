@@ -1,30 +1,40 @@
 //! loom model of the Patcher's phase ordering for a two-task transition (run by `scripts/loom`):
-//! the whole engine, with the `klp` strategy, under every interleaving loom explores.
+//! the whole engine under every interleaving loom explores, with `klp` and with the two strategies
+//! that keep a writer generation for a whole critical section (`tls`, `percpu`).
 
 #![cfg(loom)]
 
 use dispatch::check::{code, fingerprint, poison_hits};
 use dispatch::strategy::klp::Klp;
-use dispatch::{FuncSpec, PatchSpec, Patcher, PatcherConfig, Progress, SiteId};
+use dispatch::strategy::percpu::PerCpu;
+use dispatch::strategy::tls::Tls;
+use dispatch::{FuncSpec, PatchSpec, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 
 const SITES: [SiteId; 2] = [SiteId(0), SiteId(1)];
 
 /// One critical section: both sites must come from one universe.
-fn section(task: &dispatch::Task<Klp>, old: u64, new: u64) {
-    let sum = SITES.iter().fold(0u64, |acc, &s| acc.wrapping_add(task.call(s, 0)));
+fn section<S: Strategy>(task: &mut Task<S>, old: u64, new: u64) {
+    let section = task.enter();
+    let sum = SITES.iter().fold(0u64, |acc, &s| acc.wrapping_add(section.call(s, 0)));
     assert!(sum == old || sum == new, "mixed universes");
 }
 
 /// Two tasks run critical sections around a safe point while the patcher enables (or, with
 /// `disable`, disables) a two-site patch and drives it to completion.
-fn two_task_transition(disable: bool) {
+/// `preemptions` overrides `LOOM_MAX_PREEMPTIONS` for strategies whose read path has too many
+/// atomics for the default bound of 2 to finish (the cache strategies' seqlock source: over 5
+/// minutes per model with 2, a quarter of a second with 1).
+fn two_task_transition<S: Strategy>(disable: bool, preemptions: Option<usize>) {
     let mut model = loom::model::Builder::new();
+    if preemptions.is_some() {
+        model.preemption_bound = preemptions;
+    }
     // The engine's polling loop takes more branches than loom's default of 1,000 allows.
     model.max_branches = 100_000;
     model.check(move || {
-        let p = Arc::new(Patcher::<Klp>::new(&[code(0), code(1)], PatcherConfig { capacity: 2, ..Default::default() }));
+        let p = Arc::new(Patcher::<S>::new(&[code(0), code(1)], PatcherConfig { capacity: 2, ..Default::default() }));
         let patch = p.load(PatchSpec::new("p", SITES.map(|s| FuncSpec::new(s, code(10 + s.index()))))).unwrap();
         let (orig, patched) =
             (fingerprint(0).wrapping_add(fingerprint(1)), fingerprint(10).wrapping_add(fingerprint(11)));
@@ -39,11 +49,11 @@ fn two_task_transition(disable: bool) {
             .map(|_| {
                 let (p, registered) = (p.clone(), registered.clone());
                 loom::thread::spawn(move || {
-                    let task = p.register().unwrap();
+                    let mut task = p.register().unwrap();
                     registered.fetch_add(1, Ordering::Release);
-                    section(&task, old, new);
+                    section(&mut task, old, new);
                     task.safe_point().unwrap();
-                    section(&task, old, new);
+                    section(&mut task, old, new);
                     assert_eq!(task.idle_in_transition(), 0, "transition seen while Idle");
                     assert_eq!(poison_hits(), 0, "use after reclaim");
                     // Dropping the task takes it offline, which lets the transition finish.
@@ -65,12 +75,24 @@ fn two_task_transition(disable: bool) {
     });
 }
 
-#[test]
-fn enable_two_tasks() {
-    two_task_transition(false);
+macro_rules! per_strategy {
+    ($($name:ident: $ty:ty, $preemptions:expr);* $(;)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[test]
+                fn enable_two_tasks() {
+                    two_task_transition::<$ty>(false, $preemptions);
+                }
+
+                #[test]
+                fn disable_two_tasks() {
+                    two_task_transition::<$ty>(true, $preemptions);
+                }
+            }
+        )*
+    };
 }
 
-#[test]
-fn disable_two_tasks() {
-    two_task_transition(true);
-}
+per_strategy!(klp: Klp, None; tls: Tls, Some(1); percpu: PerCpu, Some(1));

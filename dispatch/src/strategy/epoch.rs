@@ -8,9 +8,13 @@
 //! global epoch advances.
 //!
 //! Pinning around each call instead, what `epoch::pin()` at every use would give, puts that full
-//! fence on every call (8.4× `fnptr` per site on the Intel Xeon VM of the reference run, against
-//! about `klp`'s cost pinned per section). It buys nothing here: a section never sleeps or blocks
-//! inside, so holding the pin through it delays no reclamation that a per-call pin would allow.
+//! fence on every call: 8.4× `fnptr` per site on the Intel Xeon dev VM, against 1.6× pinned per
+//! section in the same interleaved harness runs (one reader, 8 sites, steady). The price of the
+//! section-long pin is reclamation: the global epoch cannot advance past a pinned participant, so
+//! garbage waits for the longest section in progress (in the harness a section is a few
+//! microseconds, `--calls-per-safepoint` calls), where per-call pins let it advance between calls.
+//! A section that is leaked (`mem::forget`) leaves its participant pinned for good: nothing is
+//! collected after that. That is a leak, not unsoundness: the leaked guard is never used again.
 //!
 //! The strategy owns its [`Collector`]. Every task pins through a participant of it (its
 //! [`ReadSide::TaskLocal`]), taken from a pool when the task registers and given back when it
@@ -216,6 +220,8 @@ impl ReadSide for Epoch {
     /// Pins the task's participant until the section ends (the guard is dropped with it).
     #[inline(always)]
     fn enter<'a>(&'a self, local: &'a TaskParticipant) -> PinnedSection<'a> {
+        // A participant of another strategy's collector would not hold back this one's.
+        assert!(Arc::ptr_eq(&local.pool, &self.participants), "epoch: reader state of another strategy");
         PinnedSection { guard: local.participant.0.pin(), _participant: PhantomData }
     }
 

@@ -89,11 +89,24 @@ pub enum StackOp {
 ///
 /// A task calls sites inside critical sections: the stretch between two of its safe points
 /// ([`Task::enter`](crate::Task::enter) opens one and borrows the task, so no safe point can
-/// happen inside). [`enter`](ReadSide::enter) runs once per section and may take there what
-/// stays valid until the section ends (an epoch pin, a generation, the slot of the CPU the task
-/// started on); [`call`](ReadSide::call) runs per call with it. What may be held that long is
-/// exactly what the engine's grace periods protect: the writer's next step after a change waits
-/// until every task has passed a safe point, so every section that saw the old state has ended.
+/// happen inside). [`enter`](ReadSide::enter) runs once per section and may take there what the
+/// strategy keeps for the whole section (`tls` and `percpu` a writer generation, `percpu` its
+/// CPU's slot, `epoch` a pin); [`call`](ReadSide::call) runs per call with it.
+///
+/// A generation kept for a section lets the section miss the writer's later changes. That is
+/// sound because such a view can be stale but never wrong for the task that holds it:
+/// - every stack change leaves each task's choice unchanged *given that task's state*: a func is
+///   pushed in transition (only tasks already at the target pick it), and a transition flag is
+///   cleared or a func unlinked only once every task has reached the target;
+/// - a task's own state changes only at its safe points, which are outside every section;
+/// - the engine changes every task's state only at a transition's start, before any flag shows
+///   the transition ([`Barrier::StatesBeforeFlag`](crate::docs::Barrier::StatesBeforeFlag)), and
+///   back to Idle only a grace period after the last flag was cleared, when every section that
+///   could still see a flag has ended.
+///
+/// So whatever a section sees, old or new, is what the task's current state selects. An engine
+/// change that broke one of these three (a state change without a grace period, say) would make
+/// per-section views wrong; the torture engine's sections span many calls to catch it.
 pub trait ReadSide {
     /// Per-task reader state, created once per task (per-thread caches live here).
     type TaskLocal: Send;

@@ -282,6 +282,11 @@ impl Strategy for PerCpu {
     };
 
     fn new(originals: &[Code]) -> Self {
+        // Under loom every thread shares one slot: the CPU id loom cannot control would make its
+        // executions differ, and one shared slot is the worst case of stale CPU ids anyway.
+        if cfg!(loom) {
+            return Self::with_cpus(originals, 1, CpuSource::SchedGetcpu);
+        }
         Self::with_cpus(originals, possible_cpus(), cpu_source())
     }
 }
