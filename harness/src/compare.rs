@@ -1,13 +1,24 @@
 //! `harness compare BASE NEW`: every metric's change, with a verdict that needs both a
-//! threshold and a significance test over the runs (Welch's t-test, one-sided, p < 0.05).
-//! Exit codes: 0 no regression, 1 regression, 2 unusable input.
+//! threshold and a significance test over the rounds (Welch's t-test, one-sided, p < 0.05, the t
+//! distribution from `statrs`).
+//!
+//! Safe as a CI gate: runs of other machines, toolchains or configs are refused unless asked for
+//! (their differences would be reported as regressions), and a side with fewer than
+//! [`MIN_ROUNDS`] rounds gets no verdict but "inconclusive", never a pass.
+//! Exit codes: 0 no regression, 1 regression, 2 unusable input or runs that differ, 5 inconclusive.
 
 use std::fmt::Write;
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::record::{Row, RunFile};
 
 /// One-sided significance level.
 pub const ALPHA: f64 = 0.05;
+
+/// Rounds a side needs for a verdict: with 2, Welch's test has one or two degrees of freedom and
+/// a 10x slowdown of a noisy metric can fail to reach p < 0.05; with 1 it cannot be computed.
+pub const MIN_ROUNDS: usize = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -15,6 +26,8 @@ pub enum Verdict {
     Improvement,
     /// Within the threshold, or not significant.
     Unchanged,
+    /// Too few rounds on a side for a significance test ([`MIN_ROUNDS`]).
+    Inconclusive,
 }
 
 /// A metric, and whether higher is better.
@@ -24,8 +37,11 @@ struct Metric {
     value: fn(&Row) -> Option<f64>,
 }
 
-const METRICS: [Metric; 4] = [
+const METRICS: [Metric; 5] = [
     Metric { name: "ns/call", higher_is_better: false, value: |r| Some(r.ns_per_call) },
+    // The headline: fnptr of the same round cancels what drifts between rounds and runs. fnptr's
+    // own is 1 by definition.
+    Metric { name: "x fnptr", higher_is_better: false, value: |r| r.ratio_to_fnptr.filter(|_| r.strategy != "fnptr") },
     Metric { name: "calls/s", higher_is_better: true, value: |r| Some(r.calls_per_sec) },
     Metric { name: "batch p99 ns", higher_is_better: false, value: |r| r.batch_ns.map(|p| p.p99) },
     Metric { name: "transition p99 us", higher_is_better: false, value: |r| r.transition_us.map(|p| p.p99) },
@@ -46,14 +62,39 @@ pub struct Change {
     pub verdict: Verdict,
 }
 
-/// Compares two runs; `Err` is unusable input (exit 2).
-pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<Change>, String> {
-    if base.schema_version != new.schema_version {
-        return Err(format!(
-            "schema versions differ ({} vs {}); schema 2 added the call-site regimes (a schema-1 run called every \
-             site from one shared instruction): compare runs made by the same version of the harness",
-            base.schema_version, new.schema_version
-        ));
+/// What `compare` found: the differences between the runs themselves (compared anyway only
+/// with `--allow-different-hosts`), and the changes that pass the filter.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub differences: Vec<String>,
+    pub changes: Vec<Change>,
+    /// The fewest rounds of any compared (scenario, strategy) on either side.
+    pub rounds: (usize, usize),
+    pub threshold_pct: f64,
+    pub filter: Option<String>,
+}
+
+impl Comparison {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.changes.iter().filter(|c| c.verdict == v).count()
+    }
+}
+
+/// Everything about two runs that makes their figures incomparable, one line each: the machine
+/// (host, CPU model, kernel), the toolchain, the call-site regimes, every field of the config, and
+/// the (scenario, strategy) pairs measured.
+pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
+    let mut out = Vec::new();
+    let (eb, en) = (&base.env, &new.env);
+    for (what, b, n) in [
+        ("host", &eb.host, &en.host),
+        ("CPU model", &eb.cpu_model, &en.cpu_model),
+        ("kernel", &eb.kernel, &en.kernel),
+        ("rustc", &eb.rustc, &en.rustc),
+    ] {
+        if b != n {
+            out.push(format!("{what}: BASE {b:?}, NEW {n:?}"));
+        }
     }
     let regimes = |f: &RunFile| {
         let mut r: Vec<&str> = f.rows.iter().map(|r| r.call_sites.name()).collect();
@@ -62,39 +103,86 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
         r
     };
     if regimes(base) != regimes(new) {
-        return Err(format!(
-            "the runs measured different call-site regimes (BASE: {:?}; NEW: {:?}); their figures are not comparable: \
-             a shared call instruction measures the indirect-branch predictor, per-site ones the redirection; \
-             compare runs of the same --call-sites",
+        out.push(format!(
+            "the runs measured different call-site regimes (BASE: {:?}; NEW: {:?}): a shared call instruction \
+             measures the indirect-branch predictor, per-site ones the redirection",
             regimes(base),
             regimes(new)
         ));
     }
-    let keys = |f: &RunFile| {
-        let mut k: Vec<(String, String)> = f.rows.iter().map(|r| (r.scenario.clone(), r.strategy.clone())).collect();
-        k.sort();
-        k.dedup();
-        k
-    };
+    // Field by field, so that the message names what differs (config serializes to an object).
+    let json = |f: &RunFile| serde_json::to_value(&f.config).unwrap_or_default();
+    let (cb, cn) = (json(base), json(new));
+    if let (Some(cb), Some(cn)) = (cb.as_object(), cn.as_object()) {
+        for (k, vb) in cb {
+            let vn = cn.get(k).unwrap_or(&serde_json::Value::Null);
+            if vb != vn {
+                let show = |v: &serde_json::Value| {
+                    let text = v.to_string();
+                    if text.len() > 120 { format!("{}...", &text[..120]) } else { text }
+                };
+                out.push(format!("config.{k}: BASE {}, NEW {}", show(vb), show(vn)));
+            }
+        }
+    }
     let (kb, kn) = (keys(base), keys(new));
     if kb != kn {
         let only_base: Vec<_> = kb.iter().filter(|k| !kn.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
         let only_new: Vec<_> = kn.iter().filter(|k| !kb.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
-        return Err(format!(
-            "the runs measured different scenarios or strategies (only in BASE: {only_base:?}; only in NEW: {only_new:?}); compare runs of the same command"
+        out.push(format!(
+            "the runs measured different scenarios or strategies (only in BASE: {only_base:?}; only in NEW: {only_new:?})"
         ));
     }
-    let mut out = Vec::new();
-    for (scenario, strategy) in kb {
-        let pick = |f: &RunFile, m: &Metric| -> Vec<f64> {
-            f.rows
-                .iter()
-                .filter(|r| r.scenario == scenario && r.strategy == strategy)
-                .filter_map(|r| (m.value)(r))
-                .collect()
-        };
+    out
+}
+
+/// The (scenario, strategy) pairs of a run, sorted.
+fn keys(f: &RunFile) -> Vec<(String, String)> {
+    let mut k: Vec<(String, String)> = f.rows.iter().map(|r| (r.scenario.clone(), r.strategy.clone())).collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
+/// The rows (one per round) of one scenario and strategy.
+fn rows_of<'a>(f: &'a RunFile, scenario: &str, strategy: &str) -> Vec<&'a Row> {
+    f.rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect()
+}
+
+/// Compares two runs; `Err` is unusable input or runs that differ without `allow_different`
+/// (exit 2). `filter`: only changes whose `scenario/strategy metric` contains it.
+pub fn compare(
+    base: &RunFile,
+    new: &RunFile,
+    threshold_pct: f64,
+    allow_different: bool,
+    filter: Option<&str>,
+) -> Result<Comparison, String> {
+    if base.schema_version != new.schema_version {
+        return Err(format!(
+            "schema versions differ ({} vs {}); compare runs made by the same version of the harness",
+            base.schema_version, new.schema_version
+        ));
+    }
+    let differences = differences(base, new);
+    if !differences.is_empty() && !allow_different {
+        return Err(format!(
+            "the runs differ, so their figures are not comparable:\n- {}\ncompare runs of the same command on the same \
+             machine and build, or pass --allow-different-hosts to compare them anyway (every difference is then listed first)",
+            differences.join("\n- ")
+        ));
+    }
+    let kn = keys(new);
+    let common: Vec<_> = keys(base).into_iter().filter(|k| kn.contains(k)).collect();
+    let mut changes = Vec::new();
+    let mut rounds = (usize::MAX, usize::MAX);
+    for (scenario, strategy) in common {
+        let (rb, rn) = (rows_of(base, &scenario, &strategy), rows_of(new, &scenario, &strategy));
+        rounds = (rounds.0.min(rb.len()), rounds.1.min(rn.len()));
+        let enough = rb.len() >= MIN_ROUNDS && rn.len() >= MIN_ROUNDS;
         for m in &METRICS {
-            let (b, n) = (pick(base, m), pick(new, m));
+            let (b, n): (Vec<f64>, Vec<f64>) =
+                (rb.iter().filter_map(|r| (m.value)(r)).collect(), rn.iter().filter_map(|r| (m.value)(r)).collect());
             if b.is_empty() || n.is_empty() {
                 continue;
             }
@@ -105,14 +193,16 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
             let (p_worse, p_better) =
                 if m.higher_is_better { (p_decrease, p_increase) } else { (p_increase, p_decrease) };
             let worse_pct = if m.higher_is_better { -change_pct } else { change_pct };
-            let verdict = if worse_pct > threshold_pct && p_worse < ALPHA {
+            let verdict = if !enough {
+                Verdict::Inconclusive
+            } else if worse_pct > threshold_pct && p_worse < ALPHA {
                 Verdict::Regression
             } else if -worse_pct > threshold_pct && p_better < ALPHA {
                 Verdict::Improvement
             } else {
                 Verdict::Unchanged
             };
-            out.push(Change {
+            changes.push(Change {
                 scenario: scenario.clone(),
                 strategy: strategy.clone(),
                 metric: m.name,
@@ -124,19 +214,12 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
                 verdict,
             });
         }
-        // Consistency is not a statistic: any new violation is a regression.
-        let viol = |f: &RunFile| {
-            f.rows
-                .iter()
-                .filter(|r| r.scenario == scenario && r.strategy == strategy)
-                .map(|r| r.violations + r.use_after_reclaim)
-                .sum::<u64>()
-        };
-        let consistent =
-            base.rows.iter().any(|r| r.scenario == scenario && r.strategy == strategy && r.consistency == "per-task");
-        let (vb, vn) = (viol(base), viol(new));
+        // Consistency is not a statistic: any new violation is a regression, however few rounds.
+        let viol = |rs: &[&Row]| rs.iter().map(|r| r.violations + r.use_after_reclaim).sum::<u64>();
+        let consistent = rb.iter().any(|r| r.consistency == "per-task");
+        let (vb, vn) = (viol(&rb), viol(&rn));
         if consistent && (vb > 0 || vn > 0) {
-            out.push(Change {
+            changes.push(Change {
                 scenario: scenario.clone(),
                 strategy: strategy.clone(),
                 metric: "violations",
@@ -149,32 +232,80 @@ pub fn compare(base: &RunFile, new: &RunFile, threshold_pct: f64) -> Result<Vec<
             });
         }
     }
-    Ok(out)
+    if let Some(f) = filter {
+        changes.retain(|c| format!("{}/{} {}", c.scenario, c.strategy, c.metric).contains(f));
+    }
+    Ok(Comparison { differences, changes, rounds, threshold_pct, filter: filter.map(str::to_owned) })
 }
 
-/// The Markdown table of `compare`.
-pub fn render(changes: &[Change], threshold_pct: f64) -> String {
+/// What `compare` prints: the differences between the runs (if compared anyway), a summary, then
+/// the Markdown table of every change.
+pub fn render(c: &Comparison) -> String {
     let mut s = String::new();
-    writeln!(s, "| scenario | strategy | metric | base | new | change | p (worse) | verdict |").unwrap();
+    if !c.differences.is_empty() {
+        writeln!(
+            s,
+            "WARNING: the runs differ (compared anyway, --allow-different-hosts); a change below may be the difference:"
+        )
+        .unwrap();
+        for d in &c.differences {
+            writeln!(s, "- {d}").unwrap();
+        }
+        s.push('\n');
+    }
+    let filter = c.filter.as_ref().map_or(String::new(), |f| format!(" matching {f:?}"));
+    writeln!(
+        s,
+        "{} change(s){filter}: {} regression(s), {} improvement(s), {} unchanged, {} inconclusive. A verdict needs a change \
+         beyond {}% and one-sided Welch p < {ALPHA}, over at least {MIN_ROUNDS} rounds a side.",
+        c.changes.len(),
+        c.count(Verdict::Regression),
+        c.count(Verdict::Improvement),
+        c.count(Verdict::Unchanged),
+        c.count(Verdict::Inconclusive),
+        c.threshold_pct
+    )
+    .unwrap();
+    if c.count(Verdict::Inconclusive) > 0 {
+        writeln!(
+            s,
+            "INCONCLUSIVE: BASE has {} round(s), NEW {} (the fewest of any scenario and strategy); no significance test \
+             is possible below {MIN_ROUNDS}: rerun with --runs {MIN_ROUNDS} or more.",
+            c.rounds.0, c.rounds.1
+        )
+        .unwrap();
+    }
+    for r in c.changes.iter().filter(|c| c.verdict == Verdict::Regression) {
+        writeln!(s, "REGRESSION {}/{} {}: {}", r.scenario, r.strategy, r.metric, change_text(r)).unwrap();
+    }
+    writeln!(s, "\n| scenario | strategy | metric | base | new | change | p (worse) | verdict |").unwrap();
     writeln!(s, "|---|---|---|---|---|---|---|---|").unwrap();
-    for c in changes {
+    for c in &c.changes {
         let v = match c.verdict {
             Verdict::Regression => "REGRESSION",
             Verdict::Improvement => "improvement",
             Verdict::Unchanged => "-",
+            Verdict::Inconclusive => "inconclusive",
         };
-        // From 0 there is no relative change: "+0.0%" would claim none.
-        let change = if c.change_pct.is_nan() { "n/a (base 0)".to_owned() } else { format!("{:+.1}%", c.change_pct) };
         writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.3} | {change} | {:.3} | {v} |",
-            c.scenario, c.strategy, c.metric, c.base, c.new, c.p_worse
+            "| {} | {} | {} | {:.3} | {:.3} | {} | {:.3} | {v} |",
+            c.scenario,
+            c.strategy,
+            c.metric,
+            c.base,
+            c.new,
+            change_text(c),
+            c.p_worse
         )
         .unwrap();
     }
-    let regressions = changes.iter().filter(|c| c.verdict == Verdict::Regression).count();
-    writeln!(s, "\n{regressions} regression(s): a verdict needs a change beyond {threshold_pct}% and one-sided Welch p < {ALPHA}.").unwrap();
     s
+}
+
+/// The relative change; from 0 there is none ("+0.0%" would claim no change).
+fn change_text(c: &Change) -> String {
+    if c.change_pct.is_nan() { "n/a (base 0)".to_owned() } else { format!("{:+.1}%", c.change_pct) }
 }
 
 /// `new` relative to `base`, in percent; NaN from a base of 0 (NaN exceeds no threshold).
@@ -206,87 +337,20 @@ pub fn welch_p_greater(a: &[f64], b: &[f64]) -> f64 {
     student_t_sf(t, df)
 }
 
-/// P(T > t) for Student's t with `df` degrees of freedom.
+/// P(T > t) for Student's t with `df` degrees of freedom (`statrs`).
 pub fn student_t_sf(t: f64, df: f64) -> f64 {
-    let tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t));
-    if t > 0.0 { tail } else { 1.0 - tail }
-}
-
-fn ln_gamma(x: f64) -> f64 {
-    // Lanczos approximation (g = 7, n = 9).
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(dist) => dist.sf(t),
+        // df is NaN or not positive: no test is possible.
+        Err(_) => f64::NAN,
     }
-    let x = x - 1.0;
-    let mut a = C[0];
-    let t = x + 7.5;
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
-}
-
-/// The regularized incomplete beta function I_x(a, b) (Numerical Recipes' continued fraction).
-fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
-    if x < (a + 1.0) / (a + b + 2.0) { front * beta_cf(a, b, x) / a } else { 1.0 - front * beta_cf(b, a, 1.0 - x) / b }
-}
-
-fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
-    let tiny = 1e-300;
-    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
-    let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < tiny {
-        d = tiny;
-    }
-    d = 1.0 / d;
-    let mut h = d;
-    for m in 1..300 {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
-        c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
-        c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
-        d = 1.0 / d;
-        let del = d * c;
-        h *= del;
-        if (del - 1.0).abs() < 1e-12 {
-            break;
-        }
-    }
-    h
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CallSites;
+    use crate::record::test_support::{row, run};
 
     #[test]
     fn student_t_matches_tables() {
@@ -312,8 +376,105 @@ mod tests {
             p_better: 0.0,
             verdict: Verdict::Regression,
         };
-        let table = render(&[c], 5.0);
+        let c = Comparison { differences: vec![], changes: vec![c], rounds: (3, 3), threshold_pct: 5.0, filter: None };
+        let table = render(&c);
         assert!(table.contains("| 0.000 | 3.000 | n/a (base 0) |") && !table.contains("+0.0%"), "{table}");
+    }
+
+    /// `rounds` rounds of direct, fnptr and klp at about 1, 1 and 1.5 ns/call (a 1% jitter, so
+    /// that each side has a variance), with klp's ns/call multiplied by `klp_factor`.
+    fn rows(rounds: usize, klp_factor: f64) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for run in 0..rounds {
+            let jitter = 1.0 + 0.01 * (run % 3) as f64;
+            let fnptr = jitter;
+            for (name, ns) in [("direct", jitter), ("fnptr", fnptr), ("klp", 1.5 * jitter * klp_factor)] {
+                let mut r = row(name, CallSites::PerSite, run, ns);
+                r.ratio_to_fnptr = Some(ns / fnptr);
+                rows.push(r);
+            }
+        }
+        rows
+    }
+
+    fn verdicts(c: &Comparison, strategy: &str) -> Vec<(&'static str, Verdict)> {
+        c.changes.iter().filter(|x| x.strategy == strategy).map(|x| (x.metric, x.verdict)).collect()
+    }
+
+    /// The A/A check: the same figures compare as no change; a planted 10% slowdown of one
+    /// strategy is a regression of its ns/call and its ratio to fnptr, and of nothing else.
+    #[test]
+    fn same_figures_are_unchanged_and_a_planted_slowdown_is_a_regression() {
+        let base = run(rows(3, 1.0));
+        let same = compare(&base, &run(rows(3, 1.0)), 5.0, false, None).unwrap();
+        assert_eq!(same.count(Verdict::Unchanged), same.changes.len(), "{}", render(&same));
+        assert!(
+            render(&same).starts_with("8 change(s): 0 regression(s), 0 improvement(s), 8 unchanged, 0 inconclusive.")
+        );
+
+        let slow = compare(&base, &run(rows(3, 1.1)), 5.0, false, None).unwrap();
+        let klp = verdicts(&slow, "klp");
+        assert!(
+            klp.contains(&("ns/call", Verdict::Regression)) && klp.contains(&("x fnptr", Verdict::Regression)),
+            "{klp:?}"
+        );
+        assert!(klp.contains(&("calls/s", Verdict::Regression)), "{klp:?}");
+        assert_eq!(slow.count(Verdict::Regression), 3, "{}", render(&slow));
+        assert!(verdicts(&slow, "fnptr").iter().all(|(m, _)| *m != "x fnptr"), "fnptr's own ratio is 1 by definition");
+        // The summary comes first, then each regression, then the table.
+        let text = render(&slow);
+        let (summary, regression, table) = (
+            text.find("3 regression(s)").unwrap(),
+            text.find("REGRESSION per-site").unwrap(),
+            text.find("| scenario").unwrap(),
+        );
+        assert!(summary < regression && regression < table, "{text}");
+    }
+
+    /// Issue 14: one round a side passed a 10x slowdown with p = 1.000. Now nothing passes.
+    #[test]
+    fn fewer_than_three_rounds_a_side_is_inconclusive_never_a_pass() {
+        for (b, n) in [(1, 1), (2, 5), (5, 2)] {
+            let c = compare(&run(rows(b, 1.0)), &run(rows(n, 10.0)), 5.0, false, None).unwrap();
+            assert_eq!(c.count(Verdict::Inconclusive), c.changes.len(), "{b} vs {n}: {}", render(&c));
+            assert_eq!(c.rounds, (b, n));
+            let text = render(&c);
+            assert!(
+                text.contains(&format!("INCONCLUSIVE: BASE has {b} round(s), NEW {n}")) && text.contains("--runs 3"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_that_differ_are_refused_naming_each_difference_unless_allowed() {
+        let base = run(rows(3, 1.0));
+        let mut other = run(rows(3, 1.0));
+        other.env.cpu_model = "AMD EPYC".into();
+        other.env.rustc = "rustc 0.0.1".into();
+        other.config.duration = std::time::Duration::from_secs(2);
+        let e = compare(&base, &other, 5.0, false, None).unwrap_err();
+        for needle in [
+            "CPU model: BASE",
+            "\"AMD EPYC\"",
+            "rustc: BASE",
+            "config.duration: BASE 0.3, NEW 2.0",
+            "--allow-different-hosts",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let c = compare(&base, &other, 5.0, true, None).unwrap();
+        assert_eq!(c.differences.len(), 3, "{:?}", c.differences);
+        let text = render(&c);
+        assert!(text.starts_with("WARNING: the runs differ") && text.contains("- CPU model: BASE"), "{text}");
+    }
+
+    #[test]
+    fn the_filter_keeps_only_matching_changes_and_counts_only_them() {
+        let c = compare(&run(rows(3, 1.0)), &run(rows(3, 1.1)), 5.0, false, Some("klp x fnptr")).unwrap();
+        assert_eq!(verdicts(&c, "klp"), [("x fnptr", Verdict::Regression)]);
+        assert_eq!(c.changes.len(), 1);
+        assert!(render(&c).starts_with("1 change(s) matching \"klp x fnptr\": 1 regression(s)"), "{}", render(&c));
     }
 
     #[test]

@@ -138,12 +138,18 @@ pub struct RunConfig {
     pub scenarios: Vec<Scenario>,
     #[serde(with = "secs")]
     pub duration: Duration,
+    /// Each measurement's readers run this long before they are timed (see [`WARMUP_DEFAULT`]).
+    #[serde(with = "secs")]
+    pub warmup: Duration,
     pub runs: usize,
     pub counters: CountersMode,
     pub oversubscribe: bool,
     pub seed: u64,
     /// CPUs readers are pinned to, from the affinity mask.
     pub cpus: Vec<usize>,
+    /// The CPU the writer is pinned to (`--writer-cpu N`), one of `cpus`; `None`: unpinned
+    /// (`--writer-cpu any`).
+    pub writer_cpu: Option<usize>,
     #[serde(skip)]
     pub out: Option<PathBuf>,
     /// Test hook: the first reader panics after this many measured batches.
@@ -232,6 +238,14 @@ pub const SITES: Range<usize> = Range { min: 1, max: dispatch::check::CODE_COUNT
 pub const CALLS_PER_SAFEPOINT: Range<usize> = Range { min: 1, max: 1 << 20, unit: "calls" };
 /// Patches stacked below the one in transition: each is enabled before measuring.
 pub const DEPTH: Range<usize> = Range { min: 0, max: 64, unit: "patches" };
+/// `--warmup`: none at all, up to a minute (past that a measurement is mostly warm-up).
+pub const WARMUP: Range<f64> = Range { min: 0.0, max: 60.0, unit: "seconds" };
+/// The default warm-up, s: cpufreq governors raise a busy CPU's clock within a few of their
+/// sampling periods (intel_pstate and schedutil: 1 to 10 ms; ondemand: 10 ms and up), so 50 ms
+/// covers five of the slowest; measurements follow each other back to back, so a CPU that
+/// ramped up for one stays up for the next. It adds 0.05 s to each of the default suite's 216
+/// measurements on 2 CPUs (11 s on about 65 s of measuring).
+pub const WARMUP_DEFAULT: f64 = 0.05;
 /// Any seed will do.
 pub const SEED: Range<u64> = Range { min: 0, max: u64::MAX, unit: "(any 64-bit number)" };
 /// `compare --threshold`: a change beyond 1000% is no threshold.
@@ -262,20 +276,51 @@ impl<T: PartialOrd + fmt::Display + Copy + std::str::FromStr> Range<T> {
     }
 }
 
-/// `1,2` or `all` (every CPU of the affinity mask).
+/// 1, 2, 4, … below `cpus`, then `cpus` itself: the reader sweep up to every CPU of the mask.
+pub fn sweep(cpus: usize) -> Vec<usize> {
+    let mut counts: Vec<usize> =
+        std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < cpus).collect();
+    counts.push(cpus.max(1));
+    counts
+}
+
+/// `1,2`, `all` (every CPU of the affinity mask) or `sweep` ([`sweep`]: 1, 2, 4, … up to all).
 pub fn parse_readers(s: &str, cpus: usize) -> Result<Vec<usize>, ConfigError> {
-    s.split(',')
-        .map(|x| match x.trim() {
-            "all" => Ok(cpus),
+    let mut out = Vec::new();
+    for x in s.split(',') {
+        match x.trim() {
+            "all" => out.push(cpus),
+            "sweep" => out.extend(sweep(cpus)),
             x => match x.parse::<u64>() {
-                Ok(n) => READERS.check("readers", usize::try_from(n).unwrap_or(usize::MAX)),
-                Err(_) => Err(bad(format!(
-                    "--readers: {x:?} is not a count; give counts of {} to {} readers, e.g. `1,2`, or `all`",
-                    READERS.min, READERS.max
-                ))),
+                Ok(n) => out.push(READERS.check("readers", usize::try_from(n).unwrap_or(usize::MAX))?),
+                Err(_) => {
+                    return Err(bad(format!(
+                        "--readers: {x:?} is not a count; give counts of {} to {} readers, e.g. `1,2`, `all` or `sweep`",
+                        READERS.min, READERS.max
+                    )));
+                }
             },
-        })
-        .collect()
+        }
+    }
+    Ok(out)
+}
+
+/// Where the writer runs, for messages: `CPU 1` or `any CPU (unpinned)`.
+pub fn writer_cpu_name(cpu: Option<usize>) -> String {
+    cpu.map_or_else(|| "any CPU (unpinned)".to_owned(), |c| format!("CPU {c}"))
+}
+
+/// `--writer-cpu`: `any` (unpinned) or a CPU of the affinity mask `cpus`.
+pub fn parse_writer_cpu(s: &str, cpus: &[usize]) -> Result<Option<usize>, ConfigError> {
+    match s.trim() {
+        "any" => Ok(None),
+        x => match x.parse::<usize>() {
+            Ok(n) if cpus.contains(&n) => Ok(Some(n)),
+            _ => Err(bad(format!(
+                "--writer-cpu {x:?} is not a CPU of the affinity mask {cpus:?}; give one of them, or `any` (unpinned)"
+            ))),
+        },
+    }
 }
 
 /// `0,1000,max`: 0 = steady, a rate in Hz, or `max` (back to back).
@@ -347,9 +392,9 @@ pub fn measurements(cfg: &RunConfig) -> usize {
     cfg.strategies.len().saturating_mul(cfg.scenarios.len()).saturating_mul(cfg.runs)
 }
 
-/// How long measuring will take: every measurement's `--duration` plus its set-up.
+/// How long measuring will take: every measurement's `--duration` and `--warmup` plus its set-up.
 pub fn planned(cfg: &RunConfig) -> Duration {
-    let each = cfg.duration.saturating_add(OVERHEAD_PER_MEASUREMENT);
+    let each = cfg.duration.saturating_add(cfg.warmup).saturating_add(OVERHEAD_PER_MEASUREMENT);
     each.saturating_mul(u32::try_from(measurements(cfg)).unwrap_or(u32::MAX))
 }
 
@@ -387,11 +432,12 @@ pub fn confirm(cfg: &RunConfig, yes: bool) -> Result<(), ConfigError> {
     let planned = check_size(cfg)?;
     if planned > CONFIRM_ABOVE && !yes {
         return Err(bad(format!(
-            "this run would measure for about {} ({} measurements of {} s plus about {} s of set-up each); \
+            "this run would measure for about {} ({} measurements of {} s plus {} s of warm-up and about {} s of set-up each); \
              pass --yes to start it, or lower --runs, --duration or the scenarios",
             human(planned),
             measurements(cfg),
             cfg.duration.as_secs_f64(),
+            cfg.warmup.as_secs_f64(),
             OVERHEAD_PER_MEASUREMENT.as_secs_f64()
         )));
     }
@@ -403,6 +449,10 @@ pub fn confirm(cfg: &RunConfig, yes: bool) -> Result<(), ConfigError> {
 pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
     RUNS.check("runs", cfg.runs)?;
     DURATION.check("duration", cfg.duration.as_secs_f64())?;
+    WARMUP.check("warmup", cfg.warmup.as_secs_f64())?;
+    if let Some(cpu) = cfg.writer_cpu {
+        parse_writer_cpu(&cpu.to_string(), &cfg.cpus)?;
+    }
     for s in &cfg.scenarios {
         READERS.check("readers", s.readers)?;
         if let Rate::Hz(hz) = s.rate {
@@ -442,6 +492,44 @@ pub fn dedup_scenarios(scenarios: &mut Vec<Scenario>) -> Vec<String> {
     dropped
 }
 
+/// A scenario and a config for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub(crate) fn scenario(readers: usize, rate: Rate) -> Scenario {
+        Scenario {
+            call_sites: CallSites::PerSite,
+            readers,
+            rate,
+            sites: 8,
+            order: Order::Seq,
+            depth: 1,
+            ops: Ops::Cycle,
+            calls_per_safepoint: 4096,
+        }
+    }
+
+    pub(crate) fn config(strategies: usize, scenarios: usize, runs: usize, secs: f64) -> RunConfig {
+        RunConfig {
+            strategies: dispatch::strategy::ALL.iter().cycle().take(strategies).map(|i| i.name.to_owned()).collect(),
+            scenarios: vec![scenario(1, Rate::Steady); scenarios],
+            duration: Duration::from_secs_f64(secs),
+            warmup: Duration::ZERO,
+            runs,
+            counters: CountersMode::Off,
+            oversubscribe: false,
+            seed: 1,
+            cpus: vec![0],
+            writer_cpu: None,
+            out: None,
+            panic_after_batches: None,
+            full_disk_after_files: None,
+            before_commit: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +554,7 @@ mod tests {
             assert!(r.parse(&r.min.to_string()).is_ok() && r.parse(&r.max.to_string()).is_ok());
         }
         probe(DURATION, &["1"]);
+        probe(WARMUP, &["0", "1", "1e-10", "1e-300"]);
         probe(RUNS, &["1"]);
         probe(READERS, &["1"]);
         probe(RATE_HZ, &["1", "1e9"]);
@@ -487,6 +576,10 @@ mod tests {
             assert!(e.contains("--readers") && e.contains("1 to 4094 readers"), "{v}: {e}");
         }
         assert_eq!(parse_readers("1,all,4094", 2).unwrap(), [1, 2, 4094]);
+        assert_eq!(parse_readers("sweep", 2).unwrap(), [1, 2]);
+        assert_eq!(parse_readers("sweep", 1).unwrap(), [1]);
+        assert_eq!(parse_readers("sweep", 6).unwrap(), [1, 2, 4, 6]);
+        assert_eq!(parse_readers("sweep,3", 8).unwrap(), [1, 2, 4, 8, 3]);
         for v in ["1e-19", "1e-4", "2e9", "1e300", "inf", "nan", "-5", "fast", ""] {
             let e = parse_rates(v).unwrap_err().0;
             assert!(e.contains("--rate") && e.contains("0.001 to 1000000000 Hz"), "{v}: {e}");
@@ -497,35 +590,7 @@ mod tests {
         );
     }
 
-    fn scenario(readers: usize, rate: Rate) -> Scenario {
-        Scenario {
-            call_sites: CallSites::PerSite,
-            readers,
-            rate,
-            sites: 8,
-            order: Order::Seq,
-            depth: 1,
-            ops: Ops::Cycle,
-            calls_per_safepoint: 4096,
-        }
-    }
-
-    fn config(strategies: usize, scenarios: usize, runs: usize, secs: f64) -> RunConfig {
-        RunConfig {
-            strategies: dispatch::strategy::ALL.iter().cycle().take(strategies).map(|i| i.name.to_owned()).collect(),
-            scenarios: vec![scenario(1, Rate::Steady); scenarios],
-            duration: Duration::from_secs_f64(secs),
-            runs,
-            counters: CountersMode::Off,
-            oversubscribe: false,
-            seed: 1,
-            cpus: vec![0],
-            out: None,
-            panic_after_batches: None,
-            full_disk_after_files: None,
-            before_commit: None,
-        }
-    }
+    use super::test_support::{config, scenario};
 
     /// A config built without the command line (a library caller) is held to the same ranges.
     #[test]
@@ -557,6 +622,22 @@ mod tests {
         assert!(with(|s| s.depth = usize::MAX).contains("--depth 18446744073709551615 is out of range"));
         assert!(with(|s| s.rate = Rate::Hz(1e-19)).contains("--rate 0.0000000000000000001 is out of range"));
         assert!(with(|s| s.rate = Rate::Hz(f64::INFINITY)).contains("--rate inf is out of range"));
+        let mut far = config(1, 1, 1, 0.1);
+        far.warmup = Duration::from_secs(61);
+        assert!(validate(&far).unwrap_err().0.contains("--warmup 61 is out of range: give 0 to 60 seconds"));
+        far.warmup = Duration::ZERO;
+        far.writer_cpu = Some(1);
+        assert!(validate(&far).unwrap_err().0.contains("--writer-cpu \"1\" is not a CPU of the affinity mask [0]"));
+    }
+
+    #[test]
+    fn the_writer_cpu_is_any_or_one_of_the_mask() {
+        assert_eq!(parse_writer_cpu("any", &[0, 1]), Ok(None));
+        assert_eq!(parse_writer_cpu("1", &[0, 1]), Ok(Some(1)));
+        for bad in ["2", "-1", "x", ""] {
+            let e = parse_writer_cpu(bad, &[0, 1]).unwrap_err().0;
+            assert!(e.contains("not a CPU of the affinity mask [0, 1]") && e.contains("`any`"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! the thread (pid 0 = the calling thread), user space only, read around the measured span and
 //! scaled by time enabled / time running. Where the PMU is absent (VMs answer ENOENT) the reason
 //! is said once and software counters (task-clock, context switches, migrations) are used.
+//!
+//! Context switches and migrations happen in the kernel: a counter that excludes kernel events
+//! (perf-event2's default, and what `:u` asks of `perf stat`) reads 0 for ever. The software group
+//! therefore includes kernel events; where `perf_event_paranoid` forbids that, only task-clock is
+//! opened (it counts the thread's run time either way), and the switches and migrations of every
+//! reader come from the kernel's accounting instead (`crate::sched`, recorded in every row).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,7 +23,11 @@ use crate::config::CountersMode;
 #[serde(rename_all = "snake_case")]
 pub enum CounterKind {
     Hardware,
+    /// task-clock, context switches and migrations, kernel events included.
     Software,
+    /// task-clock alone: kernel events are not permitted (`perf_event_paranoid` above 1 without
+    /// CAP_PERFMON), and switch and migration counters without them would read 0.
+    TaskClock,
     None,
 }
 
@@ -42,11 +52,17 @@ fn hardware_events() -> [(&'static str, Builder<'static>); 5] {
     ]
 }
 
+/// The software group, kernel events included (see the module's documentation).
 fn software_events() -> [(&'static str, Builder<'static>); 3] {
+    let kernel = |event| {
+        let mut b = Builder::new(event);
+        b.include_kernel();
+        b
+    };
     [
-        ("task_clock_ns", Builder::new(Software::TASK_CLOCK)),
-        ("context_switches", Builder::new(Software::CONTEXT_SWITCHES)),
-        ("cpu_migrations", Builder::new(Software::CPU_MIGRATIONS)),
+        ("task_clock_ns", kernel(Software::TASK_CLOCK)),
+        ("context_switches", kernel(Software::CONTEXT_SWITCHES)),
+        ("cpu_migrations", kernel(Software::CPU_MIGRATIONS)),
     ]
 }
 
@@ -78,12 +94,22 @@ pub fn probe(mode: CountersMode) -> Result<Availability, String> {
             Err(format!("--counters require: {}; use --counters auto to continue without them", reason(&e)))
         }
         Err(e) => {
-            let kind = if ThreadCounters::open(CounterKind::Software).is_ok() {
-                CounterKind::Software
-            } else {
-                CounterKind::None
+            let mut why = reason(&e);
+            let kind = match ThreadCounters::open(CounterKind::Software) {
+                Ok(_) => CounterKind::Software,
+                Err(sw) => {
+                    why.push_str(&format!(
+                        "; software counters with kernel events cannot be opened either ({sw}): task-clock only, \
+                         context switches and migrations from the kernel's per-thread accounting"
+                    ));
+                    if ThreadCounters::open(CounterKind::TaskClock).is_ok() {
+                        CounterKind::TaskClock
+                    } else {
+                        CounterKind::None
+                    }
+                }
             };
-            Ok(Availability { available: false, reason: Some(reason(&e)), kind })
+            Ok(Availability { available: false, reason: Some(why), kind })
         }
     }
 }
@@ -117,6 +143,7 @@ impl ThreadCounters {
         let events: Vec<(&'static str, Builder<'static>)> = match kind {
             CounterKind::Hardware => hardware_events().into(),
             CounterKind::Software => software_events().into(),
+            CounterKind::TaskClock => vec![("task_clock_ns", Builder::new(Software::TASK_CLOCK))],
             CounterKind::None => Vec::new(),
         };
         let mut counters = Vec::new();
@@ -141,5 +168,28 @@ impl ThreadCounters {
         };
         let values = self.counters.iter().map(|(n, c)| ((*n).to_owned(), data[c] as f64 * scale)).collect();
         Ok(CounterValues { values, multiplexed: scale > 1.0 + 1e-9 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: with kernel events excluded, context switches read 0 for ever. A thread that
+    /// sleeps switches out at every sleep, so the group must count at least that many. Skipped
+    /// only where kernel events are not permitted (then `probe` says so and uses `TaskClock`).
+    #[test]
+    fn software_counters_count_the_kernels_context_switches() {
+        let Ok(mut group) = ThreadCounters::open(CounterKind::Software) else {
+            eprintln!("software counters with kernel events cannot be opened here: nothing to check");
+            return;
+        };
+        group.start().unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let v = group.stop().unwrap();
+        assert!(v.values["context_switches"] >= 3.0, "{v:?}");
+        assert!(v.values["task_clock_ns"] > 0.0, "{v:?}");
     }
 }

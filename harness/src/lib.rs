@@ -4,6 +4,7 @@
 //!
 //! 1. [`config`]: scenarios and run settings, parsed and validated before anything runs.
 //! 2. [`counters`]: perf-event2 groups per reader, with the software fallback;
+//!    [`sched`]: what the scheduler did to each reader and to the host (schedstat, getrusage);
 //!    [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path).
 //! 3. [`record`]: the run's records, as `run.json` holds them (results/SCHEMA.md).
 //! 4. [`workload`]: a scenario's sites, call order and patches.
@@ -16,6 +17,7 @@ pub mod config;
 
 pub mod counters;
 pub mod env;
+pub mod sched;
 
 pub mod record;
 
@@ -106,15 +108,19 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
     }
     let clock_ns = measure::calibrate_clock();
     log(&format!(
-        "{} strategies x {} scenarios x {} runs of {:.2} s; clock overhead {clock_ns:.1} ns per batch (subtracted); percpu CPU id via {}",
+        "{} strategies x {} scenarios x {} runs of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted); percpu CPU id via {}",
         cfg.strategies.len(),
         cfg.scenarios.len(),
         cfg.runs,
         cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64(),
+        config::writer_cpu_name(cfg.writer_cpu),
         env.percpu_path
     ));
     let started = output::utc_now();
+    let host = sched::HostWatch::start();
     let rows = measure::run_all(&cfg, counters.kind, clock_ns).map_err(RunError::Failed)?;
+    let host_load = host.finish();
     let summaries = report::summarize(&rows);
     let failures: Vec<String> = summaries
         .iter()
@@ -127,7 +133,7 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
         })
         .collect();
     let method_check = report::method_check(&rows);
-    let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check };
+    let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check, host_load };
     let (saved, rescued, plot_note) = save(&run, &summaries, &dir);
     let complete = saved.dir.is_some() && saved.unwritten.is_empty() && !rescued && (saved.moved.is_none() || !chosen);
     if let Some(note) = plot_note {

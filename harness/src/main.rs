@@ -2,7 +2,8 @@
 //! Exit codes: 0 success; 1 a consistent strategy showed violations (run) or a regression
 //! (compare); 2 bad input or unusable files, refused before measuring; 3 the run could not
 //! complete or its files are not all where asked (said which), or counters were required and
-//! cannot be opened (run and env).
+//! cannot be opened (run and env); 4 `run --strict` and a row was flagged for interference;
+//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,13 +30,22 @@ enum Command {
     List,
     /// Measure strategies over the product of the scenario options below.
     Run(RunArgs),
-    /// Compare two runs metric by metric; exit 0 no regression, 1 regression, 2 unusable input.
+    /// Compare two runs metric by metric; exit 0 no regression, 1 regression, 2 unusable input
+    /// or runs that differ, 5 inconclusive (a side with fewer than 3 rounds).
     Compare {
         base: PathBuf,
         new: PathBuf,
         /// A regression needs a change beyond this many percent (and p < 0.05): 0 to 1000.
         #[arg(long, default_value_t = 5.0, value_parser = |v: &str| config::THRESHOLD.parse(v), allow_negative_numbers = true)]
         threshold: f64,
+        /// Compare runs of different hosts, CPUs, kernels, toolchains, regimes or configs anyway;
+        /// every difference is listed first.
+        #[arg(long)]
+        allow_different_hosts: bool,
+        /// Only the changes whose `scenario/strategy metric` contains this text (summary and
+        /// exit code included), e.g. `klp`, `r1_steady`, `x fnptr`.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// The environment check alone.
     Env {
@@ -49,9 +59,23 @@ struct RunArgs {
     /// `all` or a comma list of strategy names (see `harness list`).
     #[arg(long, default_value = "all")]
     strategies: String,
-    /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask.
-    #[arg(long, default_value = "1,all")]
+    /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask;
+    /// `sweep` = 1, 2, 4, … up to every CPU of the mask.
+    #[arg(long, default_value = "sweep")]
     readers: String,
+    /// The CPU the writer is pinned to (one of the affinity mask), or `any` (unpinned). A writer
+    /// on a reader's CPU waits for the scheduler: the report says so next to transition latency.
+    #[arg(long, default_value = "any", value_name = "N|any")]
+    writer_cpu: String,
+    /// Seconds each measurement's readers run before they are timed, so that the CPU's clock has
+    /// ramped up: 0 to 60 [default: 0.05, enough for cpufreq governors, which sample every 1 to
+    /// 10 ms].
+    #[arg(long, value_parser = |v: &str| config::WARMUP.parse(v), allow_negative_numbers = true)]
+    warmup: Option<f64>,
+    /// Exit 4 when any row is flagged for interference (a reader lost time off its CPU or
+    /// migrated, or the mean is far above the median).
+    #[arg(long)]
+    strict: bool,
     /// Transition rates: 0 (steady), 0.001 to 10^9 Hz, or `max` (back to back).
     #[arg(long, default_value = "0,1000,max")]
     rate: String,
@@ -120,6 +144,7 @@ impl RunArgs {
         let cpus = env::affinity_cpus();
         let strategies = config::parse_strategies(&self.strategies)?;
         let readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
+        let writer_cpu = config::parse_writer_cpu(&self.writer_cpu, &cpus)?;
         let rates = config::parse_rates(&self.rate)?;
         let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 });
         let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
@@ -166,11 +191,13 @@ impl RunArgs {
             strategies,
             scenarios,
             duration: Duration::from_secs_f64(duration),
+            warmup: Duration::from_secs_f64(self.warmup.unwrap_or(config::WARMUP_DEFAULT)),
             runs,
             counters: self.counters,
             oversubscribe: self.oversubscribe,
             seed: self.seed,
             cpus,
+            writer_cpu,
             out: self.out,
             panic_after_batches: None,
             full_disk_after_files: None,
@@ -182,6 +209,7 @@ impl RunArgs {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let strict = args.strict;
     let cfg = match args.into_config() {
         Ok((c, duplicates)) => {
             for name in duplicates {
@@ -227,12 +255,20 @@ fn run(args: RunArgs) -> ExitCode {
             for f in &outcome.failures {
                 eprintln!("harness: CONSISTENCY FAILURE {f}");
             }
+            let flagged = outcome.run.rows.iter().any(|r| r.interference.flagged());
+            if strict && flagged {
+                eprintln!(
+                    "harness: --strict: rows were flagged for interference (see the table); rerun on a quieter machine"
+                );
+            }
             if !outcome.complete {
                 ExitCode::from(3)
-            } else if outcome.failures.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            } else if !outcome.failures.is_empty() {
                 ExitCode::from(1)
+            } else if strict && flagged {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Err(e @ RunError::Config(_)) => {
@@ -291,7 +327,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Compare { base, new, threshold }) => {
+        Some(Command::Compare { base, new, threshold, allow_different_hosts, filter }) => {
             let load = |p: &PathBuf| output::load_run(p);
             let (b, n) = match (load(&base), load(&new)) {
                 (Ok(b), Ok(n)) => (b, n),
@@ -300,11 +336,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match compare::compare(&b, &n, threshold) {
-                Ok(changes) => {
-                    print!("{}", compare::render(&changes, threshold));
-                    if changes.iter().any(|c| c.verdict == compare::Verdict::Regression) {
+            match compare::compare(&b, &n, threshold, allow_different_hosts, filter.as_deref()) {
+                Ok(c) => {
+                    print!("{}", compare::render(&c));
+                    if c.count(compare::Verdict::Regression) > 0 {
                         ExitCode::from(1)
+                    } else if c.count(compare::Verdict::Inconclusive) > 0 {
+                        ExitCode::from(5)
                     } else {
                         ExitCode::SUCCESS
                     }

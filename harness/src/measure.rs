@@ -18,7 +18,8 @@ use hdrhistogram::Histogram;
 use crate::config::{Rate, RunConfig, Scenario};
 use crate::counters::CounterKind;
 use crate::protocol::{Control, ReaderCtx, ReaderResult, Section, WriterResult, reader, writer};
-use crate::record::{Percentiles, Row};
+use crate::record::{Interference, Percentiles, Row};
+use crate::sched::CpuTimes;
 use crate::workload::Workload;
 
 /// Median cost of reading the clock (`Instant::now()` twice), subtracted from every batch.
@@ -81,14 +82,17 @@ impl Visitor for Measure<'_> {
             control: &control,
             readers: s.readers,
             duration: self.cfg.duration,
+            warmup: self.cfg.warmup,
             clock_ns: self.clock_ns,
             counters: self.counters,
         };
         let panic_after = self.cfg.panic_after_batches;
+        let writer_cpu = self.cfg.writer_cpu;
+        let host_before = CpuTimes::now();
         let (readers, writer) = std::thread::scope(|scope| {
             let readers: Vec<_> = (0..s.readers)
                 .map(|i| {
-                    let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+                    let cpu = reader_cpu(cpus, i);
                     let ctx = &ctx;
                     let first = i == 0;
                     scope.spawn(move || {
@@ -115,15 +119,17 @@ impl Visitor for Measure<'_> {
             let writer = has_writer.then(|| {
                 let (driver, control) = (&mut driver, &control);
                 let patches = work.indexes();
-                scope.spawn(move || match catch_unwind(AssertUnwindSafe(|| writer(driver, patches, s, control))) {
-                    Ok(Ok(r)) => Ok(r),
-                    Ok(Err(e)) => {
-                        control.fail(e);
-                        Err(())
-                    }
-                    Err(_) => {
-                        control.fail("the writer panicked".into());
-                        Err(())
+                scope.spawn(move || {
+                    match catch_unwind(AssertUnwindSafe(|| writer(driver, patches, s, control, writer_cpu))) {
+                        Ok(Ok(r)) => Ok(r),
+                        Ok(Err(e)) => {
+                            control.fail(e);
+                            Err(())
+                        }
+                        Err(_) => {
+                            control.fail("the writer panicked".into());
+                            Err(())
+                        }
                     }
                 })
             });
@@ -133,18 +139,34 @@ impl Visitor for Measure<'_> {
             let writer = writer.map(|h| h.join().unwrap_or(Err(())));
             (readers, writer)
         });
+        let steal = CpuTimes::now().zip(host_before).and_then(|(end, start)| end.steal_share_since(&start));
         if control.aborted() {
             let why = control.why.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return Err(why.unwrap_or_else(|| "the run was aborted".into()));
         }
         let readers: Vec<ReaderResult> = readers.into_iter().map(|r| r.expect("not aborted")).collect();
         let writer = writer.map(|w| w.expect("not aborted"));
-        Ok(self.row::<S>(readers, writer))
+        Ok(self.row::<S>(readers, writer, steal))
+    }
+}
+
+/// The CPU reader `i` of a measurement is pinned to, if any: readers go round the mask in order.
+pub fn reader_cpu(cpus: &[usize], i: usize) -> Option<usize> {
+    (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
+}
+
+/// Whether a writer pinned to `writer_cpu` (`None`: unpinned) must share a CPU with one of
+/// `readers` readers pinned round `cpus`: pinned to a reader's CPU, or unpinned with a reader on
+/// every CPU of the mask.
+pub fn writer_shares_cpu(cpus: &[usize], readers: usize, writer_cpu: Option<usize>) -> bool {
+    match writer_cpu {
+        Some(w) => (0..readers).any(|i| reader_cpu(cpus, i) == Some(w)),
+        None => readers >= cpus.len(),
     }
 }
 
 impl Measure<'_> {
-    fn row<S: Strategy>(&self, readers: Vec<ReaderResult>, writer: Option<WriterResult>) -> Row {
+    fn row<S: Strategy>(&self, readers: Vec<ReaderResult>, writer: Option<WriterResult>, steal: Option<f64>) -> Row {
         let s = self.scenario;
         let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid bounds");
         for r in &readers {
@@ -171,6 +193,9 @@ impl Measure<'_> {
             }
             _ => (None, None),
         };
+        let ns_per_call = busy / calls.max(1) as f64;
+        let batch_ns = percentiles(&hist, 1000.0);
+        let sched: Vec<_> = readers.iter().map(|r| r.sched.clone()).collect();
         Row {
             strategy: S::INFO.name.to_owned(),
             consistency: S::INFO.consistency.name().to_owned(),
@@ -181,16 +206,21 @@ impl Measure<'_> {
             pinned: readers.iter().all(|r| r.pinned),
             oversubscribed: s.readers > self.cfg.cpus.len(),
             calls,
-            ns_per_call: busy / calls.max(1) as f64,
+            ns_per_call,
             ratio_to_fnptr: None,
             calls_per_sec: readers.iter().map(|r| r.calls as f64 / r.elapsed.as_secs_f64().max(1e-9)).sum(),
-            batch_ns: percentiles(&hist, 1000.0),
+            batch_ns,
             clamped: sum(|r| r.clamped),
             transitions: writer.as_ref().map_or(0, |w| w.transitions),
             rate_target_hz: rate_target,
             rate_achieved_hz: rate_achieved,
             rate_kept: rate_target.zip(rate_achieved).map(|(t, a)| a >= 0.95 * t),
             transition_us: writer.as_ref().and_then(|w| percentiles(&w.latency, 1000.0)),
+            transition_service_us: writer.as_ref().and_then(|w| percentiles(&w.service, 1000.0)),
+            writer_cpu: writer.as_ref().and(self.cfg.writer_cpu),
+            writer_shares_cpu: writer
+                .as_ref()
+                .map(|_| writer_shares_cpu(&self.cfg.cpus, s.readers, self.cfg.writer_cpu)),
             grace_period_us: writer.as_ref().and_then(|w| percentiles(&w.grace, 1000.0)),
             critical_sections: sum(|r| r.sections),
             violations: sum(|r| r.violations),
@@ -200,6 +230,9 @@ impl Measure<'_> {
             counter_kind: self.counters,
             counters,
             clock_overhead_ns: self.clock_ns,
+            interference: Interference::judge(&sched, ns_per_call, batch_ns.as_ref()),
+            sched,
+            host_steal_share: steal,
         }
     }
 }
@@ -237,4 +270,20 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
         eprint!("\r\x1b[2K");
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_shares_a_cpu_when_pinned_to_a_readers_or_when_readers_fill_the_mask() {
+        let mask = [0, 1];
+        assert!(!writer_shares_cpu(&mask, 1, Some(1)), "reader on 0, writer on 1");
+        assert!(writer_shares_cpu(&mask, 1, Some(0)));
+        assert!(writer_shares_cpu(&mask, 2, Some(1)));
+        assert!(!writer_shares_cpu(&mask, 1, None), "a CPU is free for it");
+        assert!(writer_shares_cpu(&mask, 2, None), "every CPU has a reader");
+        assert_eq!((reader_cpu(&mask, 2), reader_cpu(&[], 0)), (Some(0), None));
+    }
 }

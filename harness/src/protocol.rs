@@ -1,6 +1,6 @@
 //! The measurement protocol's threads: refscale's (the kernel's `kernel/rcu/refscale.c`).
 //! Readers are pinned to CPUs of the affinity mask, released together by a start barrier, warmed
-//! up until every reader has checked in, timed in batches of one critical section
+//! up for `--warmup` and until every reader has checked in, timed in batches of one critical section
 //! (`calls_per_safepoint` calls between two safe points), then kept running until the last reader
 //! is done; a writer drives transitions open-loop at the scenario's rate. Each critical section is
 //! checked against the universes the writer announced.
@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 
 use crate::config::{CallSites, Ops, Rate, Scenario};
 use crate::counters::{CounterKind, CounterValues, ThreadCounters};
+use crate::sched::{ReaderSched, ThreadSample};
 use crate::workload::{PatchIndexes, Workload};
 
 /// Coordination between readers, the writer and the runner. Every wait checks `abort`, so a
@@ -75,6 +76,8 @@ pub(crate) struct ReaderResult {
     pub(crate) cache_misses: u64,
     pub(crate) counters: Option<CounterValues>,
     pub(crate) pinned: bool,
+    /// What the scheduler did to it over the measured span.
+    pub(crate) sched: ReaderSched,
 }
 
 /// One critical section of the scenario's call-site regime, as generated in `dispatch::sections`.
@@ -118,6 +121,7 @@ pub(crate) struct ReaderCtx<'a, S: Strategy> {
     pub(crate) control: &'a Control,
     pub(crate) readers: usize,
     pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
     pub(crate) clock_ns: f64,
     pub(crate) counters: CounterKind,
 }
@@ -151,10 +155,12 @@ pub(crate) fn reader<S: Strategy>(
     if !ctx.control.wait_for(&ctx.control.arrived, ctx.readers + 1) {
         return Err("aborted".into());
     }
-    // Warm up until every reader has checked in (and at least a few sections each).
+    // Warm up for `warmup` (the CPU's clock ramps up under load) and until every reader has
+    // checked in (and at least a few sections each).
     ctx.control.checked_in.fetch_add(1, Ordering::AcqRel);
+    let warm_until = Instant::now() + ctx.warmup;
     let mut warm = 0;
-    while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers {
+    while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers || Instant::now() < warm_until {
         check(section.run(&mut task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
         warm += 1;
@@ -166,6 +172,8 @@ pub(crate) fn reader<S: Strategy>(
     // Measure: one batch = one critical section; bookkeeping happens outside the timed span.
     let per_batch = ctx.work.order.len() as f64;
     let (mut calls, mut busy_ns, mut clamped) = (0u64, 0f64, 0u64);
+    // The scheduler's accounting is read around the counters, so that its reads are not counted.
+    let sched_start = ThreadSample::now();
     if let Some(c) = counters.as_mut() {
         c.start().map_err(|e| format!("starting counters: {e}"))?;
     }
@@ -198,6 +206,7 @@ pub(crate) fn reader<S: Strategy>(
         Some(c) => Some(c.stop().map_err(|e| format!("reading counters: {e}"))?),
         None => None,
     };
+    let sched = ThreadSample::now().since(&sched_start);
 
     // Keep the load on until the last reader is done.
     ctx.control.done.fetch_add(1, Ordering::AcqRel);
@@ -218,6 +227,7 @@ pub(crate) fn reader<S: Strategy>(
         cache_misses: task.cache_misses(),
         counters,
         pinned,
+        sched,
     })
 }
 
@@ -225,19 +235,30 @@ pub(crate) fn reader<S: Strategy>(
 pub(crate) struct WriterResult {
     pub(crate) transitions: u64,
     pub(crate) elapsed: Duration,
+    /// End minus intended start of each transition, ns.
     pub(crate) latency: Histogram<u64>,
+    /// End minus actual start (service time), ns.
+    pub(crate) service: Histogram<u64>,
     pub(crate) grace: Histogram<u64>,
 }
 
 /// The writer thread: the scenario's operations, open-loop at its rate, through the one writer
-/// driver; transition latency is measured from the intended start.
+/// driver, pinned to `cpu` if given; transition latency is measured from the intended start, and
+/// service time from the actual one.
 pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
     driver: &mut Driver<'_, S, A>,
     patches: PatchIndexes,
     scenario: &Scenario,
     control: &Control,
+    cpu: Option<usize>,
 ) -> Result<WriterResult, String> {
+    if let Some(id) = cpu
+        && !core_affinity::set_for_current(core_affinity::CoreId { id })
+    {
+        return Err(format!("writer: cannot pin to CPU {id} (--writer-cpu)"));
+    }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let mut service = latency.clone();
     let mut grace = latency.clone();
     // AcqRel: the start barrier (see `reader`).
     control.arrived.fetch_add(1, Ordering::AcqRel);
@@ -276,6 +297,7 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
             Ops::Cycle | Ops::Reverse => (Op::Enable, patches.top),
             Ops::Replace => (Op::Replace, patches.replacements[n as usize % 2]),
         };
+        let started = Instant::now();
         driver.start(op, patch, scenario.ops == Ops::Reverse).map_err(|e| format!("writer: {e}"))?;
         // Poll: spin briefly (readers pass a safe point every few µs), then sleep in short steps.
         // Sleeping, not yielding: when readers occupy every CPU, a yielding writer waits a whole
@@ -294,10 +316,11 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
         let Some(stats) = stats else { return Err("aborted".into()) };
         let end = Instant::now();
         latency.saturating_record((end - intended).as_nanos().max(1) as u64);
+        service.saturating_record((end - started).as_nanos().max(1) as u64);
         if stats.grace_periods > 0 {
             grace.saturating_record((stats.grace_period_wait.as_nanos() as u64 / stats.grace_periods as u64).max(1));
         }
         n += 1;
     }
-    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, grace })
+    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, service, grace })
 }

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{CallSites, RunConfig};
 use crate::counters::{CounterKind, CounterValues};
 use crate::env::Env;
+use crate::sched::{HostLoad, ReaderSched};
 
 /// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Everything `run.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -23,6 +24,8 @@ pub struct RunFile {
     /// The run's check of its own method; `None` when the run had no per-site steady scenario with
     /// both `direct` and `fnptr`.
     pub method_check: Option<MethodCheck>,
+    /// The host's load average and steal time across the run.
+    pub host_load: HostLoad,
 }
 
 /// Whether this machine predicts the per-site calls: in the first per-site steady scenario (one
@@ -82,8 +85,16 @@ pub struct Row {
     pub rate_achieved_hz: Option<f64>,
     /// False when the writer fell more than 5% behind its target rate (the rate is not lowered).
     pub rate_kept: Option<bool>,
-    /// End minus intended start of each transition, µs.
+    /// End minus intended start of each transition, µs: what a caller of an open-loop writer
+    /// waits, scheduling delays of the writer included.
     pub transition_us: Option<Percentiles>,
+    /// End minus actual start of each transition (service time), µs.
+    pub transition_service_us: Option<Percentiles>,
+    /// The CPU the writer was pinned to; `None`: unpinned (`--writer-cpu any`) or no writer.
+    pub writer_cpu: Option<usize>,
+    /// Whether the writer had to share a CPU with a reader (pinned to a reader's CPU, or
+    /// unpinned with a reader on every CPU of the mask); `None` without a writer.
+    pub writer_shares_cpu: Option<bool>,
     /// Mean wait per grace period of each transition, µs.
     pub grace_period_us: Option<Percentiles>,
     pub critical_sections: u64,
@@ -96,6 +107,12 @@ pub struct Row {
     pub counters: Option<CounterValues>,
     /// Clock overhead subtracted from every batch, ns.
     pub clock_overhead_ns: f64,
+    /// What the scheduler did to each reader over its measured span.
+    pub sched: Vec<ReaderSched>,
+    /// Share of the host's CPU time the hypervisor stole during this measurement.
+    pub host_steal_share: Option<f64>,
+    /// Whether something else took the readers' time: see [`Interference::judge`].
+    pub interference: Interference,
 }
 
 impl Row {
@@ -103,5 +120,180 @@ impl Row {
     pub fn failed(&self) -> bool {
         self.consistency == Consistency::PerTask.name()
             && (self.violations > 0 || self.use_after_reclaim > 0 || self.idle_in_transition > 0)
+    }
+}
+
+/// A reader off its CPU for more than this share of its measured span was preempted or waited
+/// for a CPU: 5%, where an undisturbed pinned reader loses well under 1% (timer ticks and
+/// interrupts), and a CPU shared half and half with a hog loses about 50%.
+pub const LOST_SHARE_LIMIT: f64 = 0.05;
+
+/// A mean ns/call above this multiple of the median batch's says that a few batches took far
+/// longer than the rest (a preemption inside a batch is counted in full): 1.5, where undisturbed
+/// rows stay within a few percent of their median, and the loaded VM of issue 14 showed 2.3.
+pub const MEAN_OVER_MEDIAN_LIMIT: f64 = 1.5;
+
+/// Whether a row's figures are the strategy's or its neighbours': the evidence, and the reasons
+/// it was flagged for (none: not flagged).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Interference {
+    /// The largest share of its measured span any reader spent off its CPU; `None` without
+    /// `/proc/thread-self/schedstat`.
+    pub lost_share: Option<f64>,
+    /// Readers that changed CPU during their measured span.
+    pub migrated_readers: usize,
+    /// Mean ns/call over the median batch's ns/call; `None` without batches.
+    pub mean_over_median: Option<f64>,
+    pub reasons: Vec<String>,
+}
+
+impl Interference {
+    /// The verdict on one measurement, against [`LOST_SHARE_LIMIT`] and
+    /// [`MEAN_OVER_MEDIAN_LIMIT`]; any migration of a reader flags it too (readers are pinned:
+    /// one that moved was not where it was measured to be).
+    pub fn judge(sched: &[ReaderSched], ns_per_call: f64, batch_ns: Option<&Percentiles>) -> Self {
+        let lost_share = sched.iter().filter_map(|r| r.on_cpu_share()).map(|on| 1.0 - on).reduce(f64::max);
+        let migrated_readers = sched.iter().filter(|r| r.migrated()).count();
+        let mean_over_median = batch_ns.filter(|p| p.p50 > 0.0).map(|p| ns_per_call / p.p50);
+        let mut reasons = Vec::new();
+        if let Some(lost) = lost_share.filter(|l| *l > LOST_SHARE_LIMIT) {
+            reasons.push(format!(
+                "a reader was off its CPU {:.0}% of its time (limit {:.0}%)",
+                lost * 100.0,
+                LOST_SHARE_LIMIT * 100.0
+            ));
+        }
+        if migrated_readers > 0 {
+            reasons.push(format!("{migrated_readers} pinned reader(s) changed CPU"));
+        }
+        if let Some(ratio) = mean_over_median.filter(|r| *r > MEAN_OVER_MEDIAN_LIMIT) {
+            reasons.push(format!("mean {ratio:.2}x the median batch (limit {MEAN_OVER_MEDIAN_LIMIT}x)"));
+        }
+        Self { lost_share, migrated_readers, mean_over_median, reasons }
+    }
+
+    pub fn flagged(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// Rows and runs for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub(crate) fn row(strategy: &str, call_sites: CallSites, run: usize, ns_per_call: f64) -> Row {
+        Row {
+            strategy: strategy.into(),
+            consistency: "n/a".into(),
+            call_sites,
+            scenario: format!("{}_r1_steady_s8seq_d1_cycle_c4096", call_sites.name()),
+            run,
+            readers: 1,
+            pinned: true,
+            oversubscribed: false,
+            calls: 1000,
+            ns_per_call,
+            ratio_to_fnptr: None,
+            calls_per_sec: 1e9 / ns_per_call,
+            batch_ns: None,
+            clamped: 0,
+            transitions: 0,
+            rate_target_hz: None,
+            rate_achieved_hz: None,
+            rate_kept: None,
+            transition_us: None,
+            transition_service_us: None,
+            writer_cpu: None,
+            writer_shares_cpu: None,
+            grace_period_us: None,
+            critical_sections: 1,
+            violations: 0,
+            use_after_reclaim: 0,
+            idle_in_transition: 0,
+            cache_misses: 0,
+            counter_kind: CounterKind::None,
+            counters: None,
+            clock_overhead_ns: 0.0,
+            sched: Vec::new(),
+            host_steal_share: None,
+            interference: Default::default(),
+        }
+    }
+
+    /// A run of `rows`, of this machine, with the config of `config::test_support`.
+    pub(crate) fn run(rows: Vec<Row>) -> RunFile {
+        RunFile {
+            schema_version: SCHEMA_VERSION,
+            started: "2025-01-01T00:00:00Z".into(),
+            config: crate::config::test_support::config(2, 1, 3, 0.3),
+            env: Env::capture(None),
+            rows,
+            method_check: None,
+            host_load: HostLoad::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(on_cpu_share: f64, migrations: u64) -> ReaderSched {
+        ReaderSched {
+            cpu_start: Some(0),
+            cpu_end: Some(0),
+            wall_ns: 1_000_000,
+            on_cpu_ns: Some((on_cpu_share * 1e6) as u64),
+            runqueue_wait_ns: Some(0),
+            voluntary_switches: Some(0),
+            involuntary_switches: Some(0),
+            migrations: Some(migrations),
+        }
+    }
+
+    fn batches(p50: f64) -> Percentiles {
+        Percentiles { p50, p99: p50 * 2.0, p999: p50 * 3.0, max: p50 * 4.0 }
+    }
+
+    #[test]
+    fn an_undisturbed_row_is_not_flagged() {
+        let v = Interference::judge(&[reader(0.99, 0), reader(1.0, 0)], 1.02, Some(&batches(1.0)));
+        assert!(!v.flagged(), "{v:?}");
+        assert!((v.lost_share.unwrap() - 0.01).abs() < 1e-9);
+        assert_eq!(v.migrated_readers, 0);
+    }
+
+    #[test]
+    fn each_limit_flags_on_its_own_just_past_it() {
+        let past = 1.0 - LOST_SHARE_LIMIT - 0.001;
+        let lost = Interference::judge(&[reader(1.0, 0), reader(past, 0)], 1.0, Some(&batches(1.0)));
+        assert_eq!(lost.reasons.len(), 1, "{lost:?}");
+        assert!(lost.reasons[0].contains("off its CPU 5% of its time (limit 5%)"), "{lost:?}");
+        let within = Interference::judge(&[reader(1.0 - LOST_SHARE_LIMIT + 0.001, 0)], 1.0, Some(&batches(1.0)));
+        assert!(!within.flagged(), "{within:?}");
+
+        let moved = Interference::judge(&[reader(1.0, 1)], 1.0, Some(&batches(1.0)));
+        assert_eq!(moved.reasons, ["1 pinned reader(s) changed CPU"]);
+
+        let skewed = Interference::judge(&[reader(1.0, 0)], MEAN_OVER_MEDIAN_LIMIT + 0.01, Some(&batches(1.0)));
+        assert_eq!(skewed.reasons, ["mean 1.51x the median batch (limit 1.5x)"]);
+        let within = Interference::judge(&[reader(1.0, 0)], MEAN_OVER_MEDIAN_LIMIT, Some(&batches(1.0)));
+        assert!(!within.flagged());
+    }
+
+    /// The loaded VM of issue 14: 60% of the time lost, mean 18.0 against a median of 7.8.
+    #[test]
+    fn the_loaded_vm_of_the_issue_is_flagged_for_both() {
+        let v = Interference::judge(&[reader(0.4, 0)], 18.0, Some(&batches(7.8)));
+        assert_eq!(v.reasons.len(), 2, "{v:?}");
+        assert!(v.reasons[0].contains("60%") && v.reasons[1].contains("2.31x"), "{v:?}");
+    }
+
+    #[test]
+    fn missing_accounting_is_no_evidence() {
+        let unknown = ReaderSched { on_cpu_ns: None, migrations: None, ..reader(0.0, 0) };
+        let v = Interference::judge(&[unknown], 1.0, None);
+        assert_eq!((v.lost_share, v.mean_over_median, v.flagged()), (None, None, false));
     }
 }

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::config::CallSites;
-use crate::record::{MethodCheck, Row, RunFile};
+use crate::config::{self, CallSites};
+use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, Row, RunFile};
 
 /// Median, minimum and maximum of a sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +46,10 @@ pub struct Summary {
     pub max: f64,
     pub transitions: u64,
     pub transition_p99_us: Option<f64>,
+    /// Service time (start to completion) p99, µs.
+    pub service_p99_us: Option<f64>,
+    /// Whether the writer shared a CPU with a reader (`None`: no writer).
+    pub writer_shares_cpu: Option<bool>,
     pub rate_kept: Option<bool>,
     pub violations: u64,
     pub use_after_reclaim: u64,
@@ -54,6 +58,39 @@ pub struct Summary {
     pub failed: bool,
     /// Per call: counter name → median over runs of value / calls.
     pub counters_per_call: BTreeMap<String, f64>,
+    /// Medians over runs of: the least share of its time any reader was on its CPU; context
+    /// switches, all and involuntary, summed over readers; migrations summed over readers.
+    pub on_cpu_share: Option<f64>,
+    pub switches: Option<f64>,
+    pub involuntary_switches: Option<f64>,
+    pub migrations: Option<f64>,
+    pub rounds: usize,
+    /// Rounds flagged for interference, and the kinds of reason, worst figure first seen.
+    pub flagged_rounds: usize,
+    pub interference: Vec<String>,
+}
+
+/// Sum over readers of one scheduler figure; `None` if any reader lacks it.
+fn sched_sum(r: &Row, f: fn(&crate::sched::ReaderSched) -> Option<u64>) -> Option<f64> {
+    r.sched.iter().map(f).sum::<Option<u64>>().map(|n| n as f64)
+}
+
+/// The interference of a group of rows in a few words: the worst figure of each kind flagged.
+fn interference_tags(rs: &[&Row]) -> Vec<String> {
+    let flagged: Vec<_> = rs.iter().map(|r| &r.interference).filter(|i| i.flagged()).collect();
+    let worst =
+        |f: fn(&crate::record::Interference) -> Option<f64>| flagged.iter().filter_map(|i| f(i)).reduce(f64::max);
+    let mut tags = Vec::new();
+    if let Some(lost) = worst(|i| i.lost_share.filter(|l| *l > LOST_SHARE_LIMIT)) {
+        tags.push(format!("off CPU {:.0}%", lost * 100.0));
+    }
+    if flagged.iter().any(|i| i.migrated_readers > 0) {
+        tags.push("migrated".to_owned());
+    }
+    if let Some(ratio) = worst(|i| i.mean_over_median.filter(|m| *m > MEAN_OVER_MEDIAN_LIMIT)) {
+        tags.push(format!("mean {ratio:.1}x median"));
+    }
+    tags
 }
 
 /// Groups rows by (scenario, strategy), in the order scenarios and strategies first appear.
@@ -95,12 +132,23 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 max: rs.iter().filter_map(|r| r.batch_ns.map(|p| p.max)).fold(f64::NAN, f64::max),
                 transitions: rs.iter().map(|r| r.transitions).sum(),
                 transition_p99_us: med(&|r| r.transition_us.map(|p| p.p99)),
+                service_p99_us: med(&|r| r.transition_service_us.map(|p| p.p99)),
+                writer_shares_cpu: rs.iter().filter_map(|r| r.writer_shares_cpu).reduce(|a, b| a || b),
                 rate_kept: rs.iter().filter_map(|r| r.rate_kept).reduce(|a, b| a && b),
                 violations: rs.iter().map(|r| r.violations).sum(),
                 use_after_reclaim: rs.iter().map(|r| r.use_after_reclaim).sum(),
                 idle_in_transition: rs.iter().map(|r| r.idle_in_transition).sum(),
                 failed: rs.iter().any(|r| r.failed()),
                 counters_per_call,
+                on_cpu_share: med(&|r| r.sched.iter().filter_map(|s| s.on_cpu_share()).reduce(f64::min)),
+                switches: med(&|r| {
+                    Some(sched_sum(r, |s| s.voluntary_switches)? + sched_sum(r, |s| s.involuntary_switches)?)
+                }),
+                involuntary_switches: med(&|r| sched_sum(r, |s| s.involuntary_switches)),
+                migrations: med(&|r| sched_sum(r, |s| s.migrations)),
+                rounds: rs.len(),
+                flagged_rounds: rs.iter().filter(|r| r.interference.flagged()).count(),
+                interference: interference_tags(&rs),
                 strategy,
                 scenario,
             }
@@ -117,6 +165,46 @@ fn counters_cell(s: &Summary) -> String {
         format!("{clock:.2} ns task-clock")
     } else {
         "-".to_owned()
+    }
+}
+
+/// Transition latency p99, with a word when the writer shared a CPU with a reader: then the
+/// figure includes waiting for the scheduler, not only for the strategy's grace periods.
+fn transition_cell(s: &Summary) -> String {
+    match (s.transition_p99_us, s.writer_shares_cpu) {
+        (Some(x), Some(true)) => format!("{x:.1} (writer shares a CPU)"),
+        (Some(x), _) => format!("{x:.1}"),
+        (None, _) => "-".into(),
+    }
+}
+
+fn interference_cell(s: &Summary) -> String {
+    if s.flagged_rounds == 0 {
+        "-".into()
+    } else {
+        format!("FLAGGED {}/{}: {}", s.flagged_rounds, s.rounds, s.interference.join(", "))
+    }
+}
+
+/// The closing line on interference: how many table rows (and measurements) were flagged, and
+/// the limits.
+pub fn interference_line(summaries: &[Summary]) -> String {
+    let rows = summaries.iter().filter(|s| s.flagged_rounds > 0).count();
+    let measurements: usize = summaries.iter().map(|s| s.flagged_rounds).sum();
+    let total: usize = summaries.iter().map(|s| s.rounds).sum();
+    let limits = format!(
+        "a row is flagged when a reader was off its CPU more than {:.0}% of its time, a pinned reader changed CPU, \
+         or the mean is more than {MEAN_OVER_MEDIAN_LIMIT}x the median batch",
+        LOST_SHARE_LIMIT * 100.0
+    );
+    if rows == 0 {
+        format!("interference: no row flagged ({limits})")
+    } else {
+        format!(
+            "interference: {rows} of {} rows flagged ({measurements} of {total} measurements): their figures include \
+             other tasks' time; {limits}",
+            summaries.len()
+        )
     }
 }
 
@@ -142,9 +230,14 @@ fn table_rows(summaries: &[&Summary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
         "max",
         "transitions",
         "tr p99 us",
+        "svc p99 us",
         "viol",
         "uar",
         "counters/call",
+        "on-CPU %",
+        "ctx sw (inv)",
+        "migr",
+        "interference",
     ];
     let f2 = |x: f64| if x.is_finite() { format!("{x:.2}") } else { "-".into() };
     let cells = summaries
@@ -162,10 +255,18 @@ fn table_rows(summaries: &[&Summary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 f2(s.p999),
                 f2(s.max),
                 rate_cell(s),
-                s.transition_p99_us.map_or("-".into(), |x| format!("{x:.1}")),
+                transition_cell(s),
+                s.service_p99_us.map_or("-".into(), |x| format!("{x:.1}")),
                 s.violations.to_string(),
                 s.use_after_reclaim.to_string(),
                 counters_cell(s),
+                s.on_cpu_share.map_or("-".into(), |x| format!("{:.1}", x * 100.0)),
+                match (s.switches, s.involuntary_switches) {
+                    (Some(all), Some(inv)) => format!("{all:.0} ({inv:.0})"),
+                    _ => "-".into(),
+                },
+                s.migrations.map_or("-".into(), |x| format!("{x:.0}")),
+                interference_cell(s),
             ]
         })
         .collect();
@@ -200,6 +301,7 @@ pub fn terminal(summaries: &[Summary]) -> String {
             writeln!(out, "{}", line(c)).unwrap();
         }
     }
+    writeln!(out, "\n{}", interference_line(summaries)).unwrap();
     out
 }
 
@@ -259,6 +361,17 @@ pub fn method_line(check: &MethodCheck) -> String {
     }
 }
 
+/// The host across the run, in one line.
+pub fn host_line(h: &crate::sched::HostLoad) -> String {
+    let load = |l: Option<[f64; 3]>| l.map_or("unavailable".to_owned(), |l| format!("{:.2}", l[0]));
+    let steal = h.steal_share.map_or("unavailable".to_owned(), |s| format!("{:.1}%", s * 100.0));
+    format!(
+        "Host: 1-minute load average {} at the start, {} at the end; steal time {steal} of all CPUs' time over the run.",
+        load(h.loadavg_start),
+        load(h.loadavg_end)
+    )
+}
+
 /// `report.md`: the machine, the config, and the tables.
 pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_note: Option<&str>) -> String {
     let mut md = String::new();
@@ -294,11 +407,13 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
     let c = &run.config;
     writeln!(
         md,
-        "\nConfig: {} run(s) of {:.2} s per strategy and scenario, strategies interleaved in a random order per round (seed {}); \
+        "\nConfig: {} run(s) of {:.2} s after {:.2} s of warm-up per strategy and scenario, the writer on {}, strategies interleaved in a random order per round (seed {}); \
          ns/call is the mean over batches (one critical section each) with the clock's overhead subtracted; \
          percentiles are per-batch ns/call; ratios are to `fnptr` in the same round, median (min-max) over rounds.\n",
         c.runs,
         c.duration.as_secs_f64(),
+        c.warmup.as_secs_f64(),
+        config::writer_cpu_name(c.writer_cpu),
         c.seed
     )
     .unwrap();
@@ -314,6 +429,15 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
     if let Some(check) = &run.method_check {
         writeln!(md, "{}.\n", method_line(check)).unwrap();
     }
+    writeln!(md, "{}\n", host_line(&run.host_load)).unwrap();
+    writeln!(
+        md,
+        "Columns: `tr p99 us` is end minus *intended* start of a transition (what an open-loop caller waits), \
+         `svc p99 us` its service time (actual start to completion); `on-CPU %` the least share of its measured \
+         time any reader ran, `ctx sw (inv)` context switches of the readers (involuntary ones: preemptions), \
+         `migr` their migrations, medians over rounds.\n"
+    )
+    .unwrap();
     for sc in scenarios(summaries) {
         let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
         let (header, cells) = table_rows(&group);
@@ -325,6 +449,7 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
         }
         md.push('\n');
     }
+    writeln!(md, "{}.\n", interference_line(summaries)).unwrap();
     if !plots.is_empty() {
         writeln!(md, "## Plots\n").unwrap();
         for p in plots {
@@ -356,40 +481,8 @@ pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::CounterKind;
 
-    fn row(strategy: &str, call_sites: CallSites, run: usize, ns_per_call: f64) -> Row {
-        Row {
-            strategy: strategy.into(),
-            consistency: "n/a".into(),
-            call_sites,
-            scenario: format!("{}_r1_steady_s8seq_d1_cycle_c4096", call_sites.name()),
-            run,
-            readers: 1,
-            pinned: true,
-            oversubscribed: false,
-            calls: 1000,
-            ns_per_call,
-            ratio_to_fnptr: None,
-            calls_per_sec: 1e9 / ns_per_call,
-            batch_ns: None,
-            clamped: 0,
-            transitions: 0,
-            rate_target_hz: None,
-            rate_achieved_hz: None,
-            rate_kept: None,
-            transition_us: None,
-            grace_period_us: None,
-            critical_sections: 1,
-            violations: 0,
-            use_after_reclaim: 0,
-            idle_in_transition: 0,
-            cache_misses: 0,
-            counter_kind: CounterKind::None,
-            counters: None,
-            clock_overhead_ns: 0.0,
-        }
-    }
+    use crate::record::test_support::row;
 
     /// Rows of three rounds: direct at 1 ns, fnptr at `fnptr` ns per site and 8 ns shared.
     fn rows(fnptr: [f64; 3]) -> Vec<Row> {

@@ -220,7 +220,7 @@ fn an_output_directory_the_final_write_could_not_create_is_refused_before_measur
 #[test]
 fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let out = scratch("run");
-    let o = tiny_run(&out, &[]);
+    let o = tiny_run(&out, &[("--runs", "3")]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["run.json", "report.md", "bmf.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -230,7 +230,7 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
         assert!(out.join("throughput.png").is_file() && out.join("latency.png").is_file(), "plots missing");
     }
     let run = harness::output::load_run(&out).unwrap();
-    assert_eq!(run.rows.len(), 2 * 2 * 2, "strategies x scenarios x runs");
+    assert_eq!(run.rows.len(), 2 * 2 * 3, "strategies x scenarios x runs");
     assert!(run.rows.iter().all(|r| r.calls > 0 && r.ns_per_call > 0.0));
     assert!(run.rows.iter().filter(|r| r.strategy == "fnptr").all(|r| r.ratio_to_fnptr == Some(1.0)));
     assert!(run.rows.iter().any(|r| r.transitions > 0), "the writer ran");
@@ -259,14 +259,14 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let cases = [
         (bad.join("missing.json"), "cannot read"),
         (write("empty.json", ""), "is empty"),
-        (write("corrupt.json", "{\"schema_version\": 2, "), "not valid JSON"),
+        (write("corrupt.json", "{\"schema_version\": 3, "), "not valid JSON"),
         (
-            write("schema.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": 99", 1)),
+            write("schema.json", &json.replacen("\"schema_version\": 3", "\"schema_version\": 99", 1)),
             "schema_version 99",
         ),
         (
-            write("schema-type.json", &json.replacen("\"schema_version\": 2", "\"schema_version\": \"2\"", 1)),
-            "schema_version of the wrong type (\"2\", a string)",
+            write("schema-type.json", &json.replacen("\"schema_version\": 3", "\"schema_version\": \"3\"", 1)),
+            "schema_version of the wrong type (\"3\", a string)",
         ),
         (write("row-type.json", &with_row_field(&json, "ns_per_call", "\"fast\"")), "row 1 ("),
         (
@@ -296,8 +296,96 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let o = harness(&["compare", out.to_str().unwrap(), slow_path.to_str().unwrap(), "--threshold", "10"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
+
+    // Another machine or toolchain: refused with the fix named (exit 2), unless asked for; then
+    // every difference comes first.
+    let mut other: serde_json::Value = serde_json::from_str(&json).unwrap();
+    other["env"]["cpu_model"] = "AMD EPYC 9654".into();
+    other["env"]["kernel"] = "6.1.0-other".into();
+    let other_path = write("other.json", &other.to_string());
+    let o = harness(&["compare", out.to_str().unwrap(), other_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for needle in ["CPU model: BASE", "\"AMD EPYC 9654\"", "kernel: BASE", "--allow-different-hosts"] {
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+    let o = harness(&["compare", out.to_str().unwrap(), other_path.to_str().unwrap(), "--allow-different-hosts"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("WARNING: the runs differ") && stdout.contains("- kernel: BASE"), "{stdout}");
+
+    // Fewer than 3 rounds a side: no verdict, exit 5, even against itself.
+    let mut two: serde_json::Value = serde_json::from_str(&json).unwrap();
+    two["rows"].as_array_mut().unwrap().retain(|r| r["run"].as_u64() < Some(2));
+    two["config"]["runs"] = 2.into();
+    let two_path = write("two.json", &two.to_string());
+    let o = harness(&["compare", two_path.to_str().unwrap(), two_path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("INCONCLUSIVE: BASE has 2 round(s), NEW 2") && !stdout.contains("| - |"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&bad);
+}
+
+/// The A/A check on this machine: one run of 12 rounds split into two runs of 6 (even and odd
+/// rounds, so that drift hits both alike) compares as no change in the headline, the ratio to
+/// fnptr of the same round (ns/call itself moves with the load of a shared VM between rounds).
+/// A planted 10% slowdown is the unit test
+/// `compare::tests::same_figures_are_unchanged_and_a_planted_slowdown_is_a_regression`: on this
+/// loaded VM a debug build's rounds spread by tens of percent, and no test on 6 rounds of them
+/// can tell 10% apart, which is what `compare` then rightly says.
+#[test]
+fn a_a_runs_compare_as_no_change() {
+    let out = scratch("aa");
+    let o = tiny_run(&out, &[("--runs", "12"), ("--rate", "0"), ("--duration", "0.05")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let half = |parity: u64| {
+        let mut h = run.clone();
+        h["config"]["runs"] = 6.into();
+        let rows = h["rows"].as_array_mut().unwrap();
+        rows.retain(|r| r["run"].as_u64().unwrap() % 2 == parity);
+        for r in rows.iter_mut() {
+            r["run"] = (r["run"].as_u64().unwrap() / 2).into();
+        }
+        let path = out.join(format!("half-{parity}.json"));
+        std::fs::write(&path, h.to_string()).unwrap();
+        path
+    };
+    let (a, b) = (half(0), half(1));
+    let o = harness(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--filter", "x fnptr"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("1 change(s) matching \"x fnptr\": 0 regression(s), 0 improvement(s), 1 unchanged"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Readers beyond the CPUs share one: each loses about half its time, which the verdict flags
+/// (in the table and run.json); with `--strict` that is exit 4.
+#[test]
+fn readers_sharing_a_cpu_are_flagged_and_strict_exits_4() {
+    let cpus = harness::env::affinity_cpus().len();
+    let readers = (cpus + 1).to_string();
+    let out = scratch("shared-cpu");
+    let opts = [("--strategies", "fnptr"), ("--readers", readers.as_str()), ("--rate", "0"), ("--duration", "0.1")];
+    let o = tiny_command(&out, &opts).arg("--oversubscribe").output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout.contains("FLAGGED 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
+        "{stdout}"
+    );
+    let run = harness::output::load_run(&out).unwrap();
+    assert!(run.rows.iter().all(|r| r.interference.flagged() && r.sched.len() == cpus + 1), "{:?}", run.rows);
+    assert!(run.rows.iter().all(|r| r.sched.iter().any(|s| s.involuntary_switches > Some(0))), "preemptions counted");
+    let strict = scratch("shared-cpu-strict");
+    let o = tiny_command(&strict, &opts).args(["--oversubscribe", "--strict"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--strict: rows were flagged for interference"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&strict);
 }
 
 /// `json` (a run.json) with `field` of its second row set to `value` (JSON text).
