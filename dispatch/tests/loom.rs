@@ -1,10 +1,12 @@
 //! loom model of the Patcher's phase ordering for a two-task transition (run by `scripts/loom`):
-//! the whole engine under every interleaving loom explores, with `klp` and with the two strategies
-//! that keep a writer generation for a whole critical section (`tls`, `percpu`).
+//! the whole engine under every interleaving loom explores, with `klp`, with `kgraft` (its fast
+//! word beside klp's stacks) and with the two strategies that keep a writer generation for a
+//! whole critical section (`tls`, `percpu`).
 
 #![cfg(loom)]
 
 use dispatch::check::{code, fingerprint, poison_hits};
+use dispatch::strategy::kgraft::Kgraft;
 use dispatch::strategy::klp::Klp;
 use dispatch::strategy::percpu::PerCpu;
 use dispatch::strategy::tls::Tls;
@@ -95,4 +97,4 @@ macro_rules! per_strategy {
     };
 }
 
-per_strategy!(klp: Klp, None; tls: Tls, Some(1); percpu: PerCpu, Some(1));
+per_strategy!(klp: Klp, None; kgraft: Kgraft, None; tls: Tls, Some(1); percpu: PerCpu, Some(1));

@@ -20,6 +20,7 @@ pub(crate) mod blocks;
 pub mod direct;
 pub mod epoch;
 pub mod fnptr;
+pub mod kgraft;
 pub mod klp;
 pub mod percpu;
 pub mod rwlock;
@@ -196,6 +197,7 @@ macro_rules! for_each_strategy {
             direct: $crate::strategy::direct::Direct,
             fnptr: $crate::strategy::fnptr::Fnptr,
             klp: $crate::strategy::klp::Klp,
+            kgraft: $crate::strategy::kgraft::Kgraft,
             arcswap: $crate::strategy::arcswap::ArcSwapStacks,
             seqlock: $crate::strategy::seqlock::SeqLock,
             percpu: $crate::strategy::percpu::PerCpu,
