@@ -131,6 +131,41 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The scenario in words, for a reader who does not know the naming scheme of [`Self::name`].
+    pub fn describe(&self) -> String {
+        let regime = match self.call_sites {
+            CallSites::PerSite => "each site called from its own call instruction",
+            CallSites::Shared => "every site called from one shared call instruction",
+            CallSites::Cold => "each site called from its own call instruction, more code than the L1i holds",
+        };
+        let readers = match self.readers {
+            1 => "1 reader thread".to_owned(),
+            n => format!("{n} reader threads"),
+        };
+        let writer = match self.rate {
+            Rate::Steady => "no writer (steady state)".to_owned(),
+            Rate::Hz(hz) => format!("a writer starting {hz} transitions a second (open loop)"),
+            Rate::Max => "a writer making transitions back to back".to_owned(),
+        };
+        let order = match self.order {
+            Order::Seq => "in sequence",
+            Order::Random => "in a fixed random order",
+        };
+        let ops = match self.ops {
+            Ops::Cycle => "enables the top patch, then disables it",
+            Ops::Replace => "replaces every patch with one cumulative patch, then with another",
+            Ops::Reverse => "enables the top patch and reverses the transition at once",
+        };
+        let writes = if self.rate == Rate::Steady { String::new() } else { format!("; the writer {ops}") };
+        format!(
+            "{readers}, {writer}; {} sites {order}, {regime}; {} patch(es) stacked below the one in transition{writes}; \
+             {} calls per critical section (one timed batch)",
+            self.sites, self.depth, self.calls_per_safepoint
+        )
+    }
+}
+
 /// Everything a `run` needs, after validation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {

@@ -3,7 +3,8 @@
 //! (compare); 2 bad input or unusable files, refused before measuring; 3 the run could not
 //! complete or its files are not all where asked (said which), or counters were required and
 //! cannot be opened (run and env); 4 `run --strict` and a row was flagged for interference;
-//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds).
+//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds). `report`:
+//! 0 written, 2 unusable input (mixed schema versions among them), 3 files not all written.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,19 @@ enum Command {
         /// exit code included), e.g. `klp`, `r1_steady`, `x fnptr`.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// One report from runs made on different machines (same schema): a table per scenario with
+    /// a column per host, the ratio-to-fnptr plot with a series per host, each host's
+    /// environment. Given one run, writes its report files again with this harness. Exit 0
+    /// written, 2 unusable input (an unreadable run, mixed schema versions, an existing --out),
+    /// 3 files not all written.
+    Report {
+        /// Run directories (or their run.json files).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Output directory (must not exist) [default: results/runs/<timestamp>-report].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The environment check alone.
     Env {
@@ -322,6 +336,33 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     // As under `run`: the machine cannot do what was asked.
+                    eprintln!("harness: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
+        Some(Command::Report { runs, out }) => {
+            let out = out.unwrap_or_else(|| output::default_dir("report"));
+            match harness::report(&runs, &out) {
+                Ok(saved) => {
+                    if let Some(moved) = &saved.moved {
+                        eprintln!("harness: {moved}");
+                    }
+                    if let Some(dir) = &saved.dir {
+                        println!("wrote {} ({})", dir.display(), saved.written.join(", "));
+                    }
+                    if saved.unwritten.is_empty() && saved.moved.is_none() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("harness: NOT written: {}", saved.unwritten.join(", "));
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e @ RunError::Config(_)) => {
+                    eprintln!("harness: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e @ RunError::Failed(_)) => {
                     eprintln!("harness: {e}");
                     ExitCode::from(3)
                 }
