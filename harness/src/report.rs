@@ -901,6 +901,113 @@ mod tests {
         assert!(line.starts_with("warning: fnptr / direct = 5.70") && line.contains("not predicted"), "{line}");
     }
 
+    /// A run under transitions: `fnptr` (immediate) with violations, `klp` (per-task) with one,
+    /// and a scenario whose name the config describes.
+    fn transition_run() -> RunFile {
+        let mut rows = Vec::new();
+        for run in 0..3 {
+            for (strategy, consistency, violations) in [("fnptr", "immediate", 7404), ("klp", "per-task", 1)] {
+                let mut r = row(strategy, CallSites::PerSite, run, 1.5);
+                r.consistency = consistency.into();
+                r.violations = violations;
+                r.transitions = 1000;
+                r.rate_kept = Some(true);
+                r.ratio_to_fnptr = Some(if strategy == "fnptr" { 1.0 } else { 1.5 });
+                r.batch_ns = Some(Percentiles { p50: 1.4, p99: 2.0 + run as f64, p999: 9.0, max: 90.0 });
+                r.transition_us = Some(Percentiles { p50: 10.0, p99: 100.0 + run as f64, p999: 200.0, max: 300.0 });
+                r.clock_overhead_ns = 18.0;
+                rows.push(r);
+            }
+        }
+        crate::record::test_support::run(rows)
+    }
+
+    #[test]
+    fn the_report_decodes_scenarios_marks_expected_violations_and_fits_120_columns() {
+        let run = transition_run();
+        let summaries = summarize(&run.rows);
+        let md = markdown(&run, &summaries, &[], Some("no font"));
+        let scenario = &run.config.scenarios[0];
+        assert_eq!(scenario.name(), run.rows[0].scenario, "the test's rows belong to the config's scenario");
+        assert!(md.contains(&format!("*{}.*", scenario.describe())), "{md}");
+        assert!(md.contains("1 reader thread, no writer (steady state)"), "{md}");
+        // Both consistency models of the run are explained, with the strategies that have them.
+        assert!(md.contains("`immediate` (fnptr)") && md.contains("violations under transitions are EXPECTED"));
+        assert!(md.contains("| fnptr | immediate | 3000 |"), "{md}");
+        assert!(md.contains("| 22212 (expected) |"), "fnptr's violations are expected: {md}");
+        assert!(md.contains("| klp FAIL | per-task |") && md.contains("| 3 | 0 |"), "klp's fail the run: {md}");
+        assert!(md.contains("18.0 ns per timed batch, subtracted"), "clock overhead: {md}");
+        assert!(md.contains("every reader pinned to a CPU of its own"), "pinning: {md}");
+        assert!(md.contains("Plots: no font"));
+        for (col, _) in COLUMNS {
+            assert!(md.contains(&format!("- `{col}`: ")), "column {col} unexplained");
+        }
+        let wide: Vec<&str> = md.lines().filter(|l| l.starts_with('|') && l.chars().count() > MAX_WIDTH).collect();
+        assert!(wide.is_empty(), "table lines wider than {MAX_WIDTH}: {wide:#?}");
+    }
+
+    #[test]
+    fn a_wide_table_is_split_repeating_the_first_column() {
+        let header: Vec<&str> = vec!["strategy", "a", "b", "c"];
+        let cells = vec![vec!["klp".to_owned(), "x".repeat(60), "y".repeat(60), "z".repeat(10)]];
+        let md = markdown_table(&header, &cells);
+        let tables: Vec<&str> = md.split("\n\n").filter(|t| !t.is_empty()).collect();
+        assert_eq!(tables.len(), 2, "{md}");
+        assert!(tables[0].starts_with("| strategy | a |") && tables[1].starts_with("| strategy | b | c |"), "{md}");
+        assert!(md.lines().all(|l| l.chars().count() <= MAX_WIDTH), "{md}");
+        // A narrow table stays one.
+        let narrow = markdown_table(&header[..2], &[vec!["klp".into(), "1".into()]]);
+        assert_eq!(narrow, "| strategy | a |\n|---|---|\n| klp | 1 |\n\n");
+    }
+
+    #[test]
+    fn bmf_has_tail_and_transition_measures() {
+        let out = bmf(&summarize(&transition_run().rows));
+        let klp = &out["per-site_r1_steady_s8seq_d1_cycle_c4096/klp"];
+        assert_eq!(klp["p99-latency"], json!({"value": 3.0, "lower_value": 2.0, "upper_value": 4.0}));
+        assert_eq!(klp["transition-p99-us"], json!({"value": 101.0, "lower_value": 100.0, "upper_value": 102.0}));
+        assert_eq!(klp["ratio-to-fnptr"]["value"], 1.5);
+        let steady = bmf(&summarize(&rows([1.0; 3])));
+        let fnptr = &steady["per-site_r1_steady_s8seq_d1_cycle_c4096/fnptr"];
+        assert!(fnptr.get("transition-p99-us").is_none(), "no writer, no transition measure: {fnptr}");
+    }
+
+    #[test]
+    fn rows_csv_has_a_column_per_field_and_quotes_text() {
+        let mut run = transition_run();
+        run.rows[0].interference.reasons = vec!["a, b".into(), "say \"c\"".into()];
+        let csv = rows_csv(&run.rows).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + run.rows.len());
+        assert!(lines[0].starts_with("scenario,strategy,run,") && lines[0].contains(",batch_ns.p99,"), "{}", lines[0]);
+        assert!(lines[1].contains(",\"a, b; say \"\"c\"\"\","), "{}", lines[1]);
+        // Every line has the header's columns (the quoted comma is one field).
+        let fields = |l: &str| l.split(',').count() - l.matches("a, b").count();
+        assert!(lines.iter().all(|l| fields(l) == fields(lines[0])), "{csv}");
+        let p99 = lines[0].split(',').position(|c| c == "batch_ns.p99").unwrap();
+        assert_eq!(lines[2].split(',').nth(p99), Some("2.0"), "klp's first round: {}", lines[2]);
+    }
+
+    #[test]
+    fn the_cross_host_report_has_a_column_per_host_and_each_environment() {
+        let a = transition_run();
+        let mut b = transition_run();
+        b.env.host = "other-box".into();
+        b.env.cpu_model = "AMD EPYC 9654".into();
+        for r in &mut b.rows {
+            r.ns_per_call *= 2.0;
+        }
+        let hosts = HostRun::label(vec![a.clone(), b, a]);
+        let labels: Vec<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
+        let own = hosts[0].run.env.host.clone();
+        assert_eq!(labels, [own.as_str(), "other-box", &format!("{own} #2")]);
+        let md = hosts_markdown(&hosts, &[], None);
+        assert!(md.contains(&format!("| strategy | {own} | other-box | {own} #2 |")), "{md}");
+        assert!(md.contains("| klp | 1.50 (1.50-1.50) | 3.00 (3.00-3.00) | 1.50 (1.50-1.50) |"), "{md}");
+        assert!(md.contains("### other-box") && md.contains("AMD EPYC 9654"), "{md}");
+        assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| l.chars().count() <= MAX_WIDTH));
+    }
+
     #[test]
     fn no_check_without_a_per_site_steady_scenario() {
         let shared_only: Vec<Row> = rows([1.0; 3]).into_iter().filter(|r| r.call_sites == CallSites::Shared).collect();
