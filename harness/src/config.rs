@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Transition rate of the writer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Rate {
     /// No writer: steady state.
@@ -30,7 +30,7 @@ impl fmt::Display for Rate {
 }
 
 /// The order readers call the sites in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// 0, 1, 2, …: every load and branch predicted.
@@ -41,7 +41,7 @@ pub enum Order {
 
 /// Where the measured loop's call instructions are: the call-site regime (see
 /// `dispatch::sections`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
@@ -68,7 +68,7 @@ impl CallSites {
 }
 
 /// What the writer cycles through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Ops {
     /// Enable the top patch, then disable it.
@@ -80,7 +80,7 @@ pub enum Ops {
 }
 
 /// Hardware counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum CountersMode {
     /// Use them where available; otherwise say why and record software counters.
@@ -92,7 +92,7 @@ pub enum CountersMode {
 }
 
 /// One point of every scenario dimension except the strategy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scenario {
     pub call_sites: CallSites,
     pub readers: usize,
@@ -167,14 +167,17 @@ impl Scenario {
 }
 
 /// Everything a `run` needs, after validation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunConfig {
     pub strategies: Vec<String>,
     pub scenarios: Vec<Scenario>,
+    /// Seconds.
     #[serde(with = "secs")]
+    #[schemars(with = "f64")]
     pub duration: Duration,
     /// Each measurement's readers run this long before they are timed (see [`WARMUP_DEFAULT`]).
     #[serde(with = "secs")]
+    #[schemars(with = "f64")]
     pub warmup: Duration,
     pub runs: usize,
     pub counters: CountersMode,

@@ -198,6 +198,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summar
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
+    staging.write("run.schema.json", record::json_schema().as_bytes());
     match report::rows_csv(&run.rows) {
         Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
         Err(e) => staging.record("rows.csv", Err(e.to_string())),

@@ -52,7 +52,7 @@ fn free_name(dir: &Path) -> Option<PathBuf> {
 /// just before the rename.
 const MARKER: &str = ".dispatch-bench-staging";
 
-/// Longer than the name of any file a run writes (the longest: `transitions.png`): the probe in
+/// Longer than the name of any file a run writes (the longest: `transitions.png`, `run.schema.json`): the probe in
 /// [`check_target`] writes a file of this length, so every real path is shorter than one tried.
 const PROBE_NAME_LEN: usize = 32;
 
