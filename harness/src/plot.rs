@@ -237,20 +237,18 @@ fn ratio(runs: &[&[Summary]], legend: Vec<String>) -> Figure {
     Figure { title: RATIO_TITLE.into(), panels: per_scenario(&names, runs, "x fnptr (log)", &[|s| s.ratio]), legend }
 }
 
-const PERCENTILES: [(&str, fn(&Summary) -> f64); 4] =
-    [("p50", |s| s.p50), ("p99", |s| s.p99), ("p99.9", |s| s.p999), ("max", |s| s.max)];
+/// The percentiles the latency plots show, in the order of their series.
+const PERCENTILES: [&str; 4] = ["p50", "p99", "p99.9", "max"];
 
 fn latency(summaries: &[Summary]) -> Figure {
     let names = crate::report::scenarios(summaries);
     let values: Vec<fn(&Summary) -> Option<Spread>> =
-        vec![|s| exact(PERCENTILES[0].1(s)), |s| exact(PERCENTILES[1].1(s)), |s| exact(PERCENTILES[2].1(s)), |s| {
-            exact(PERCENTILES[3].1(s))
-        }];
+        vec![|s| exact(s.p50), |s| exact(s.p99), |s| exact(s.p999), |s| exact(s.max)];
     Figure {
         title: "Per-batch ns/call percentiles per strategy, every scenario (median over rounds; max: the worst round)"
             .into(),
         panels: per_scenario(&names, &[summaries], "ns per call (log)", &values),
-        legend: PERCENTILES.iter().map(|(l, _)| l.to_string()).collect(),
+        legend: PERCENTILES.iter().map(|l| l.to_string()).collect(),
     }
 }
 
@@ -273,7 +271,7 @@ fn transitions(summaries: &[Summary]) -> Option<Figure> {
     Some(Figure {
         title: "Transition latency distribution per strategy, µs (end minus intended start; median over rounds)".into(),
         panels: per_scenario(&names, &[summaries], "µs (log)", &values),
-        legend: PERCENTILES.iter().map(|(l, _)| l.to_string()).collect(),
+        legend: PERCENTILES.iter().map(|l| l.to_string()).collect(),
     })
 }
 
