@@ -10,7 +10,7 @@
 //! 4. [`workload`]: a scenario's sites, call order and patches.
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
-//! 7. [`output`], [`compare`], [`report`], then [`plot`]: atomic output, `harness compare`, the
+//! 7. [`output`], [`compare`], [`report`](mod@report), then [`plot`]: atomic output, `harness compare`, the
 //!    tables and `report.md`, and the plots (of `report`'s summaries); they read only the records.
 
 pub mod config;

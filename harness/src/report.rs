@@ -398,15 +398,7 @@ fn flag_lines(group: &[&Summary]) -> Vec<String> {
     group
         .iter()
         .filter(|s| s.flagged_rounds > 0)
-        .map(|s| {
-            format!(
-                "FLAGGED {}: {} of {} rounds ({})",
-                s.strategy,
-                s.flagged_rounds,
-                s.rounds,
-                s.interference.join(", ")
-            )
-        })
+        .map(|s| format!("FLAGGED {} {}/{}: {}", s.strategy, s.flagged_rounds, s.rounds, s.interference.join(", ")))
         .collect()
 }
 /// Above this `fnptr ÷ direct` in the per-site steady scenario, indirect calls are taken as not

@@ -378,7 +378,7 @@ fn readers_sharing_a_cpu_are_flagged_and_strict_exits_4() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout.contains("FLAGGED 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
+        stdout.contains("FLAGGED fnptr 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
         "{stdout}"
     );
     let run = harness::output::load_run(&out).unwrap();
@@ -597,7 +597,10 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     let host = harness::output::load_run(&a).unwrap().env.host;
     assert!(md.contains(&format!("| strategy | {host} | amd-box |")), "{md}");
     assert!(md.contains("### amd-box") && md.contains(&format!("### {host}")), "{md}");
-    assert!(md.contains("| klp |") && md.contains("| fnptr | 1.00 (1.00-1.00) | 1.00 (1.00-1.00) |"), "{md}");
+    // fnptr's ratio to itself on both hosts (a ` !` after either when a busy machine flagged it).
+    let fnptr_ratio =
+        |l: &&str| l.starts_with("| fnptr | 1.00 (1.00-1.00)") && l.matches("1.00 (1.00-1.00)").count() == 2;
+    assert!(md.contains("| klp |") && md.lines().any(|l| fnptr_ratio(&l)), "{md}");
     if plotfont::register().is_ok() {
         assert!(merged.join("ratio.png").is_file() && merged.join("ratio.svg").is_file(), "plot missing");
     }
