@@ -285,14 +285,16 @@ fn run(args: RunArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e @ RunError::Config(_)) => {
-            eprintln!("harness: {e}");
-            ExitCode::from(2)
-        }
-        Err(e @ RunError::Failed(_)) => {
-            eprintln!("harness: {e}");
-            ExitCode::from(3)
-        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Says why a run or report failed; bad input exits 2, a failure after starting 3.
+fn failed(e: RunError) -> ExitCode {
+    eprintln!("harness: {e}");
+    match e {
+        RunError::Config(_) => ExitCode::from(2),
+        RunError::Failed(_) => ExitCode::from(3),
     }
 }
 
@@ -351,21 +353,16 @@ fn main() -> ExitCode {
                     if let Some(dir) = &saved.dir {
                         println!("wrote {} ({})", dir.display(), saved.written.join(", "));
                     }
+                    if !saved.unwritten.is_empty() {
+                        eprintln!("harness: NOT written: {}", saved.unwritten.join(", "));
+                    }
                     if saved.unwritten.is_empty() && saved.moved.is_none() {
                         ExitCode::SUCCESS
                     } else {
-                        eprintln!("harness: NOT written: {}", saved.unwritten.join(", "));
                         ExitCode::from(3)
                     }
                 }
-                Err(e @ RunError::Config(_)) => {
-                    eprintln!("harness: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e @ RunError::Failed(_)) => {
-                    eprintln!("harness: {e}");
-                    ExitCode::from(3)
-                }
+                Err(e) => failed(e),
             }
         }
         Some(Command::Compare { base, new, threshold, allow_different_hosts, filter }) => {
