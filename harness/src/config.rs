@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Transition rate of the writer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Rate {
     /// No writer: steady state.
@@ -30,7 +30,7 @@ impl fmt::Display for Rate {
 }
 
 /// The order readers call the sites in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// 0, 1, 2, …: every load and branch predicted.
@@ -41,7 +41,7 @@ pub enum Order {
 
 /// Where the measured loop's call instructions are: the call-site regime (see
 /// `dispatch::sections`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
@@ -68,7 +68,7 @@ impl CallSites {
 }
 
 /// What the writer cycles through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Ops {
     /// Enable the top patch, then disable it.
@@ -80,7 +80,7 @@ pub enum Ops {
 }
 
 /// Hardware counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum CountersMode {
     /// Use them where available; otherwise say why and record software counters.
@@ -92,7 +92,7 @@ pub enum CountersMode {
 }
 
 /// One point of every scenario dimension except the strategy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scenario {
     pub call_sites: CallSites,
     pub readers: usize,
@@ -131,15 +131,53 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The scenario in words, for a reader who does not know the naming scheme of [`Self::name`].
+    pub fn describe(&self) -> String {
+        let regime = match self.call_sites {
+            CallSites::PerSite => "each site called from its own call instruction",
+            CallSites::Shared => "every site called from one shared call instruction",
+            CallSites::Cold => "each site called from its own call instruction, more code than the L1i holds",
+        };
+        let readers = match self.readers {
+            1 => "1 reader thread".to_owned(),
+            n => format!("{n} reader threads"),
+        };
+        let writer = match self.rate {
+            Rate::Steady => "no writer (steady state)".to_owned(),
+            Rate::Hz(hz) => format!("a writer starting {hz} transitions a second (open loop)"),
+            Rate::Max => "a writer making transitions back to back".to_owned(),
+        };
+        let order = match self.order {
+            Order::Seq => "in sequence",
+            Order::Random => "in a fixed random order",
+        };
+        let ops = match self.ops {
+            Ops::Cycle => "enables the top patch, then disables it",
+            Ops::Replace => "replaces every patch with one cumulative patch, then with another",
+            Ops::Reverse => "enables the top patch and reverses the transition at once",
+        };
+        let writes = if self.rate == Rate::Steady { String::new() } else { format!("; the writer {ops}") };
+        format!(
+            "{readers}, {writer}; {} sites {order}, {regime}; {} patch(es) stacked below the one in transition{writes}; \
+             {} calls per critical section (one timed batch)",
+            self.sites, self.depth, self.calls_per_safepoint
+        )
+    }
+}
+
 /// Everything a `run` needs, after validation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunConfig {
     pub strategies: Vec<String>,
     pub scenarios: Vec<Scenario>,
+    /// Seconds.
     #[serde(with = "secs")]
+    #[schemars(with = "f64")]
     pub duration: Duration,
     /// Each measurement's readers run this long before they are timed (see [`WARMUP_DEFAULT`]).
     #[serde(with = "secs")]
+    #[schemars(with = "f64")]
     pub warmup: Duration,
     pub runs: usize,
     pub counters: CountersMode,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::Availability;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Env {
     pub host: String,
     pub cpu_model: String,

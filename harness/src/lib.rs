@@ -10,7 +10,7 @@
 //! 4. [`workload`]: a scenario's sites, call order and patches.
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
-//! 7. [`output`], [`compare`], [`report`], then [`plot`]: atomic output, `harness compare`, the
+//! 7. [`output`], [`compare`], [`report`](mod@report), then [`plot`]: atomic output, `harness compare`, the
 //!    tables and `report.md`, and the plots (of `report`'s summaries); they read only the records.
 
 pub mod config;
@@ -186,7 +186,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summar
         Ok(json) => staging.write("run.json", &json),
         Err(e) => staging.record("run.json", Err(e.to_string())),
     }
-    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries) {
+    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries, &run.config.scenarios) {
         Ok(files) => (files, None),
         Err(why) => (Vec::new(), Some(why)),
     };
@@ -198,5 +198,49 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summar
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
+    staging.write("run.schema.json", record::json_schema().as_bytes());
+    match report::rows_csv(&run.rows) {
+        Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
+        Err(e) => staging.record("rows.csv", Err(e.to_string())),
+    }
     plot_note
+}
+
+/// `harness report RUN_DIR...`: one run's files written again from its `run.json` by this harness
+/// (report.md, plots, rows.csv, bmf.json and the run.json itself), or, from several runs (made on
+/// different machines), one cross-host report: report.md with a column per host and the ratio
+/// plot with a series per host. Refuses (as [`RunError::Config`]) unreadable runs and runs of
+/// different schema versions; returns what became of the files.
+pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunError> {
+    let refuse = |e: String| RunError::Config(ConfigError(e));
+    let versions: Vec<(std::path::PathBuf, u64)> = paths
+        .iter()
+        .map(|p| output::read_run_json(p).map(|(file, _, v)| (file, v)))
+        .collect::<Result<_, _>>()
+        .map_err(refuse)?;
+    if versions.iter().any(|(_, v)| *v != versions[0].1) {
+        let list: Vec<String> = versions.iter().map(|(f, v)| format!("{} has schema {v}", f.display())).collect();
+        return Err(refuse(format!(
+            "the runs have different schema versions ({}); one report needs one schema: re-run the older ones with \
+             this harness (it reads schema {SCHEMA_VERSION})",
+            list.join(", ")
+        )));
+    }
+    let runs: Vec<RunFile> = paths.iter().map(|p| output::load_run(p)).collect::<Result<_, _>>().map_err(refuse)?;
+    output::check_target(out).map_err(refuse)?;
+    let mut staging = Staging::new(out, None).map_err(RunError::Failed)?;
+    if let [run] = runs.as_slice() {
+        write_files(&mut staging, run, &report::summarize(&run.rows));
+        return Ok(staging.commit());
+    }
+    let hosts = report::HostRun::label(runs);
+    let (plots, plot_note) = match plot::draw_hosts(staging.path(), &hosts) {
+        Ok(files) => (files, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    for plot in &plots {
+        staging.record(plot, Ok(()));
+    }
+    staging.write("report.md", report::hosts_markdown(&hosts, &plots, plot_note.as_deref()).as_bytes());
+    Ok(staging.commit())
 }

@@ -3,7 +3,8 @@
 //! (compare); 2 bad input or unusable files, refused before measuring; 3 the run could not
 //! complete or its files are not all where asked (said which), or counters were required and
 //! cannot be opened (run and env); 4 `run --strict` and a row was flagged for interference;
-//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds).
+//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds). `report`:
+//! 0 written, 2 unusable input (mixed schema versions among them), 3 files not all written.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,19 @@ enum Command {
         /// exit code included), e.g. `klp`, `r1_steady`, `x fnptr`.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// One report from runs made on different machines (same schema): a table per scenario with
+    /// a column per host, the ratio-to-fnptr plot with a series per host, each host's
+    /// environment. Given one run, writes its report files again with this harness. Exit 0
+    /// written, 2 unusable input (an unreadable run, mixed schema versions, an existing --out),
+    /// 3 files not all written.
+    Report {
+        /// Run directories (or their run.json files).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Output directory (must not exist) [default: results/runs/<timestamp>-report].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The environment check alone.
     Env {
@@ -271,14 +285,16 @@ fn run(args: RunArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e @ RunError::Config(_)) => {
-            eprintln!("harness: {e}");
-            ExitCode::from(2)
-        }
-        Err(e @ RunError::Failed(_)) => {
-            eprintln!("harness: {e}");
-            ExitCode::from(3)
-        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Says why a run or report failed; bad input exits 2, a failure after starting 3.
+fn failed(e: RunError) -> ExitCode {
+    eprintln!("harness: {e}");
+    match e {
+        RunError::Config(_) => ExitCode::from(2),
+        RunError::Failed(_) => ExitCode::from(3),
     }
 }
 
@@ -325,6 +341,28 @@ fn main() -> ExitCode {
                     eprintln!("harness: {e}");
                     ExitCode::from(3)
                 }
+            }
+        }
+        Some(Command::Report { runs, out }) => {
+            let out = out.unwrap_or_else(|| output::default_dir("report"));
+            match harness::report(&runs, &out) {
+                Ok(saved) => {
+                    if let Some(moved) = &saved.moved {
+                        eprintln!("harness: {moved}");
+                    }
+                    if let Some(dir) = &saved.dir {
+                        println!("wrote {} ({})", dir.display(), saved.written.join(", "));
+                    }
+                    if !saved.unwritten.is_empty() {
+                        eprintln!("harness: NOT written: {}", saved.unwritten.join(", "));
+                    }
+                    if saved.unwritten.is_empty() && saved.moved.is_none() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => failed(e),
             }
         }
         Some(Command::Compare { base, new, threshold, allow_different_hosts, filter }) => {

@@ -52,7 +52,7 @@ fn free_name(dir: &Path) -> Option<PathBuf> {
 /// just before the rename.
 const MARKER: &str = ".dispatch-bench-staging";
 
-/// Longer than the name of any file a run writes (the longest: `transitions.png`): the probe in
+/// Longer than the name of any file a run writes (the longest: `transitions.png`, `run.schema.json`): the probe in
 /// [`check_target`] writes a file of this length, so every real path is shorter than one tried.
 const PROBE_NAME_LEN: usize = 32;
 
@@ -325,8 +325,9 @@ pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<(), String
     })
 }
 
-/// Reads a run from a run directory or a `run.json`, with errors that say what to do.
-pub fn load_run(path: &Path) -> Result<RunFile, String> {
+/// The `run.json` of a run directory (or the file itself), parsed as JSON but not yet checked
+/// against the schema, and its `schema_version`.
+pub fn read_run_json(path: &Path) -> Result<(PathBuf, serde_json::Value, u64), String> {
     let file = if path.is_dir() { path.join("run.json") } else { path.to_path_buf() };
     let text = fs::read_to_string(&file)
         .map_err(|e| format!("cannot read {}: {e}; give a run directory or its run.json", file.display()))?;
@@ -336,22 +337,31 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not valid JSON ({e}); it is corrupt or not a run.json", file.display()))?;
     match value.get("schema_version") {
-        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
         Some(v) if v.is_u64() => {
+            let version = v.as_u64().expect("checked");
+            Ok((file, value, version))
+        }
+        Some(v) => Err(format!(
+            "{} has a schema_version of the wrong type ({v}, {}), where a run.json has the number {SCHEMA_VERSION}; \
+             it is corrupt or not a run.json",
+            file.display(),
+            kind(v)
+        )),
+        None => Err(format!("{} has no schema_version; it is not a run.json", file.display())),
+    }
+}
+
+/// Reads a run from a run directory or a `run.json`, with errors that say what to do.
+pub fn load_run(path: &Path) -> Result<RunFile, String> {
+    let (file, value, version) = read_run_json(path)?;
+    match version {
+        v if v == u64::from(SCHEMA_VERSION) => {}
+        v => {
             return Err(format!(
                 "{} has schema_version {v}, this harness reads {SCHEMA_VERSION}; re-run it with this harness",
                 file.display()
             ));
         }
-        Some(v) => {
-            return Err(format!(
-                "{} has a schema_version of the wrong type ({v}, {}), where a run.json has the number {SCHEMA_VERSION}; \
-                 it is corrupt or not a run.json",
-                file.display(),
-                kind(v)
-            ));
-        }
-        None => return Err(format!("{} has no schema_version; it is not a run.json", file.display())),
     }
     let wrong = |place: String, e: serde_json::Error| {
         format!("{}: {place}: {e}; it does not match schema {SCHEMA_VERSION} (results/SCHEMA.md)", file.display())

@@ -12,8 +12,15 @@ use crate::sched::{HostLoad, ReaderSched};
 /// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md).
 pub const SCHEMA_VERSION: u32 = 3;
 
+/// The JSON Schema of `run.json`, generated from these types (schemars): committed as
+/// results/run.schema.json (a test keeps it current) and written into every run directory.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RunFile);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
 /// Everything `run.json` holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunFile {
     pub schema_version: u32,
     /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
@@ -32,7 +39,7 @@ pub struct RunFile {
 /// reader in the default suite), an indirect call through a pointer (`fnptr`) should cost what a direct call costs.
 /// Where it costs much more, indirect calls are not predicted here, and every ratio to `fnptr`
 /// measures mispredictions rather than redirection.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct MethodCheck {
     /// The scenario the check was made on.
     pub scenario: String,
@@ -48,7 +55,7 @@ pub struct MethodCheck {
 }
 
 /// Percentiles of a distribution, in the unit named by the field that holds them.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,
@@ -57,7 +64,7 @@ pub struct Percentiles {
 }
 
 /// One strategy × scenario × run: the unit of `run.json` (see results/SCHEMA.md).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Row {
     pub strategy: String,
     pub consistency: String,
@@ -135,7 +142,7 @@ pub const MEAN_OVER_MEDIAN_LIMIT: f64 = 1.5;
 
 /// Whether a row's figures are the strategy's or its neighbours': the evidence, and the reasons
 /// it was flagged for (none: not flagged).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Interference {
     /// The largest share of its measured span any reader spent off its CPU; `None` without
     /// `/proc/thread-self/schedstat`.
@@ -238,6 +245,29 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// results/run.schema.json is what the types generate: a field changed without the schema
+    /// fails here. `UPDATE_SCHEMA=1` rewrites the file (then review and commit it).
+    #[test]
+    fn the_committed_json_schema_matches_the_record_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/run.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            crate::output::write_file(&path, generated.as_bytes(), true).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "results/run.schema.json does not match the types of record.rs (or is missing); regenerate it with \
+             `UPDATE_SCHEMA=1 cargo test -p harness the_committed_json_schema`, review the diff, and if a field \
+             changed meaning or went away bump SCHEMA_VERSION and results/SCHEMA.md"
+        );
+        let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
+        assert_eq!(schema["title"], "RunFile");
+        for field in ["schema_version", "config", "env", "rows", "host_load"] {
+            assert!(schema["required"].as_array().unwrap().contains(&field.into()), "{field} not required");
+        }
+    }
 
     fn reader(on_cpu_share: f64, migrations: u64) -> ReaderSched {
         ReaderSched {

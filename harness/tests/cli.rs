@@ -222,12 +222,16 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let out = scratch("run");
     let o = tiny_run(&out, &[("--runs", "3")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["run.json", "report.md", "bmf.json"] {
+    for f in ["run.json", "report.md", "bmf.json", "rows.csv"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // Where this machine has a font (as `cargo run --release -p harness` expects), plots are drawn.
     if plotfont::register().is_ok() {
-        assert!(out.join("throughput.png").is_file() && out.join("latency.png").is_file(), "plots missing");
+        for plot in ["ratio", "throughput", "latency", "slowdown", "transitions"] {
+            for ext in ["png", "svg"] {
+                assert!(out.join(format!("{plot}.{ext}")).is_file(), "{plot}.{ext} missing");
+            }
+        }
     }
     let run = harness::output::load_run(&out).unwrap();
     assert_eq!(run.rows.len(), 2 * 2 * 3, "strategies x scenarios x runs");
@@ -374,7 +378,7 @@ fn readers_sharing_a_cpu_are_flagged_and_strict_exits_4() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout.contains("FLAGGED 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
+        stdout.contains("FLAGGED fnptr 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
         "{stdout}"
     );
     let run = harness::output::load_run(&out).unwrap();
@@ -572,4 +576,46 @@ fn a_killed_run_leaves_no_output_directory() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!out.exists(), "a killed run must not leave {}", out.display());
+}
+
+/// Two runs as if from two machines (the second's host edited in its run.json): one report with a
+/// column per host and each host's environment; runs of different schema versions are refused.
+#[test]
+fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
+    let (a, b, merged) = (scratch("host-a"), scratch("host-b"), scratch("merged"));
+    for dir in [&a, &b] {
+        let o = tiny_run(dir, &[("--rate", "0")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("run.json")).unwrap()).unwrap();
+    run["env"]["host"] = "amd-box".into();
+    std::fs::write(b.join("run.json"), run.to_string()).unwrap();
+    let o = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    let host = harness::output::load_run(&a).unwrap().env.host;
+    assert!(md.contains(&format!("| strategy | {host} | amd-box |")), "{md}");
+    assert!(md.contains("### amd-box") && md.contains(&format!("### {host}")), "{md}");
+    // fnptr's ratio to itself on both hosts (a ` !` after either when a busy machine flagged it).
+    let fnptr_ratio =
+        |l: &&str| l.starts_with("| fnptr | 1.00 (1.00-1.00)") && l.matches("1.00 (1.00-1.00)").count() == 2;
+    assert!(md.contains("| klp |") && md.lines().any(|l| fnptr_ratio(&l)), "{md}");
+    if plotfont::register().is_ok() {
+        assert!(merged.join("ratio.png").is_file() && merged.join("ratio.svg").is_file(), "plot missing");
+    }
+    // The same report again would overwrite: refused.
+    let again = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+
+    run["schema_version"] = 2.into();
+    std::fs::write(b.join("run.json"), run.to_string()).unwrap();
+    let mixed = scratch("mixed");
+    let o = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", mixed.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("different schema versions") && stderr(&o).contains("has schema 2"), "{}", stderr(&o));
+    assert!(!mixed.exists(), "nothing written");
+    for dir in [a, b, merged] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -127,10 +127,11 @@ fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
     assert_eq!(saved.dir.as_deref(), Some(out.as_path()));
     assert!(saved.written.iter().any(|f| f == "run.json"), "{saved:?}");
     let unwritten: Vec<&str> = saved.unwritten.iter().map(|u| u.split(' ').next().unwrap()).collect();
-    assert_eq!(unwritten, ["report.md", "bmf.json"]);
+    let missing = ["report.md", "bmf.json", "run.schema.json", "rows.csv"];
+    assert_eq!(unwritten, missing);
     assert!(saved.unwritten.iter().all(|u| u.contains("No space left on device")), "{saved:?}");
     assert_eq!(harness::output::load_run(&out).unwrap().rows.len(), 1);
-    assert!(!out.join("report.md").exists() && !out.join("bmf.json").exists());
+    assert!(missing.iter().all(|f| !out.join(f).exists()));
     assert_eq!(names(&root), ["run"], "no staging directory left");
     let _ = std::fs::remove_dir_all(&root);
 }
