@@ -339,7 +339,23 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
 /// can tell 10% apart, which is what `compare` then rightly says.
 #[test]
 fn a_a_runs_compare_as_no_change() {
-    let out = scratch("aa");
+    // The check is statistical: at its 5% significance, and with the other tests of this binary
+    // loading the machine meanwhile, one split may differ for real. A second, independent run
+    // must then agree; two false alarms in a row would be a broken `compare`.
+    let mut last = String::new();
+    for attempt in 0..2 {
+        match a_a_split_compares_as_no_change(attempt) {
+            Ok(()) => return,
+            Err(stdout) => last = stdout,
+        }
+    }
+    panic!("two A/A runs in a row compared as changed:\n{last}");
+}
+
+/// One run of 12 rounds, split into even and odd rounds and compared in the headline; the
+/// compare's output when it does not say "no change".
+fn a_a_split_compares_as_no_change(attempt: u32) -> Result<(), String> {
+    let out = scratch(&format!("aa-{attempt}"));
     let o = tiny_run(&out, &[("--runs", "12"), ("--rate", "0"), ("--duration", "0.05")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
@@ -357,13 +373,10 @@ fn a_a_runs_compare_as_no_change() {
     };
     let (a, b) = (half(0), half(1));
     let o = harness(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--filter", "x fnptr"]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.starts_with("1 change(s) matching \"x fnptr\": 0 regression(s), 0 improvement(s), 1 unchanged"),
-        "{stdout}"
-    );
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let _ = std::fs::remove_dir_all(&out);
+    let unchanged = "1 change(s) matching \"x fnptr\": 0 regression(s), 0 improvement(s), 1 unchanged";
+    if o.status.code() == Some(0) && stdout.starts_with(unchanged) { Ok(()) } else { Err(stdout) }
 }
 
 /// Readers beyond the CPUs share one: each loses about half its time, which the verdict flags

@@ -4,8 +4,8 @@
 //! Here each site has a fast word: the code every task runs when no transition covers the site, or
 //! null while one does. A call loads the word and calls it; only a null word sends it down the
 //! slow stub, which is `klp`'s handler on the same func stack, unchanged. Steady state costs
-//! `fnptr` plus one test; in transition a call costs `klp`'s handler plus that test and a call
-//! out of line (see [`Kgraft::slow_stub`] for what the alternatives measured).
+//! `fnptr` plus one test; in transition a call costs `klp`'s handler plus that test, laid out
+//! away from the fast path (what that and the alternatives cost: see [`Kgraft::call`]).
 //!
 //! The word is derived from the stack after every change: the head's code when the head is not
 //! in transition (then every task runs the head, whatever its state), null when it is.
@@ -82,23 +82,17 @@ impl ReadSide for Kgraft {
         match self.fast[site.index()].load() {
             Some(code) => code(arg),
             None => {
-                // kGraft's slow stub runs only during a transition.
+                // kGraft's slow stub runs only during a transition. Inlined, so that each site
+                // keeps its own call instruction in transition too. Measured on the dev VM,
+                // steady per site and in transition (criterion's `transition_patched`): this
+                // 1.04× `fnptr` and 1.23× `klp`; without the cold hint 1.14× and 0.89×; a stub
+                // out of line that returns the code 1.01× and 1.67×; one that calls it (a call
+                // instruction shared by every site) 1.04× and 1.29×; a per-section choice of
+                // path 1.15× and 1.04×. The fast path is kGraft's point, so it wins.
                 std::hint::cold_path();
-                self.slow_stub(task, site, arg)
+                self.stacks.call(&(), task, site, arg)
             }
         }
-    }
-}
-
-impl Kgraft {
-    /// The slow stub: `klp`'s handler, out of line so that the fast path stays a load, a test
-    /// and a call. Measured on the dev VM, steady per site and in transition (criterion's
-    /// `transition_patched`, 256 calls): out of line 1.04× `fnptr` and 1.29× `klp`; inlined
-    /// without the cold hint 1.14× and 0.89×; inlined cold 1.04× and 1.23×; a per-section choice
-    /// of path 1.15× and 1.04×. The fast path is kGraft's point, so it wins.
-    #[inline(never)]
-    fn slow_stub(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        self.stacks.call(&(), task, site, arg)
     }
 }
 
