@@ -186,7 +186,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summar
         Ok(json) => staging.write("run.json", &json),
         Err(e) => staging.record("run.json", Err(e.to_string())),
     }
-    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries, &run.config.scenarios) {
+    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries, &run.config.scenarios, &run.env.host) {
         Ok(files) => (files, None),
         Err(why) => (Vec::new(), Some(why)),
     };

@@ -135,12 +135,18 @@ where
         area.draw(&Text::new(format!("{}: nothing measured", panel.title), (20, 20), ("sans-serif", 14)))?;
         return Ok(());
     };
+    // Over two decades or more, plotters labels only powers of ten; reaching down to the power
+    // of ten below the lowest point gives every point a labelled tick at or below it (a panel of
+    // transition latencies once had its medians under the lowest label, unreadable). Narrower
+    // panels get labels at 2, 3, … 9 times a power of ten and need nothing.
+    let (bottom, top) = (lo / 1.5, hi * 1.5);
+    let bottom = if top / bottom >= 100.0 { bottom.min(10f64.powf(lo.log10().floor())) } else { bottom };
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 14))
         .margin(8)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(-0.5..panel.xs.len() as f64 - 0.5, (lo / 1.5..hi * 1.5).log_scale())?;
+        .build_cartesian_2d(-0.5..panel.xs.len() as f64 - 0.5, (bottom..top).log_scale())?;
     let xs = &panel.xs;
     chart
         .configure_mesh()
@@ -403,7 +409,8 @@ fn regimes(summaries: &[Summary]) -> Option<Figure> {
     Some(Figure {
         title: "ns per call by call-site regime (steady state, 1 reader)".into(),
         panels: vec![Panel {
-            title: groups.iter().map(|(_, sc)| sc.as_str()).collect::<Vec<_>>().join(" / "),
+            // The scenarios' full names are too long for a caption; report.md lists them.
+            title: "each regime's steady one-reader scenario (named in report.md)".into(),
             x_desc: String::new(),
             y_desc: "ns per call (log)".into(),
             series: groups
@@ -418,9 +425,9 @@ fn regimes(summaries: &[Summary]) -> Option<Figure> {
 }
 
 /// Draws every plot of a run into `dir`; returns the file names written, or why none could be.
-pub fn draw_all(dir: &Path, summaries: &[Summary], scenarios: &[Scenario]) -> Result<Vec<String>, String> {
+pub fn draw_all(dir: &Path, summaries: &[Summary], scenarios: &[Scenario], host: &str) -> Result<Vec<String>, String> {
     plotfont::register()?;
-    let mut figures = vec![("ratio", ratio(&[summaries], vec!["this run".into()])), ("latency", latency(summaries))];
+    let mut figures = vec![("ratio", ratio(&[summaries], vec![host.to_owned()])), ("latency", latency(summaries))];
     let optional = [
         ("throughput", throughput(summaries, scenarios)),
         ("slowdown", slowdown(summaries, scenarios)),
