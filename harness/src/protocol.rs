@@ -156,7 +156,9 @@ pub(crate) fn reader<S: Strategy>(
         return Err("aborted".into());
     }
     // Warm up for `warmup` (the CPU's clock ramps up under load) and until every reader has
-    // checked in (and at least a few sections each).
+    // checked in (and at least a few sections each). AcqRel here pairs with the Acquire load
+    // below in every other reader: a reader that counts all check-ins sees each one's setup done;
+    // without it a reader could start measuring while another is still warming up alone.
     ctx.control.checked_in.fetch_add(1, Ordering::AcqRel);
     let warm_until = Instant::now() + ctx.warmup;
     let mut warm = 0;
