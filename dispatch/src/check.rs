@@ -44,7 +44,7 @@ pub fn opaque(fingerprint: u64) -> u64 {
 /// Never inlined: a caller that knows which one it calls (`direct`'s per-site calls) must still
 /// pay a call and a return, like every other strategy.
 #[inline(never)]
-fn tagged<const N: usize>(_arg: u64) -> u64 {
+extern "C" fn tagged<const N: usize>(_arg: u64) -> u64 {
     opaque(const { fingerprint(N as u64) })
 }
 
@@ -61,7 +61,7 @@ static POISON_TOTAL: StdAtomicU64 = StdAtomicU64::new(0);
 
 /// What reclaimed funcs and snapshots are poisoned with: reaching it is a use after reclaim.
 #[cold]
-pub fn poisoned(_arg: u64) -> u64 {
+pub extern "C" fn poisoned(_arg: u64) -> u64 {
     POISON_HITS.with(|h| h.set(h.get() + 1));
     // Relaxed: a statistic.
     POISON_TOTAL.fetch_add(1, StdOrdering::Relaxed);

@@ -14,8 +14,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The code of a function: what a redirection resolves to and then calls.
-pub type Code = fn(u64) -> u64;
+/// The code of a function: what a redirection resolves to and then calls. The C calling
+/// convention, so that `textpoke` may call it from a call instruction of its own (the Rust
+/// convention is unspecified); on x86-64 both pass the argument and the result in the same
+/// registers, so no other strategy pays for it.
+pub type Code = extern "C" fn(u64) -> u64;
 
 /// A patchable function, by index into the sites the [`Patcher`](crate::Patcher) was created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -455,6 +455,8 @@ impl<S: Strategy> Patcher<S> {
                 }
             }
         }
+        // Every change above is visible to every task before any task is told to migrate.
+        self.shared.strategy.finish_batch();
         if per_task {
             // `klp_start_transition`; the Release of each pending flag orders the target and the
             // transition flags before it (Barrier::TargetBeforePending, Barrier::FlagBeforePending).
@@ -526,6 +528,7 @@ impl<S: Strategy> Patcher<S> {
                 self.push(e, f.site, patch, entry);
             }
         }
+        self.shared.strategy.finish_batch();
         // The Release of each pending flag publishes the new target (Barrier::TargetBeforePending).
         tasks.start(&list);
         drop(list);
@@ -566,6 +569,8 @@ impl<S: Strategy> Patcher<S> {
                 e.enabled.retain(|&p| p != patch);
             }
         }
+        // The grace period below must cover every task that could still see the changes above.
+        self.shared.strategy.finish_batch();
         // transition=0 → sync → Idle (Patched), unlink → sync (Unpatched).
         let gp = self.shared.tasks.gp_start();
         e.transition.as_mut().expect("in transition").phase = Phase::Settling { gp, since: Instant::now() };

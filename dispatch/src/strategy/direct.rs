@@ -15,7 +15,7 @@
 
 use crate::check;
 use crate::model::{Code, SiteId};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::tasks::TaskState;
 
 #[derive(Debug, Default)]
@@ -50,6 +50,7 @@ impl Strategy for Direct {
         name: "direct",
         description: "each site calls its own original function directly: the floor, not patchable",
         consistency: Consistency::NotPatchable,
+        probe: always_available,
     };
 
     /// Panics unless site `i`'s original is `check::code(i)`: the only originals it can call

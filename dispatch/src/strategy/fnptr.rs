@@ -11,7 +11,7 @@
 
 use crate::model::{Code, PatchState, SiteId, select};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::Ordering;
 use crate::tasks::TaskState;
 
@@ -49,6 +49,7 @@ impl Strategy for Fnptr {
         name: "fnptr",
         description: "one atomic code pointer per site, swapped at once: the floor of runtime redirection; tasks can mix versions",
         consistency: Consistency::Immediate,
+        probe: always_available,
     };
 
     fn new(originals: &[Code]) -> Self {

@@ -28,7 +28,7 @@ use std::ptr;
 
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::klp::Klp;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::{AtomicPtr, Ordering};
 use crate::tasks::TaskState;
 
@@ -121,6 +121,7 @@ impl Strategy for Kgraft {
         name: "kgraft",
         description: "kGraft's fast and slow stubs in data: a per-site word holds the code every task runs, cleared while a transition covers the site, when calls take klp's handler instead: steady state is fnptr plus one test",
         consistency: Consistency::PerTask,
+        probe: always_available,
     };
 
     fn new(originals: &[Code]) -> Self {

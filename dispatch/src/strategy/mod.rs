@@ -62,7 +62,47 @@ pub struct Info {
     /// it word for word (a test checks it), so this is the one place to change it.
     pub description: &'static str,
     pub consistency: Consistency,
+    /// Whether this machine can run the strategy. Most can anywhere ([`always_available`]);
+    /// `textpoke` needs x86-64 Linux and an OS that lets it patch its own code. Consumers call
+    /// [`Info::availability`], which adds the `DISPATCH_UNAVAILABLE` override.
+    pub probe: fn() -> Result<(), Unavailable>,
 }
+
+impl Info {
+    /// Whether this machine can run the strategy, and if not, why (what is missing and what to
+    /// change). Harness runs, benches and tests skip an unavailable strategy with this reason
+    /// instead of failing. A strategy named in the environment variable `DISPATCH_UNAVAILABLE`
+    /// (a comma-separated list) is unavailable whatever its probe says: how the skip paths are
+    /// tested on machines where every strategy runs.
+    pub fn availability(&self) -> Result<(), Unavailable> {
+        if let Ok(list) = std::env::var(UNAVAILABLE_VAR)
+            && list.split(',').any(|n| n.trim() == self.name)
+        {
+            return Err(Unavailable(format!("named in {UNAVAILABLE_VAR}; unset it (or drop the name) to run it")));
+        }
+        (self.probe)()
+    }
+}
+
+/// The environment variable that marks strategies unavailable on purpose ([`Info::availability`]).
+pub const UNAVAILABLE_VAR: &str = "DISPATCH_UNAVAILABLE";
+
+/// The probe of every strategy that runs anywhere.
+pub fn always_available() -> Result<(), Unavailable> {
+    Ok(())
+}
+
+/// Why a strategy cannot run on this machine: what is missing, and what would make it run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
 
 /// What the engine changed on one site's func stack. `stack` is the whole stack *after* the
 /// change, oldest first, so snapshot strategies can republish it and list-based ones can apply
@@ -146,6 +186,13 @@ pub trait ReadSide {
 /// The slow path, driven by the transition engine under its lock (one writer at a time).
 pub trait WriteSide {
     fn apply(&self, site: SiteId, change: StackChange<'_>);
+
+    /// Ends a batch of [`apply`](WriteSide::apply) calls. The engine calls it once after each
+    /// step's changes and before it acts on them (marks tasks pending, starts a grace period,
+    /// reports the transition done), so a strategy that publishes in batches makes the whole
+    /// batch visible here: `textpoke` stores every call instruction of a step, then serializes
+    /// every core once. The kernel's analogue is the sync that ends a batch of text pokes.
+    fn finish_batch(&self) {}
 
     /// Called after a grace period: everything removed before it began may be reclaimed. Where
     /// removed memory stays visible to racing readers, it is poisoned here and freed one grace

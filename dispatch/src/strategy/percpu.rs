@@ -43,7 +43,7 @@ use crossbeam_utils::CachePadded;
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::cache::Source;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
 use crate::tasks::TaskState;
 
@@ -279,6 +279,7 @@ impl Strategy for PerCpu {
         name: "percpu",
         description: "a cache slot per CPU (CPU id from rseq, else `sched_getcpu`), taken once per critical section and validated by a writer generation: memory bounded by CPUs, a stamp check and re-check per call",
         consistency: Consistency::PerTask,
+        probe: always_available,
     };
 
     fn new(originals: &[Code]) -> Self {

@@ -13,7 +13,7 @@
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use crate::model::{Code, Selection, SiteId};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::RwLock;
 use crate::tasks::TaskState;
 
@@ -50,6 +50,7 @@ impl Strategy for RwLockStacks {
         name: "rwlock",
         description: "each site's selection behind a reader-writer lock: the naive baseline, a shared atomic write per call, that stops scaling at two readers",
         consistency: Consistency::PerTask,
+        probe: always_available,
     };
 
     fn new(originals: &[Code]) -> Self {

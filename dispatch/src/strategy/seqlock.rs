@@ -8,7 +8,7 @@
 
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::seqlock_sites::SeqLockSites;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide};
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::tasks::TaskState;
 
 #[derive(Debug)]
@@ -42,6 +42,7 @@ impl Strategy for SeqLock {
         name: "seqlock",
         description: "a per-site sequence lock over atomic words: no reclamation and no reader writes, but extra loads and retries while a writer runs",
         consistency: Consistency::PerTask,
+        probe: always_available,
     };
 
     fn new(originals: &[Code]) -> Self {
