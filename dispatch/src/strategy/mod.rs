@@ -25,6 +25,7 @@ pub mod klp;
 pub mod percpu;
 pub mod rwlock;
 pub mod seqlock;
+pub mod textpoke;
 pub mod tls;
 
 use std::fmt;
@@ -245,6 +246,7 @@ macro_rules! for_each_strategy {
             fnptr: $crate::strategy::fnptr::Fnptr,
             klp: $crate::strategy::klp::Klp,
             kgraft: $crate::strategy::kgraft::Kgraft,
+            textpoke: $crate::strategy::textpoke::Textpoke,
             arcswap: $crate::strategy::arcswap::ArcSwapStacks,
             seqlock: $crate::strategy::seqlock::SeqLock,
             percpu: $crate::strategy::percpu::PerCpu,

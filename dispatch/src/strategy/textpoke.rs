@@ -1,0 +1,289 @@
+//! `textpoke`: the call instruction is the redirection. Every call of a site is a `call rel32`
+//! that this strategy emits itself, and its writer re-points those instructions while threads run
+//! them: outside a transition each one calls the site's current code directly, so a steady call
+//! costs what `direct` costs; while a transition covers the site each one calls its own stub into
+//! the slow path, `klp`'s handler, which picks by the calling task's state. This is kGraft's
+//! fast and slow stub (see [`kgraft`](super::kgraft)) done in the code itself, as the kernel's
+//! inline static calls rewrite their call sites.
+//!
+//! # A call
+//!
+//! [`call_site`] emits, inline at each use:
+//!
+//! ```text
+//!     .balign 4; nop dword ptr [rax]      ; so that the rel32 below is 4-byte aligned
+//! 2:  call <current code>                 ; re-pointed by the writer
+//!     (in section textpoke_calls: the address of 2, of 3, and the site)
+//!     (in section .text.textpoke_stubs:)
+//! 3:  mov edx, <site>; jmp slow_path      ; this call's own way into the slow path
+//! ```
+//!
+//! with the argument in `rdi` and the task's state in `rsi`, where the C convention puts a
+//! second argument: the site's code ignores it, the slow path reads it (the kernel's handler
+//! finds the task as `current`; a thread-local would be wrong for a thread that holds two
+//! tasks). So a steady call is the padding, one register move and the call. A site known only
+//! at run time ([`ReadSide::call`]) goes through a table of one small function per site, each
+//! holding that site's call instruction: one indirect call more, as at any shared call site.
+//!
+//! # The protocol
+//!
+//! The engine runs the kernel's transition for every strategy and reports each stack change to
+//! [`Textpoke::apply`], which updates `klp`'s stacks (the slow path's source of truth) and then
+//! re-points every call instruction of the site: to its stub while the head is in transition, to
+//! the head's code otherwise. Those are plain stores. The engine ends each step with
+//! [`WriteSide::finish_batch`], where one `membarrier(SYNC_CORE)` serializes every core of the
+//! process for the whole batch, and only then acts on the step.
+//!
+//! # Synchronization
+//!
+//! | writer | reader | guarantees |
+//! |---|---|---|
+//! | a step's stack changes and call stores → `membarrier(SYNC_CORE)` ([`Textpoke::finish_batch`]) → the engine marks tasks pending (Release) | a task that saw its flag (Acquire) migrates at a safe point, then fetches a call instruction | no task migrates while a core may still run a call instruction from before the step: after the start of a transition, a migrated task always enters the slow path, which picks by its new state |
+//! | the stack change that ends a transition (made once every task is at the target), its call stores → sync → the engine's grace period → tasks back to Idle, funcs reclaimed | a call instruction fetched at any time | before the sync, a core may run the stub or the new head: both give a task at the target the head; after the grace period no slow path still reads a reclaimed func |
+//! | within a step, before its sync | a call instruction fetched meanwhile | any mix of old and new instructions and stacks selects what the task's unchanged state selects (the reasoning of [`ReadSide`]: each change preserves every task's choice) |
+//! | [`ACTIVE`] ← the strategy (Release) in [`Textpoke::new`], after every call instruction points at its originals | [`ACTIVE`] (Acquire) in [`slow_path`] | the slow path finds the stacks of the strategy that owns the text |
+//!
+//! The slow path's own pairs ([`Barrier::FuncBeforeHead`], [`Barrier::StatesBeforeFlag`],
+//! reclamation after grace periods) are `klp`'s; see [`klp`](super::klp). The machine layer
+//! (writable text, the atomic 4-byte store, membarrier) is `blocks::text`.
+//!
+//! # One text per process
+//!
+//! The call instructions are the program's, not an instance's: only one `Textpoke` can own them
+//! at a time. [`Textpoke::new`] waits until the previous one is dropped (tests that make several
+//! take turns), re-points every call at its site's original, and becomes [`ACTIVE`].
+//!
+//! [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
+//! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use seq_macro::seq;
+
+use crate::model::{Code, Selection, SiteId};
+use crate::strategy::blocks::text::{MAX_SITES, Target, Text};
+use crate::strategy::klp::Klp;
+use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
+use crate::tasks::TaskState;
+
+/// Whether this machine can run `textpoke`: x86-64 Linux whose text this process may patch.
+/// Opens the text (see `blocks::text`), so call it before spawning threads.
+pub fn probe() -> Result<(), Unavailable> {
+    Text::get().map(|_| ())
+}
+
+/// What `harness env` prints about `textpoke`: how its call instructions were made writable, or
+/// why they could not be.
+pub fn describe() -> String {
+    match Text::get() {
+        Ok(text) => text.describe(),
+        Err(why) => format!("unavailable: {why}"),
+    }
+}
+
+/// The strategy that owns the text, for [`slow_path`]: null when none does.
+static ACTIVE: AtomicPtr<Klp> = AtomicPtr::new(std::ptr::null_mut());
+
+#[derive(Debug)]
+pub struct Textpoke {
+    /// The slow path and the source of truth. Boxed, so that [`ACTIVE`] can point at it.
+    stacks: Box<Klp>,
+    sites: usize,
+    text: &'static Text,
+    /// A stack change was stored since the last sync. Boxed: see [`Strategy`]'s note on
+    /// immutable fields.
+    unsynced: Box<AtomicBool>,
+    _owner: Owner,
+}
+
+impl ReadSide for Textpoke {
+    type TaskLocal = ();
+    type Section<'a> = ();
+
+    fn task_local(&self) {}
+
+    fn enter(&self, _local: &()) {}
+
+    #[inline(always)]
+    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        SITE_CALLS[site.index()](task, arg)
+    }
+
+    #[inline(always)]
+    fn call_at<const SITE: usize>(&self, _section: &(), task: &TaskState, arg: u64) -> u64 {
+        call_site::<SITE>(task, arg)
+    }
+}
+
+/// Calls `SITE` for `task` through a call instruction of its own (see the module).
+#[inline(always)]
+pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
+    const { assert!(SITE < MAX_SITES, "textpoke serves sites 0..MAX_SITES") };
+    let ret: u64;
+    // SAFETY: the call goes to a `Code` (an `extern "C" fn(u64) -> u64`), to `unbound` (the same
+    // signature), or to this instruction's stub, which jumps to `slow_path` with the site in
+    // `edx`: all follow the C convention, whose caller-saved registers `clobber_abi` declares
+    // clobbered. Without `nostack`, the compiler aligns the stack for a call and keeps nothing
+    // in the red zone that the call's return address would overwrite. `task` is live for the
+    // call. The table entry and the stub are data and code of their own sections, written once
+    // by the assembler; the writer changes only the rel32 (see `blocks::text`).
+    unsafe {
+        std::arch::asm!(
+            ".balign 4",
+            "nop dword ptr [rax]",
+            "2:",
+            "call {unbound}",
+            ".pushsection textpoke_calls,\"awR\",@progbits",
+            ".balign 8",
+            ".quad 2b, 3f, {site}",
+            ".popsection",
+            ".pushsection .text.textpoke_stubs,\"ax\",@progbits",
+            "3:",
+            "mov edx, {site}",
+            "jmp {slow}",
+            ".popsection",
+            unbound = sym unbound,
+            slow = sym slow_path,
+            site = const SITE,
+            inout("rdi") arg => _,
+            in("rsi") task,
+            lateout("rax") ret,
+            clobber_abi("C"),
+        );
+    }
+    ret
+}
+
+/// The slow path every stub jumps to: `klp`'s handler for the calling task. Returns straight to
+/// the call instruction, whose return address the stub left in place.
+extern "C" fn slow_path(arg: u64, task: &TaskState, site: u32) -> u64 {
+    // Acquire: pairs with the Release in `Textpoke::new` (see the module's table).
+    let active = ACTIVE.load(Ordering::Acquire);
+    // SAFETY: a call instruction leads here only while a `Textpoke` owns the text (a call needs
+    // `&Textpoke`), and its stacks stay where `ACTIVE` points until it is dropped.
+    let stacks = unsafe { active.as_ref() }.expect("textpoke: the slow path ran while no strategy owns the text");
+    stacks.call(&(), task, SiteId(site), arg)
+}
+
+/// Where the call instructions of sites that the owning strategy does not have point. Reaching it
+/// is a caller's bug (a site number past the strategy's sites); other strategies panic on their
+/// bounds check there, but this one is called from a bare call instruction that cannot unwind.
+extern "C" fn unbound(_arg: u64) -> u64 {
+    eprintln!("textpoke: a call instruction ran for a site that this strategy does not have; aborting");
+    std::process::abort()
+}
+
+/// A site known only at run time: one function per site, each with that site's call instruction.
+static SITE_CALLS: [fn(&TaskState, u64) -> u64; MAX_SITES] = seq!(N in 0..4096 { [#(call_site::<N>,)*] });
+
+impl WriteSide for Textpoke {
+    fn apply(&self, site: SiteId, change: StackChange<'_>) {
+        // The stack first, then the calls; the order within a step does not matter (see the
+        // module's table), its sync does.
+        self.stacks.apply(site, change);
+        let selection = Selection::of(change.stack, change.original);
+        let target = if selection.transition { Target::SlowPath } else { Target::Code(selection.head as usize) };
+        self.text.point(site.index(), target);
+        // Relaxed: the engine's lock orders this with `finish_batch`.
+        self.unsynced.store(true, Ordering::Relaxed);
+    }
+
+    fn finish_batch(&self) {
+        // Relaxed: as in `apply`.
+        if self.unsynced.swap(false, Ordering::Relaxed) {
+            self.text.sync();
+        }
+    }
+
+    fn reclaim(&self) {
+        self.stacks.reclaim();
+    }
+}
+
+impl Strategy for Textpoke {
+    const INFO: Info = Info {
+        name: "textpoke",
+        description: "each site's call instructions are re-pointed while threads run them: a direct call to the current code outside transitions, a stub into klp's handler during one; x86-64 Linux",
+        consistency: Consistency::PerTask,
+        probe,
+    };
+
+    /// Waits until no other `Textpoke` owns the text, then points every call instruction at its
+    /// site's original. Panics if this machine cannot run it ([`probe`] says why) or if
+    /// `originals` has more than [`MAX_SITES`] sites.
+    fn new(originals: &[Code]) -> Self {
+        let text = Text::get().unwrap_or_else(|why| panic!("textpoke is unavailable here: {why}"));
+        assert!(
+            originals.len() <= MAX_SITES,
+            "textpoke: {} sites; its call instructions are generated for at most {MAX_SITES}",
+            originals.len()
+        );
+        let owner = Owner::acquire();
+        for site in 0..MAX_SITES {
+            let target = originals.get(site).map_or(unbound as *const () as usize, |&c| c as usize);
+            text.point(site, Target::Code(target));
+        }
+        text.sync();
+        let stacks = Box::new(Klp::new(originals));
+        // Release: pairs with the Acquire in `slow_path`.
+        ACTIVE.store(std::ptr::from_ref(&*stacks).cast_mut(), Ordering::Release);
+        Self { stacks, sites: originals.len(), text, unsynced: Box::new(AtomicBool::new(false)), _owner: owner }
+    }
+}
+
+impl Textpoke {
+    /// How many call instructions serve `site` (what a transition stores into per site).
+    pub fn calls_of(&self, site: SiteId) -> usize {
+        self.text.calls_of(site.index())
+    }
+
+    /// How many sites this strategy has.
+    pub fn sites(&self) -> usize {
+        self.sites
+    }
+}
+
+impl Drop for Textpoke {
+    fn drop(&mut self) {
+        // Release: nothing to publish, but no slow path may run after this (no `&self` remains).
+        ACTIVE.store(std::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// The text's ownership: held by one `Textpoke` at a time.
+#[derive(Debug)]
+struct Owner;
+
+static OWNED: Mutex<bool> = Mutex::new(false);
+static RELEASED: Condvar = Condvar::new();
+
+impl Owner {
+    /// How long a second strategy waits before saying why it is stuck.
+    const PATIENCE: Duration = Duration::from_secs(120);
+
+    fn acquire() -> Self {
+        let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waited = Duration::ZERO;
+        while *owned {
+            assert!(
+                waited < Self::PATIENCE,
+                "textpoke: another Textpoke has owned this process's call instructions for {waited:?}; \
+                 only one can exist at a time: drop it first"
+            );
+            let step = Duration::from_millis(100);
+            owned = RELEASED.wait_timeout(owned, step).unwrap_or_else(|e| e.into_inner()).0;
+            waited += step;
+        }
+        *owned = true;
+        Owner
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        *OWNED.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        RELEASED.notify_all();
+    }
+}
