@@ -183,9 +183,7 @@ impl WriteSide for Textpoke {
         // The stack first, then the calls; the order within a step does not matter (see the
         // module's table), its sync does.
         self.stacks.apply(site, change);
-        let selection = Selection::of(change.stack, change.original);
-        let target = if selection.transition { Target::SlowPath } else { Target::Code(selection.head as usize) };
-        self.text.point(site.index(), target);
+        self.text.point(site.index(), target_of(&change));
         // Relaxed: the engine's lock orders this with `finish_batch`.
         self.unsynced.store(true, Ordering::Relaxed);
     }
@@ -200,6 +198,13 @@ impl WriteSide for Textpoke {
     fn reclaim(&self) {
         self.stacks.reclaim();
     }
+}
+
+/// Where a site's call instructions go after `change`: their stubs into the slow path while the
+/// head is in transition, the head's code otherwise (then every task runs it, whatever its state).
+fn target_of(change: &StackChange<'_>) -> Target {
+    let selection = Selection::of(change.stack, change.original);
+    if selection.transition { Target::SlowPath } else { Target::Code(selection.head as usize) }
 }
 
 impl Strategy for Textpoke {
@@ -285,5 +290,286 @@ impl Drop for Owner {
     fn drop(&mut self) {
         *OWNED.lock().unwrap_or_else(|e| e.into_inner()) = false;
         RELEASED.notify_all();
+    }
+}
+
+/// The tear test: one call instruction of its own (site [`TEST_SITE`]), re-pointed back to back
+/// between two targets whose displacements differ in all four bytes, while another thread calls
+/// through it. Any mix of old and new bytes sends the call into the `int3` padding around the
+/// targets or elsewhere: a crash or a result that is neither target's. Back to back matters: a
+/// paced or synced writer leaves too little time inside a store to catch it tearing.
+#[cfg(all(test, not(loom)))]
+mod tear {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::strategy::blocks::text::TEST_SITE;
+
+    // `before` (returns 1), 66 KiB of int3, the call site, 66 KiB of int3, `after` (returns 2):
+    // the call's displacement to `before` is about -0x10100 (bytes ff fe fe xx) and to `after`
+    // about +0x10100 (00 01 01 xx). The stub is never used (the test never selects the slow path).
+    std::arch::global_asm!(
+        ".pushsection .text.textpoke_tear,\"ax\",@progbits",
+        ".balign 4096",
+        ".globl dispatch_textpoke_tear_before",
+        ".hidden dispatch_textpoke_tear_before",
+        "dispatch_textpoke_tear_before:",
+        "mov eax, 1",
+        "ret",
+        ".skip 0x10100, 0xcc",
+        ".balign 4",
+        ".globl dispatch_textpoke_tear_call",
+        ".hidden dispatch_textpoke_tear_call",
+        "dispatch_textpoke_tear_call:",
+        "nop dword ptr [rax]",
+        "2:",
+        "call dispatch_textpoke_tear_before",
+        "ret",
+        "3:",
+        "ud2",
+        ".pushsection textpoke_calls,\"awR\",@progbits",
+        ".balign 8",
+        ".quad 2b, 3b, {site}",
+        ".popsection",
+        ".skip 0x10100, 0xcc",
+        ".globl dispatch_textpoke_tear_after",
+        ".hidden dispatch_textpoke_tear_after",
+        "dispatch_textpoke_tear_after:",
+        "mov eax, 2",
+        "ret",
+        ".popsection",
+        site = const TEST_SITE,
+    );
+
+    unsafe extern "C" {
+        fn dispatch_textpoke_tear_before() -> u64;
+        fn dispatch_textpoke_tear_after() -> u64;
+        fn dispatch_textpoke_tear_call() -> u64;
+    }
+
+    /// The call instruction's two targets, and both displacements, checked to differ in every
+    /// byte (else the test could not see a tear).
+    fn targets() -> (usize, usize) {
+        let before = dispatch_textpoke_tear_before as *const () as usize;
+        let after = dispatch_textpoke_tear_after as *const () as usize;
+        let next = dispatch_textpoke_tear_call as *const () as usize + 3 + 5;
+        let a = (before as i64 - next as i64) as i32 as u32;
+        let b = (after as i64 - next as i64) as i32 as u32;
+        let differ = a.to_le_bytes().iter().zip(b.to_le_bytes()).all(|(x, y)| *x != y);
+        assert!(differ, "the displacements {a:#010x} and {b:#010x} share a byte: the test could not see a tear");
+        (before, after)
+    }
+
+    /// Calls the test site until `stop`, counting each result; a result that is neither target's
+    /// is a torn call that happened to return.
+    fn caller(stop: &AtomicBool, started: &AtomicBool) -> [u64; 3] {
+        let mut seen = [0u64; 3];
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: the call goes to `before` or `after` (or, torn, anywhere: what is tested).
+            let r = unsafe { dispatch_textpoke_tear_call() };
+            seen[if r == 1 || r == 2 { r as usize } else { 0 }] += 1;
+            started.store(true, Ordering::Relaxed);
+        }
+        seen
+    }
+
+    /// The tests of this module take turns: they all re-point the one test site.
+    static TEST_SITE_OWNER: Mutex<()> = Mutex::new(());
+
+    fn run(patches: u64, write: impl Fn(&Text, usize)) -> [u64; 3] {
+        let _turn = TEST_SITE_OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        let text = Text::get().expect("textpoke available (the tests require it on CI machines)");
+        let (before, after) = targets();
+        let (stop, started) = (AtomicBool::new(false), AtomicBool::new(false));
+        let seen = std::thread::scope(|s| {
+            let reader = s.spawn(|| caller(&stop, &started));
+            while !started.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            for i in 0..patches {
+                write(text, if i % 2 == 0 { after } else { before });
+            }
+            stop.store(true, Ordering::Relaxed);
+            reader.join().expect("the caller")
+        });
+        text.point(TEST_SITE, Target::Code(before));
+        text.sync();
+        seen
+    }
+
+    /// 10^6 aligned 4-byte stores under a running caller: every call lands on a target.
+    #[test]
+    fn an_aligned_store_never_tears() {
+        let t0 = Instant::now();
+        let seen = run(1_000_000, |text, dest| text.point(TEST_SITE, Target::Code(dest)));
+        eprintln!(
+            "1e6 patches in {:?}: calls to before {}, to after {}, torn {}",
+            t0.elapsed(),
+            seen[1],
+            seen[2],
+            seen[0]
+        );
+        assert_eq!(seen[0], 0, "a call went neither to the old target nor to the new one");
+        assert!(seen[1] > 0 && seen[2] > 0, "the caller never saw both targets: {seen:?}");
+    }
+
+    /// The control: the same test writing the rel32 one byte at a time must tear (crash the
+    /// process, or count torn calls). Ignored because it is meant to crash: run it on its own,
+    /// `cargo test --release -p dispatch --lib -- --ignored --exact
+    /// strategy::textpoke::tear::bytewise_writes_tear`, to see the tear test can fail.
+    #[test]
+    #[ignore = "crashes on purpose: the tear test's control"]
+    fn bytewise_writes_tear() {
+        let seen = run(1_000_000, |text, dest| text.point_bytewise_for_test(TEST_SITE, dest));
+        assert!(seen[0] > 0, "byte-wise writes never tore in 10^6 patches: {seen:?}");
+    }
+
+    /// A target out of rel32 range goes through the site's trampoline slot; forced here, since
+    /// every target of this binary is in range.
+    #[test]
+    fn a_far_target_goes_through_the_trampoline() {
+        let _turn = TEST_SITE_OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        let text = Text::get().expect("textpoke available");
+        let (before, after) = targets();
+        text.point_through_slot_for_test(TEST_SITE, after);
+        text.sync();
+        // SAFETY: the site now goes to its trampoline, which jumps to `after`.
+        assert_eq!(unsafe { dispatch_textpoke_tear_call() }, 2);
+        text.point(TEST_SITE, Target::Code(before));
+        text.sync();
+        // SAFETY: back to a direct call to `before`.
+        assert_eq!(unsafe { dispatch_textpoke_tear_call() }, 1);
+    }
+}
+
+/// loom model of the protocol's sync (run by `scripts/loom`). The real `klp` stacks and the real
+/// choice of target ([`target_of`]) under a modelled machine: the call instruction is an atomic
+/// word, and the core that runs the task fetches it *early* (before it reads its pending flag)
+/// and keeps what it fetched until it is serialized, as a core may; the membarrier is a `SeqCst`
+/// fence on the writer plus, on the task's core, a serialization (a `SeqCst` fence and a
+/// refetch) that the writer waits for, polled between the task's steps.
+///
+/// What loom cannot model here: instruction fetch itself (a real core may refetch sooner, which
+/// only helps; whether a 4-byte store can tear under fetch is the tear test's question), an
+/// interrupt landing between any two instructions rather than at the model's poll points, and
+/// threads that are not running (the kernel serializes those when it next returns to them).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use crate::check::{code, fingerprint};
+    use crate::model::{FuncId, PatchState, StackEntry};
+    use crate::strategy::StackOp;
+    use crate::sync::{Arc, AtomicBool, AtomicUsize, fence};
+
+    /// One call instruction and the one core that runs the task.
+    struct Machine {
+        /// The call's target: 0 for its stub into the slow path, else a `Code`'s address.
+        call: AtomicUsize,
+        /// A sync waits for the core to serialize.
+        serialize: AtomicBool,
+        /// The core still runs the task (a sync need not wait for a core that stopped).
+        running: AtomicBool,
+    }
+
+    impl Machine {
+        fn encode(target: Target) -> usize {
+            match target {
+                Target::SlowPath => 0,
+                Target::Code(code) => code,
+            }
+        }
+
+        /// The writer's membarrier(SYNC_CORE): a full fence here, and every running core
+        /// serialized before it returns.
+        fn sync(&self) {
+            fence(Ordering::SeqCst);
+            self.serialize.store(true, Ordering::SeqCst);
+            while self.serialize.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
+                loom::thread::yield_now();
+            }
+        }
+
+        /// The core between two steps: if a sync is waiting, serialize (drop what was fetched).
+        fn poll(&self, fetched: &mut Option<usize>) {
+            if self.serialize.load(Ordering::SeqCst) {
+                fence(Ordering::SeqCst);
+                *fetched = None;
+                self.serialize.store(false, Ordering::SeqCst);
+            }
+        }
+
+        /// Runs the call: what was fetched, or a fresh fetch.
+        fn execute(&self, fetched: Option<usize>, stacks: &Klp, task: &TaskState) -> u64 {
+            // Relaxed: an instruction fetch is ordered by nothing but serialization.
+            match fetched.unwrap_or_else(|| self.call.load(Ordering::Relaxed)) {
+                0 => stacks.call(&(), task, SiteId(0), 0),
+                code => {
+                    // SAFETY: every non-zero value stored is a `Code`'s address (see `encode`).
+                    let code = unsafe { std::mem::transmute::<usize, Code>(code) };
+                    code(0)
+                }
+            }
+        }
+    }
+
+    /// The start of an enable: the writer pushes the func in transition and re-points the call
+    /// (as `Textpoke::apply` does), syncs (unless `SYNC` is false), then marks the task pending.
+    /// The task's core fetched the call before it looked at its flag; once it has migrated it
+    /// must run the new func.
+    fn start_of_transition<const SYNC: bool>() {
+        loom::model(|| {
+            let stacks = Arc::new(Klp::new(&[code(0)]));
+            let task = Arc::new(TaskState::new());
+            // `klp_init_transition`, before anything else of the transition.
+            task.set_state_for_test(PatchState::Unpatched);
+            let machine = Arc::new(Machine {
+                call: AtomicUsize::new(code(0) as usize),
+                serialize: AtomicBool::new(false),
+                running: AtomicBool::new(true),
+            });
+            let pending = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (stacks, machine, pending) = (stacks.clone(), machine.clone(), pending.clone());
+                loom::thread::spawn(move || {
+                    let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
+                    let change = StackChange { op: StackOp::Push, stack: &stack, original: code(0) };
+                    stacks.apply(SiteId(0), change);
+                    machine.call.store(Machine::encode(target_of(&change)), Ordering::Relaxed);
+                    if SYNC {
+                        machine.sync();
+                    }
+                    // `klp_start_transition`.
+                    pending.store(true, Ordering::Release);
+                })
+            };
+            // The task's core fetches the call instruction ahead of time.
+            let mut fetched = Some(machine.call.load(Ordering::Relaxed));
+            machine.poll(&mut fetched);
+            // Its safe point: it migrates once it sees its flag (Acquire, as the engine).
+            let migrated = pending.load(Ordering::Acquire);
+            if migrated {
+                task.set_state_for_test(PatchState::Patched);
+            }
+            machine.poll(&mut fetched);
+            let ran = machine.execute(fetched, &stacks, &task);
+            machine.running.store(false, Ordering::SeqCst);
+            let expected = if migrated { fingerprint(1) } else { fingerprint(0) };
+            assert_eq!(ran, expected, "migrated: {migrated}; the old code after migrating");
+            writer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_migrated_task_never_runs_a_call_fetched_before_the_sync() {
+        start_of_transition::<true>();
+    }
+
+    /// Proof that the model can fail: without the sync, a core runs the call it fetched before
+    /// the transition started, after its task migrated.
+    #[test]
+    #[should_panic(expected = "the old code after migrating")]
+    fn without_the_sync_a_migrated_task_runs_stale_code() {
+        start_of_transition::<false>();
     }
 }

@@ -400,14 +400,8 @@ fn memfd_alias(runs: &[Run]) -> Result<View, String> {
             if libc::ftruncate(fd, total as libc::off_t) != 0 {
                 return Err(os_error("ftruncate"));
             }
-            let alias = libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            );
+            let alias =
+                libc::mmap(std::ptr::null_mut(), total, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
             if alias == libc::MAP_FAILED {
                 return Err(os_error("mmap of the read+write alias"));
             }
@@ -450,7 +444,11 @@ fn mprotect_rwx(runs: &[Run]) -> Result<View, String> {
         // SAFETY: the runs are whole pages of this process's own text, which stays mapped;
         // adding write permission changes no byte.
         let r = unsafe {
-            libc::mprotect(run.start as *mut libc::c_void, run.len, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)
+            libc::mprotect(
+                run.start as *mut libc::c_void,
+                run.len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            )
         };
         if r != 0 {
             return Err(os_error("mprotect"));
