@@ -118,6 +118,7 @@ impl ReadSide for Textpoke {
 }
 
 /// Calls `SITE` for `task` through a call instruction of its own (see the module).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[inline(always)]
 pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
     const { assert!(SITE < MAX_SITES, "textpoke serves sites 0..MAX_SITES") };
@@ -154,6 +155,14 @@ pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
         );
     }
     ret
+}
+
+/// Elsewhere no `Textpoke` can be made ([`probe`] says why), so no call gets here; this keeps the
+/// read path's meaning (the slow path) for the type checker.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[inline(always)]
+pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
+    slow_path(arg, task, SITE as u32)
 }
 
 /// The slow path every stub jumps to: `klp`'s handler for the calling task. Returns straight to
@@ -298,7 +307,7 @@ impl Drop for Owner {
 /// through it. Any mix of old and new bytes sends the call into the `int3` padding around the
 /// targets or elsewhere: a crash or a result that is neither target's. Back to back matters: a
 /// paced or synced writer leaves too little time inside a store to catch it tearing.
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(loom), target_arch = "x86_64", target_os = "linux"))]
 mod tear {
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;

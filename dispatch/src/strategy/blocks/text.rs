@@ -31,11 +31,7 @@
 //! Every [`Code`](crate::model::Code) of this workspace lives in the binary's own text, a few MiB
 //! across, so that never happens here; a test forces it.
 
-use std::fmt::Write as _;
-use std::io;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 use crate::strategy::Unavailable;
 
 /// The sites a call instruction may serve: one per fingerprinted function, as the harness allows.
@@ -43,76 +39,8 @@ pub(crate) const MAX_SITES: usize = crate::check::CODE_COUNT;
 
 /// A site number reserved for the tests' own call instructions (the tear test): never a
 /// strategy's site, so that making a strategy does not re-point them.
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 pub(crate) const TEST_SITE: usize = MAX_SITES;
-
-/// One call instruction, as its `asm!` block records it in `textpoke_calls`.
-#[repr(C)]
-struct Entry {
-    /// The address of the `call` opcode; its rel32 follows at `call + 1`, 4-byte aligned.
-    call: usize,
-    /// This instruction's own stub into the slow path.
-    stub: usize,
-    /// The site it calls, or [`ANCHOR_SITE`] for the anchor below.
-    site: usize,
-}
-
-/// The anchor entry's site: not a call instruction.
-const ANCHOR_SITE: usize = usize::MAX;
-
-// The anchor: one entry that makes the section exist in every binary that links this module,
-// whether or not it has any call instruction, so that the bracketing symbols always resolve.
-// The flags must be the same in every `.pushsection` of this section (`textpoke`'s call sites).
-std::arch::global_asm!(
-    ".pushsection textpoke_calls,\"awR\",@progbits",
-    ".balign 8",
-    ".quad 0, 0, {anchor}",
-    ".popsection",
-    anchor = const ANCHOR_SITE,
-);
-
-// The trampoline slots, one per site (and one for TEST_SITE), each 16 bytes:
-// `jmp qword ptr [rip + 2]` (6 bytes), `ud2` (2), then the 8-byte target at offset 8. Until a slot
-// is used its target is 0, so a stray jump into it faults at once.
-std::arch::global_asm!(
-    ".pushsection .text.textpoke_trampolines,\"ax\",@progbits",
-    ".balign 4096",
-    ".globl dispatch_textpoke_trampolines",
-    ".hidden dispatch_textpoke_trampolines",
-    "dispatch_textpoke_trampolines:",
-    ".rept {slots}",
-    "jmp qword ptr [rip + 2]",
-    "ud2",
-    ".quad 0",
-    ".endr",
-    ".popsection",
-    slots = const MAX_SITES + 1,
-);
-
-/// Bytes per trampoline slot, and the offset of its target word.
-const SLOT: usize = 16;
-const SLOT_TARGET: usize = 8;
-
-unsafe extern "C" {
-    #[link_name = "__start_textpoke_calls"]
-    static TABLE_START: Entry;
-    #[link_name = "__stop_textpoke_calls"]
-    static TABLE_STOP: Entry;
-    #[link_name = "dispatch_textpoke_trampolines"]
-    static TRAMPOLINES: [u8; SLOT * (MAX_SITES + 1)];
-}
-
-/// Every entry of the call table, the anchor included.
-fn table() -> &'static [Entry] {
-    // SAFETY: the linker defines both symbols around the section, which holds only `Entry`s
-    // (8-aligned, three words each, written by the `asm!` blocks and the anchor above), and the
-    // section lives as long as the program. Only addresses are taken here, never a read through
-    // `TABLE_STOP`.
-    unsafe {
-        let start = &raw const TABLE_START;
-        let stop = &raw const TABLE_STOP;
-        std::slice::from_raw_parts(start, stop.offset_from(start) as usize)
-    }
-}
 
 /// Where a call instruction should go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,377 +51,507 @@ pub(crate) enum Target {
     Code(usize),
 }
 
-/// One call instruction, ready to be re-pointed.
-#[derive(Debug)]
-struct Call {
-    /// Its rel32, through the writable view.
-    rel32: &'static AtomicU32,
-    /// The address the rel32 is relative to: the instruction after the call.
-    next: usize,
-    stub: usize,
-}
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) use machine::Text;
 
-/// How the call instructions were made writable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Writable {
-    /// A memfd mapped read+execute over the text and read+write elsewhere.
-    MemfdAlias,
-    /// The text pages themselves, read+write+execute.
-    MprotectRwx,
-}
+/// The machine layer proper: x86-64 instructions and Linux system calls.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod machine {
+    use std::fmt::Write as _;
+    use std::io;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-impl Writable {
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Self::MemfdAlias => "memfd double mapping (read+execute over the text, read+write alias; no W+X mapping)",
-            Self::MprotectRwx => "mprotect read+write+execute of the pages (the memfd double mapping failed)",
+    use super::{MAX_SITES, TEST_SITE, Target};
+    use crate::strategy::Unavailable;
+
+    /// One call instruction, as its `asm!` block records it in `textpoke_calls`.
+    #[repr(C)]
+    struct Entry {
+        /// The address of the `call` opcode; its rel32 follows at `call + 1`, 4-byte aligned.
+        call: usize,
+        /// This instruction's own stub into the slow path.
+        stub: usize,
+        /// The site it calls, or [`ANCHOR_SITE`] for the anchor below.
+        site: usize,
+    }
+
+    /// The anchor entry's site: not a call instruction.
+    const ANCHOR_SITE: usize = usize::MAX;
+
+    // The anchor: one entry that makes the section exist in every binary that links this module,
+    // whether or not it has any call instruction, so that the bracketing symbols always resolve.
+    // The flags must be the same in every `.pushsection` of this section (`textpoke`'s call sites).
+    std::arch::global_asm!(
+        ".pushsection textpoke_calls,\"awR\",@progbits",
+        ".balign 8",
+        ".quad 0, 0, {anchor}",
+        ".popsection",
+        anchor = const ANCHOR_SITE,
+    );
+
+    // The trampoline slots, one per site (and one for TEST_SITE), each 16 bytes:
+    // `jmp qword ptr [rip + 2]` (6 bytes), `ud2` (2), then the 8-byte target at offset 8. Until a slot
+    // is used its target is 0, so a stray jump into it faults at once.
+    std::arch::global_asm!(
+        ".pushsection .text.textpoke_trampolines,\"ax\",@progbits",
+        ".balign 4096",
+        ".globl dispatch_textpoke_trampolines",
+        ".hidden dispatch_textpoke_trampolines",
+        "dispatch_textpoke_trampolines:",
+        ".rept {slots}",
+        "jmp qword ptr [rip + 2]",
+        "ud2",
+        ".quad 0",
+        ".endr",
+        ".popsection",
+        slots = const MAX_SITES + 1,
+    );
+
+    /// Bytes per trampoline slot, and the offset of its target word.
+    const SLOT: usize = 16;
+    const SLOT_TARGET: usize = 8;
+
+    unsafe extern "C" {
+        #[link_name = "__start_textpoke_calls"]
+        static TABLE_START: Entry;
+        #[link_name = "__stop_textpoke_calls"]
+        static TABLE_STOP: Entry;
+        #[link_name = "dispatch_textpoke_trampolines"]
+        static TRAMPOLINES: [u8; SLOT * (MAX_SITES + 1)];
+    }
+
+    /// Every entry of the call table, the anchor included.
+    fn table() -> &'static [Entry] {
+        // SAFETY: the linker defines both symbols around the section, which holds only `Entry`s
+        // (8-aligned, three words each, written by the `asm!` blocks and the anchor above), and the
+        // section lives as long as the program. Only addresses are taken here, never a read through
+        // `TABLE_STOP`.
+        unsafe {
+            let start = &raw const TABLE_START;
+            let stop = &raw const TABLE_STOP;
+            std::slice::from_raw_parts(start, stop.offset_from(start) as usize)
         }
     }
-}
 
-/// The process's patchable call instructions, made writable once.
-#[derive(Debug)]
-pub(crate) struct Text {
-    /// By site (index [`TEST_SITE`] for the tests' own).
-    calls: Vec<Vec<Call>>,
-    /// The trampoline slots' target words, through the writable view.
-    slot_targets: Vec<&'static AtomicU64>,
-    writable: Writable,
-    /// Pages made writable, and the runs of contiguous pages they form.
-    pages: usize,
-    runs: usize,
-}
-
-/// The one text of the process, opened on first use.
-static TEXT: OnceLock<Result<Text, Unavailable>> = OnceLock::new();
-
-impl Text {
-    /// The process's text, opened on first use (see the module: open it before spawning threads),
-    /// or why this machine cannot patch it.
-    pub(crate) fn get() -> Result<&'static Text, Unavailable> {
-        TEXT.get_or_init(Self::open).as_ref().map_err(Clone::clone)
+    /// One call instruction, ready to be re-pointed.
+    #[derive(Debug)]
+    struct Call {
+        /// Its rel32, through the writable view.
+        rel32: &'static AtomicU32,
+        /// The address the rel32 is relative to: the instruction after the call.
+        next: usize,
+        stub: usize,
     }
 
-    fn open() -> Result<Text, Unavailable> {
-        register_membarrier()?;
-        let page = page_size();
-        let entries: Vec<&Entry> = table().iter().filter(|e| e.site != ANCHOR_SITE).collect();
-        let tramp = (&raw const TRAMPOLINES) as usize;
-        let mut pages: Vec<usize> = entries.iter().map(|e| (e.call + 1) & !(page - 1)).collect();
-        pages.extend((tramp..tramp + SLOT * (MAX_SITES + 1)).step_by(page).map(|a| a & !(page - 1)));
-        pages.sort_unstable();
-        pages.dedup();
-        let runs = runs_of(&pages, page);
-        let (writable, view) = match memfd_alias(&runs) {
-            Ok(view) => (Writable::MemfdAlias, view),
-            Err(memfd) => match mprotect_rwx(&runs) {
-                Ok(view) => (Writable::MprotectRwx, view),
-                Err(rwx) => {
-                    return Err(Unavailable(format!(
-                        "its call instructions cannot be made writable: memfd double mapping: {memfd}; \
-                         mprotect read+write+execute: {rwx}{}",
-                        policy_hints()
-                    )));
+    /// How the call instructions were made writable.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Writable {
+        /// A memfd mapped read+execute over the text and read+write elsewhere.
+        MemfdAlias,
+        /// The text pages themselves, read+write+execute.
+        MprotectRwx,
+    }
+
+    impl Writable {
+        pub(crate) fn describe(self) -> &'static str {
+            match self {
+                Self::MemfdAlias => {
+                    "memfd double mapping (read+execute over the text, read+write alias; no W+X mapping)"
                 }
-            },
-        };
-        let mut calls: Vec<Vec<Call>> = (0..=MAX_SITES).map(|_| Vec::new()).collect();
-        for e in entries {
-            assert!(e.site <= MAX_SITES, "textpoke: a call instruction for site {} (the most is {MAX_SITES})", e.site);
-            assert_eq!((e.call + 1) % 4, 0, "textpoke: a call's rel32 is not 4-byte aligned (layout bug)");
-            // SAFETY: `view` maps every page listed above, which includes this rel32's page, to
-            // a writable address that stays mapped for the life of the process; 4-aligned.
-            let rel32 = unsafe { &*(view.translate(e.call + 1) as *const AtomicU32) };
-            calls[e.site].push(Call { rel32, next: e.call + 5, stub: e.stub });
+                Self::MprotectRwx => "mprotect read+write+execute of the pages (the memfd double mapping failed)",
+            }
         }
-        let slot_targets = (0..=MAX_SITES)
-            // SAFETY: as above: the trampoline pages are in `view`; each target word is 8-aligned
-            // (16-byte slots on a page-aligned start).
-            .map(|s| unsafe { &*(view.translate(tramp + s * SLOT + SLOT_TARGET) as *const AtomicU64) })
-            .collect();
-        Ok(Text { calls, slot_targets, writable, pages: pages.len(), runs: runs.len() })
     }
 
-    /// Points every call instruction of `site` at `target`. Only stores: the change is certain to
-    /// be seen by every core after the next [`sync`](Text::sync). Callers are serialized (the
-    /// engine's lock, or a test's own).
-    pub(crate) fn point(&self, site: usize, target: Target) {
-        for call in &self.calls[site] {
-            let dest = match target {
-                Target::SlowPath => call.stub,
-                Target::Code(code) => code,
+    /// The process's patchable call instructions, made writable once.
+    #[derive(Debug)]
+    pub(crate) struct Text {
+        /// By site (index [`TEST_SITE`] for the tests' own).
+        calls: Vec<Vec<Call>>,
+        /// The trampoline slots' target words, through the writable view.
+        slot_targets: Vec<&'static AtomicU64>,
+        writable: Writable,
+        /// Pages made writable, and the runs of contiguous pages they form.
+        pages: usize,
+        runs: usize,
+    }
+
+    /// The one text of the process, opened on first use.
+    static TEXT: OnceLock<Result<Text, Unavailable>> = OnceLock::new();
+
+    impl Text {
+        /// The process's text, opened on first use (see the module: open it before spawning threads),
+        /// or why this machine cannot patch it.
+        pub(crate) fn get() -> Result<&'static Text, Unavailable> {
+            TEXT.get_or_init(Self::open).as_ref().map_err(Clone::clone)
+        }
+
+        fn open() -> Result<Text, Unavailable> {
+            register_membarrier()?;
+            let page = page_size();
+            let entries: Vec<&Entry> = table().iter().filter(|e| e.site != ANCHOR_SITE).collect();
+            let tramp = (&raw const TRAMPOLINES) as usize;
+            let mut pages: Vec<usize> = entries.iter().map(|e| (e.call + 1) & !(page - 1)).collect();
+            pages.extend((tramp..tramp + SLOT * (MAX_SITES + 1)).step_by(page).map(|a| a & !(page - 1)));
+            pages.sort_unstable();
+            pages.dedup();
+            let runs = runs_of(&pages, page);
+            let (writable, view) = match memfd_alias(&runs) {
+                Ok(view) => (Writable::MemfdAlias, view),
+                Err(memfd) => match mprotect_rwx(&runs) {
+                    Ok(view) => (Writable::MprotectRwx, view),
+                    Err(rwx) => {
+                        return Err(Unavailable(format!(
+                            "its call instructions cannot be made writable: memfd double mapping: {memfd}; \
+                             mprotect read+write+execute: {rwx}{}",
+                            policy_hints()
+                        )));
+                    }
+                },
             };
-            match rel32(call.next, dest) {
-                Some(rel) => store_rel32(call, rel),
-                None => self.point_through_slot(site, call, dest),
+            let mut calls: Vec<Vec<Call>> = (0..=TEST_SITE).map(|_| Vec::new()).collect();
+            for e in entries {
+                assert!(
+                    e.site <= TEST_SITE,
+                    "textpoke: a call instruction for site {} (the most is {TEST_SITE})",
+                    e.site
+                );
+                assert_eq!((e.call + 1) % 4, 0, "textpoke: a call's rel32 is not 4-byte aligned (layout bug)");
+                // SAFETY: `view` maps every page listed above, which includes this rel32's page, to
+                // a writable address that stays mapped for the life of the process; 4-aligned.
+                let rel32 = unsafe { &*(view.translate(e.call + 1) as *const AtomicU32) };
+                calls[e.site].push(Call { rel32, next: e.call + 5, stub: e.stub });
+            }
+            let slot_targets = (0..=MAX_SITES)
+                // SAFETY: as above: the trampoline pages are in `view`; each target word is 8-aligned
+                // (16-byte slots on a page-aligned start).
+                .map(|s| unsafe { &*(view.translate(tramp + s * SLOT + SLOT_TARGET) as *const AtomicU64) })
+                .collect();
+            Ok(Text { calls, slot_targets, writable, pages: pages.len(), runs: runs.len() })
+        }
+
+        /// Points every call instruction of `site` at `target`. Only stores: the change is certain to
+        /// be seen by every core after the next [`sync`](Text::sync). Callers are serialized (the
+        /// engine's lock, or a test's own).
+        pub(crate) fn point(&self, site: usize, target: Target) {
+            for call in &self.calls[site] {
+                let dest = match target {
+                    Target::SlowPath => call.stub,
+                    Target::Code(code) => code,
+                };
+                match rel32(call.next, dest) {
+                    Some(rel) => store_rel32(call, rel),
+                    None => self.point_through_slot(site, call, dest),
+                }
+            }
+        }
+
+        /// Points `call` at `site`'s trampoline slot, which jumps to `dest`: for a target out of
+        /// rel32 range.
+        fn point_through_slot(&self, site: usize, call: &Call, dest: usize) {
+            // Relaxed: the slot's word is data that the trampoline loads when it runs; a core that
+            // runs the trampoline after the next sync sees it (membarrier orders memory too), and
+            // before that the call still goes wherever it went.
+            self.slot_targets[site].store(dest as u64, Ordering::Relaxed);
+            let slot = (&raw const TRAMPOLINES) as usize + site * SLOT;
+            let rel = rel32(call.next, slot).expect("the trampolines are in the same text as the calls");
+            store_rel32(call, rel);
+        }
+
+        /// Makes every store so far visible to every thread of the process: after it returns, no
+        /// thread runs a call instruction as it was before them.
+        pub(crate) fn sync(&self) {
+            // SAFETY: a plain system call; the command was registered in `open`.
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
+            assert_eq!(r, 0, "membarrier(SYNC_CORE) failed after its registration: {}", io::Error::last_os_error());
+        }
+
+        /// How many call instructions serve `site`.
+        pub(crate) fn calls_of(&self, site: usize) -> usize {
+            self.calls[site].len()
+        }
+
+        /// One line for `harness env`: what was made writable, and how.
+        pub(crate) fn describe(&self) -> String {
+            let sites = self.calls[..MAX_SITES].iter().filter(|c| !c.is_empty()).count();
+            let calls: usize = self.calls.iter().map(Vec::len).sum();
+            let mut s = format!(
+                "{calls} call instructions for {sites} sites on {} pages in {} runs, writable through a {}; \
+                 membarrier SYNC_CORE registered",
+                self.pages,
+                self.runs,
+                self.writable.describe()
+            );
+            let _ = write!(s, "{}", policy_hints());
+            s
+        }
+
+        /// Test-only: writes `site`'s rel32s one byte at a time, the way that tears (the tear test's
+        /// control: a core can fetch a displacement that is half old, half new).
+        #[cfg(test)]
+        pub(crate) fn point_bytewise_for_test(&self, site: usize, dest: usize) {
+            for call in &self.calls[site] {
+                let rel = rel32(call.next, dest).expect("near target").to_le_bytes();
+                let base = std::ptr::from_ref(call.rel32).cast::<u8>().cast_mut();
+                for (i, b) in rel.into_iter().enumerate() {
+                    // SAFETY: the four bytes of a writable rel32 (see `open`); volatile so that the
+                    // compiler keeps them four separate byte stores.
+                    unsafe { base.add(i).write_volatile(b) };
+                }
+            }
+        }
+
+        /// Test-only: points `site`'s calls at `dest` through the trampoline slot even though it is
+        /// in range, to exercise the path a far target takes.
+        #[cfg(test)]
+        pub(crate) fn point_through_slot_for_test(&self, site: usize, dest: usize) {
+            for call in &self.calls[site] {
+                self.point_through_slot(site, call, dest);
             }
         }
     }
 
-    /// Points `call` at `site`'s trampoline slot, which jumps to `dest`: for a target out of
-    /// rel32 range.
-    fn point_through_slot(&self, site: usize, call: &Call, dest: usize) {
-        // Relaxed: the slot's word is data that the trampoline loads when it runs; a core that
-        // runs the trampoline after the next sync sees it (membarrier orders memory too), and
-        // before that the call still goes wherever it went.
-        self.slot_targets[site].store(dest as u64, Ordering::Relaxed);
-        let slot = (&raw const TRAMPOLINES) as usize + site * SLOT;
-        let rel = rel32(call.next, slot).expect("the trampolines are in the same text as the calls");
-        store_rel32(call, rel);
+    /// The displacement from `next` to `dest`, if it fits a rel32.
+    fn rel32(next: usize, dest: usize) -> Option<u32> {
+        let rel = (dest as i64).wrapping_sub(next as i64);
+        i32::try_from(rel).ok().map(|r| r as u32)
     }
 
-    /// Makes every store so far visible to every thread of the process: after it returns, no
-    /// thread runs a call instruction as it was before them.
-    pub(crate) fn sync(&self) {
-        // SAFETY: a plain system call; the command was registered in `open`.
-        let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
-        assert_eq!(r, 0, "membarrier(SYNC_CORE) failed after its registration: {}", io::Error::last_os_error());
+    fn store_rel32(call: &Call, rel: u32) {
+        // One aligned 4-byte store (see the module). Relaxed: instruction fetch is not ordered by
+        // memory orderings at all; what orders it is `Text::sync`.
+        call.rel32.store(rel, Ordering::Relaxed);
     }
 
-    /// How many call instructions serve `site`.
-    pub(crate) fn calls_of(&self, site: usize) -> usize {
-        self.calls[site].len()
+    const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 5;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
+
+    fn register_membarrier() -> Result<(), Unavailable> {
+        // SAFETY: plain system calls with no pointers.
+        let offered = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
+        if offered < 0 {
+            return Err(Unavailable(format!(
+                "membarrier is not available ({}); it needs Linux 4.3 or later, and SYNC_CORE 4.16",
+                io::Error::last_os_error()
+            )));
+        }
+        let needed = MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
+        if offered & needed != needed {
+            return Err(Unavailable(format!(
+                "this kernel does not offer membarrier PRIVATE_EXPEDITED_SYNC_CORE (commands offered: {offered:#x}); \
+                 it needs Linux 4.16 or later on x86-64, the only way to make other threads run new code at once"
+            )));
+        }
+        // SAFETY: as above.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
+        if r != 0 {
+            return Err(Unavailable(format!(
+                "membarrier REGISTER_PRIVATE_EXPEDITED_SYNC_CORE failed: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(())
     }
 
-    /// One line for `harness env`: what was made writable, and how.
-    pub(crate) fn describe(&self) -> String {
-        let sites = self.calls[..MAX_SITES].iter().filter(|c| !c.is_empty()).count();
-        let calls: usize = self.calls.iter().map(Vec::len).sum();
-        let mut s = format!(
-            "{calls} call instructions for {sites} sites on {} pages in {} runs, writable through a {}; \
-             membarrier SYNC_CORE registered",
-            self.pages,
-            self.runs,
-            self.writable.describe()
-        );
-        let _ = write!(s, "{}", policy_hints());
-        s
+    fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(p).ok().filter(|p| p.is_power_of_two()).expect("a page size")
     }
 
-    /// Test-only: writes `site`'s rel32s one byte at a time, the way that tears (the tear test's
-    /// control: a core can fetch a displacement that is half old, half new).
-    #[cfg(test)]
-    pub(crate) fn point_bytewise_for_test(&self, site: usize, dest: usize) {
-        for call in &self.calls[site] {
-            let rel = rel32(call.next, dest).expect("near target").to_le_bytes();
-            let base = std::ptr::from_ref(call.rel32).cast::<u8>().cast_mut();
-            for (i, b) in rel.into_iter().enumerate() {
-                // SAFETY: the four bytes of a writable rel32 (see `open`); volatile so that the
-                // compiler keeps them four separate byte stores.
-                unsafe { base.add(i).write_volatile(b) };
+    /// A run of contiguous pages: its start and length in bytes.
+    #[derive(Clone, Copy, Debug)]
+    struct Run {
+        start: usize,
+        len: usize,
+    }
+
+    /// Sorted, distinct page addresses → runs of contiguous pages.
+    fn runs_of(pages: &[usize], page: usize) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
+        for &p in pages {
+            match runs.last_mut() {
+                Some(r) if r.start + r.len == p => r.len += page,
+                _ => runs.push(Run { start: p, len: page }),
             }
         }
+        runs
     }
 
-    /// Test-only: points `site`'s calls at `dest` through the trampoline slot even though it is
-    /// in range, to exercise the path a far target takes.
-    #[cfg(test)]
-    pub(crate) fn point_through_slot_for_test(&self, site: usize, dest: usize) {
-        for call in &self.calls[site] {
-            self.point_through_slot(site, call, dest);
+    /// Where each run can be written: the run's own address (mprotect) or an alias.
+    struct View {
+        /// Each run and the writable address of its first byte.
+        runs: Vec<(Run, usize)>,
+    }
+
+    impl View {
+        fn translate(&self, addr: usize) -> usize {
+            let (run, base) =
+                self.runs.iter().find(|(r, _)| (r.start..r.start + r.len).contains(&addr)).expect("mapped");
+            base + (addr - run.start)
         }
     }
-}
 
-/// The displacement from `next` to `dest`, if it fits a rel32.
-fn rel32(next: usize, dest: usize) -> Option<u32> {
-    let rel = (dest as i64).wrapping_sub(next as i64);
-    i32::try_from(rel).ok().map(|r| r as u32)
-}
-
-fn store_rel32(call: &Call, rel: u32) {
-    // One aligned 4-byte store (see the module). Relaxed: instruction fetch is not ordered by
-    // memory orderings at all; what orders it is `Text::sync`.
-    call.rel32.store(rel, Ordering::Relaxed);
-}
-
-const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 5;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
-
-fn register_membarrier() -> Result<(), Unavailable> {
-    // SAFETY: plain system calls with no pointers.
-    let offered = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
-    if offered < 0 {
-        return Err(Unavailable(format!(
-            "membarrier is not available ({}); it needs Linux 4.3 or later, and SYNC_CORE 4.16",
-            io::Error::last_os_error()
-        )));
+    fn os_error(what: &str) -> String {
+        format!("{what}: {}", io::Error::last_os_error())
     }
-    let needed = MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
-    if offered & needed != needed {
-        return Err(Unavailable(format!(
-            "this kernel does not offer membarrier PRIVATE_EXPEDITED_SYNC_CORE (commands offered: {offered:#x}); \
-             it needs Linux 4.16 or later on x86-64, the only way to make other threads run new code at once"
-        )));
-    }
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) };
-    if r != 0 {
-        return Err(Unavailable(format!(
-            "membarrier REGISTER_PRIVATE_EXPEDITED_SYNC_CORE failed: {}",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).ok().filter(|p| p.is_power_of_two()).expect("a page size")
-}
-
-/// A run of contiguous pages: its start and length in bytes.
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    start: usize,
-    len: usize,
-}
-
-/// Sorted, distinct page addresses → runs of contiguous pages.
-fn runs_of(pages: &[usize], page: usize) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::new();
-    for &p in pages {
-        match runs.last_mut() {
-            Some(r) if r.start + r.len == p => r.len += page,
-            _ => runs.push(Run { start: p, len: page }),
-        }
-    }
-    runs
-}
-
-/// Where each run can be written: the run's own address (mprotect) or an alias.
-struct View {
-    /// Each run and the writable address of its first byte.
-    runs: Vec<(Run, usize)>,
-}
-
-impl View {
-    fn translate(&self, addr: usize) -> usize {
-        let (run, base) = self.runs.iter().find(|(r, _)| (r.start..r.start + r.len).contains(&addr)).expect("mapped");
-        base + (addr - run.start)
-    }
-}
-
-fn os_error(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
-}
-
-/// Copies the runs into one memfd, maps it read+write somewhere, and read+execute over the runs.
-fn memfd_alias(runs: &[Run]) -> Result<View, String> {
-    const MFD_EXEC: libc::c_uint = 0x10;
-    let total: usize = runs.iter().map(|r| r.len).sum();
-    let name = c"dispatch-textpoke";
-    // SAFETY: plain system calls on a file descriptor this function owns; `name` is a C string.
-    unsafe {
-        // MFD_EXEC says outright that the memfd will be executable (Linux 6.3 and later, where
-        // `vm.memfd_noexec` may otherwise refuse); older kernels reject the flag, so retry without.
-        let mut fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | MFD_EXEC);
-        if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
-        }
-        if fd < 0 {
-            return Err(os_error("memfd_create"));
-        }
-        let result = (|| {
-            if libc::ftruncate(fd, total as libc::off_t) != 0 {
-                return Err(os_error("ftruncate"));
+    /// Copies the runs into one memfd, maps it read+write somewhere, and read+execute over the runs.
+    fn memfd_alias(runs: &[Run]) -> Result<View, String> {
+        const MFD_EXEC: libc::c_uint = 0x10;
+        let total: usize = runs.iter().map(|r| r.len).sum();
+        let name = c"dispatch-textpoke";
+        // SAFETY: plain system calls on a file descriptor this function owns; `name` is a C string.
+        unsafe {
+            // MFD_EXEC says outright that the memfd will be executable (Linux 6.3 and later, where
+            // `vm.memfd_noexec` may otherwise refuse); older kernels reject the flag, so retry without.
+            let mut fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | MFD_EXEC);
+            if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
             }
-            let alias =
-                libc::mmap(std::ptr::null_mut(), total, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
-            if alias == libc::MAP_FAILED {
-                return Err(os_error("mmap of the read+write alias"));
+            if fd < 0 {
+                return Err(os_error("memfd_create"));
             }
-            let mut view = View { runs: Vec::with_capacity(runs.len()) };
-            let mut offset = 0;
-            for &run in runs {
-                let base = alias as usize + offset;
-                // The text is immutable, so a copy made now is what every thread runs meanwhile.
-                std::ptr::copy_nonoverlapping(run.start as *const u8, base as *mut u8, run.len);
-                view.runs.push((run, base));
-                offset += run.len;
-            }
-            let mut offset = 0;
-            for &run in runs {
-                // MAP_FIXED replaces the text mapping in one step; a thread that runs this code
-                // meanwhile faults, waits for the kernel, and finds the same bytes.
-                let m = libc::mmap(
+            let result = (|| {
+                if libc::ftruncate(fd, total as libc::off_t) != 0 {
+                    return Err(os_error("ftruncate"));
+                }
+                let alias = libc::mmap(
+                    std::ptr::null_mut(),
+                    total,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                );
+                if alias == libc::MAP_FAILED {
+                    return Err(os_error("mmap of the read+write alias"));
+                }
+                let mut view = View { runs: Vec::with_capacity(runs.len()) };
+                let mut offset = 0;
+                for &run in runs {
+                    let base = alias as usize + offset;
+                    // The text is immutable, so a copy made now is what every thread runs meanwhile.
+                    std::ptr::copy_nonoverlapping(run.start as *const u8, base as *mut u8, run.len);
+                    view.runs.push((run, base));
+                    offset += run.len;
+                }
+                let mut offset = 0;
+                for &run in runs {
+                    // MAP_FIXED replaces the text mapping in one step; a thread that runs this code
+                    // meanwhile faults, waits for the kernel, and finds the same bytes.
+                    let m = libc::mmap(
+                        run.start as *mut libc::c_void,
+                        run.len,
+                        libc::PROT_READ | libc::PROT_EXEC,
+                        libc::MAP_SHARED | libc::MAP_FIXED,
+                        fd,
+                        offset as libc::off_t,
+                    );
+                    if m == libc::MAP_FAILED {
+                        return Err(os_error("mmap of the memfd read+execute over the text"));
+                    }
+                    offset += run.len;
+                }
+                Ok(view)
+            })();
+            libc::close(fd);
+            result
+        }
+    }
+
+    /// Makes the runs themselves read+write+execute.
+    fn mprotect_rwx(runs: &[Run]) -> Result<View, String> {
+        for run in runs {
+            // SAFETY: the runs are whole pages of this process's own text, which stays mapped;
+            // adding write permission changes no byte.
+            let r = unsafe {
+                libc::mprotect(
                     run.start as *mut libc::c_void,
                     run.len,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    fd,
-                    offset as libc::off_t,
-                );
-                if m == libc::MAP_FAILED {
-                    return Err(os_error("mmap of the memfd read+execute over the text"));
-                }
-                offset += run.len;
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                )
+            };
+            if r != 0 {
+                return Err(os_error("mprotect"));
             }
-            Ok(view)
-        })();
-        libc::close(fd);
-        result
+        }
+        Ok(View { runs: runs.iter().map(|&r| (r, r.start)).collect() })
     }
-}
 
-/// Makes the runs themselves read+write+execute.
-fn mprotect_rwx(runs: &[Run]) -> Result<View, String> {
-    for run in runs {
-        // SAFETY: the runs are whole pages of this process's own text, which stays mapped;
-        // adding write permission changes no byte.
-        let r = unsafe {
-            libc::mprotect(
-                run.start as *mut libc::c_void,
-                run.len,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-            )
-        };
-        if r != 0 {
-            return Err(os_error("mprotect"));
+    /// What the OS policies that can refuse writable code say here, for error messages and `env`:
+    /// `PR_SET_MDWE` (refuses W+X and gaining X), SELinux (execmem/execmod), `vm.memfd_noexec`.
+    fn policy_hints() -> String {
+        const PR_GET_MDWE: libc::c_int = 66;
+        let mut hints = Vec::new();
+        // SAFETY: a prctl query with no pointers.
+        let mdwe = unsafe { libc::prctl(PR_GET_MDWE, 0, 0, 0, 0) };
+        if mdwe > 0 {
+            hints.push("PR_SET_MDWE is on (memfd double mapping only; mprotect is refused)".to_owned());
+        }
+        if std::fs::read_to_string("/sys/fs/selinux/enforce").is_ok_and(|s| s.trim() == "1") {
+            hints.push("SELinux is enforcing (execmem/execmod may refuse writable code)".to_owned());
+        }
+        if let Ok(v) = std::fs::read_to_string("/proc/sys/vm/memfd_noexec")
+            && v.trim() != "0"
+        {
+            hints.push(format!("vm.memfd_noexec = {} (2 refuses executable memfds)", v.trim()));
+        }
+        if hints.is_empty() { String::new() } else { format!("; {}", hints.join("; ")) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn runs_join_contiguous_pages() {
+            let r = runs_of(&[0x1000, 0x2000, 0x4000, 0x5000, 0x6000, 0x9000], 0x1000);
+            let r: Vec<_> = r.iter().map(|r| (r.start, r.len)).collect();
+            assert_eq!(r, [(0x1000, 0x2000), (0x4000, 0x3000), (0x9000, 0x1000)]);
+        }
+
+        #[test]
+        fn rel32_fits_only_within_two_gib() {
+            assert_eq!(rel32(0x1000, 0x1010), Some(0x10));
+            assert_eq!(rel32(0x1010, 0x1000), Some((-0x10i32) as u32));
+            assert_eq!(rel32(0, 0x8000_0000), None);
+            assert_eq!(rel32(0x8000_0000, 0), Some(i32::MIN as u32));
         }
     }
-    Ok(View { runs: runs.iter().map(|&r| (r, r.start)).collect() })
 }
 
-/// What the OS policies that can refuse writable code say here, for error messages and `env`:
-/// `PR_SET_MDWE` (refuses W+X and gaining X), SELinux (execmem/execmod), `vm.memfd_noexec`.
-fn policy_hints() -> String {
-    const PR_GET_MDWE: libc::c_int = 66;
-    let mut hints = Vec::new();
-    // SAFETY: a prctl query with no pointers.
-    let mdwe = unsafe { libc::prctl(PR_GET_MDWE, 0, 0, 0, 0) };
-    if mdwe > 0 {
-        hints.push("PR_SET_MDWE is on (memfd double mapping only; mprotect is refused)".to_owned());
-    }
-    if std::fs::read_to_string("/sys/fs/selinux/enforce").is_ok_and(|s| s.trim() == "1") {
-        hints.push("SELinux is enforcing (execmem/execmod may refuse writable code)".to_owned());
-    }
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/vm/memfd_noexec")
-        && v.trim() != "0"
-    {
-        hints.push(format!("vm.memfd_noexec = {} (2 refuses executable memfds)", v.trim()));
-    }
-    if hints.is_empty() { String::new() } else { format!("; {}", hints.join("; ")) }
-}
+/// Elsewhere there is no text to patch: no `Text` can exist, and [`Text::get`] says why.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[derive(Debug)]
+pub(crate) enum Text {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_join_contiguous_pages() {
-        let r = runs_of(&[0x1000, 0x2000, 0x4000, 0x5000, 0x6000, 0x9000], 0x1000);
-        let r: Vec<_> = r.iter().map(|r| (r.start, r.len)).collect();
-        assert_eq!(r, [(0x1000, 0x2000), (0x4000, 0x3000), (0x9000, 0x1000)]);
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+impl Text {
+    pub(crate) fn get() -> Result<&'static Text, Unavailable> {
+        Err(Unavailable(
+            "it patches x86-64 call instructions through Linux system calls (memfd, membarrier); \
+             this is another architecture or OS"
+                .to_owned(),
+        ))
     }
 
-    #[test]
-    fn rel32_fits_only_within_two_gib() {
-        assert_eq!(rel32(0x1000, 0x1010), Some(0x10));
-        assert_eq!(rel32(0x1010, 0x1000), Some((-0x10i32) as u32));
-        assert_eq!(rel32(0, 0x8000_0000), None);
-        assert_eq!(rel32(0x8000_0000, 0), Some(i32::MIN as u32));
+    pub(crate) fn point(&self, _site: usize, _target: Target) {
+        match *self {}
+    }
+
+    pub(crate) fn sync(&self) {
+        match *self {}
+    }
+
+    pub(crate) fn calls_of(&self, _site: usize) -> usize {
+        match *self {}
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match *self {}
     }
 }
