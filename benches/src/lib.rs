@@ -244,6 +244,93 @@ fn settle<S: Strategy>(patcher: &Patcher<S>, task: &Task<S>) {
     panic!("{}: transition did not settle", S::INFO.name);
 }
 
+/// Whole transitions, end to end: a patcher of `sites` sites whose one patch (a func for every
+/// site) is enabled and disabled in turn, each transition driven to completion. With a busy
+/// reader, one thread calls every site in critical sections with a safe point after each, so the
+/// writer waits for it to migrate, and a strategy that interrupts running threads (`textpoke`'s
+/// membarrier) pays for it. What the writer's work costs for many sites, and what it costs a
+/// running program.
+pub struct TransitionCycle<S: Strategy> {
+    patcher: std::sync::Arc<Patcher<S>>,
+    patch: PatchId,
+    reader: Option<(std::thread::JoinHandle<u64>, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl<S: Strategy> TransitionCycle<S> {
+    /// Sites of the two sizes the suite measures: a few functions, and a large live patch.
+    pub const SITES: [usize; 2] = [8, 1024];
+
+    pub fn new(sites: usize, busy_reader: bool) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let originals: Vec<_> = (0..sites).map(code).collect();
+        let patcher = Arc::new(Patcher::<S>::new(&originals, PatcherConfig::default()));
+        let funcs = (0..sites).map(|s| FuncSpec::new(SiteId(s as u32), code(sites + s)));
+        let patch = patcher.load(PatchSpec::new("cycle", funcs)).expect("valid patch");
+        let reader = busy_reader.then(|| {
+            let (stop, patcher) = (Arc::new(AtomicBool::new(false)), Arc::clone(&patcher));
+            let registered = Arc::new(std::sync::Barrier::new(2));
+            let handle = std::thread::spawn({
+                let (stop, registered) = (Arc::clone(&stop), Arc::clone(&registered));
+                move || {
+                    let mut task = patcher.register().expect("capacity");
+                    registered.wait();
+                    let mut sum = 0u64;
+                    // Relaxed: `stop` is a signal; nothing is published with it.
+                    while !stop.load(Ordering::Relaxed) {
+                        {
+                            let section = task.enter();
+                            for s in 0..sites {
+                                sum = sum.wrapping_add(section.call(SiteId(s as u32), 0));
+                            }
+                        }
+                        task.safe_point().expect("owner");
+                    }
+                    sum
+                }
+            });
+            // The reader is a task before the first transition starts, so every one waits for it.
+            registered.wait();
+            (handle, stop)
+        });
+        Self { patcher, patch, reader }
+    }
+
+    /// One transition (enable, or disable when enabled), from its start to its completion.
+    pub fn cycle(&self) -> std::time::Duration {
+        let t0 = std::time::Instant::now();
+        if self.patcher.enabled().is_empty() {
+            self.patcher.enable(self.patch)
+        } else {
+            self.patcher.disable(self.patch)
+        }
+        .expect("no other transition");
+        self.patcher.wait(std::time::Duration::from_secs(60)).expect("the transition completes");
+        t0.elapsed()
+    }
+}
+
+impl<S: Strategy> Drop for TransitionCycle<S> {
+    fn drop(&mut self) {
+        if let Some((handle, stop)) = self.reader.take() {
+            // Relaxed: as in `new`.
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::hint::black_box(handle.join().expect("the busy reader"));
+        }
+    }
+}
+
+impl<S: Strategy> std::fmt::Debug for TransitionCycle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitionCycle")
+            .field("strategy", &S::INFO.name)
+            .field("sites", &self.patcher.sites())
+            .field("busy_reader", &self.reader.is_some())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +351,13 @@ mod tests {
                     let w = WriterFixture::<S>::new(op);
                     w.run();
                     w.verify();
+                }
+                for busy_reader in [false, true] {
+                    let c = TransitionCycle::<S>::new(TransitionCycle::<S>::SITES[0], busy_reader);
+                    for i in 0..4 {
+                        c.cycle();
+                        assert_eq!(c.patcher.enabled().is_empty(), i % 2 == 1, "{}: cycle {i}", S::INFO.name);
+                    }
                 }
             }
         }
