@@ -2,13 +2,14 @@
 //! transition starts (every call of the site now goes to the slow path) while the task is still
 //! running the original it called a moment before. Returning from it must land where the call
 //! left off, and the rest of that critical section must still see the old universe, because the
-//! task migrates only at its next safe point.
+//! task migrates only at its next safe point. And the probe, in child processes: both ways of
+//! making text writable, and what `PR_SET_MDWE` leaves of them.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use dispatch::check::{code, fingerprint};
-use dispatch::strategy::textpoke::Textpoke;
+use dispatch::strategy::textpoke::{self, Textpoke};
 use dispatch::{FuncSpec, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy};
 
 /// Where the task is in `site0_original`: 0 not yet inside, 1 inside, 2 told to return.
@@ -69,4 +70,66 @@ fn a_task_inside_the_old_code_stays_in_the_old_universe() {
     assert_eq!(after, [fingerprint(10), fingerprint(11)], "after its safe point the task runs the patch");
     assert_eq!(state_after, PatchState::Patched);
     assert!(p.wait(Duration::from_secs(10)).is_ok(), "the transition completes");
+}
+
+/// The child of `the_probe_follows_the_os_policy`: in a fresh process (the probe runs once per
+/// process), optionally under `PR_SET_MDWE`, prints what the probe found. Does nothing as an
+/// ordinary test.
+#[test]
+fn probe_child() {
+    const PR_SET_MDWE: libc::c_int = 65;
+    const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+    let Ok(mode) = std::env::var("TEXTPOKE_PROBE_CHILD") else { return };
+    // SAFETY: a prctl with no pointers; it only restricts this (child) process.
+    if mode == "mdwe" && unsafe { libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) } != 0 {
+        println!("PROBE-RESULT no MDWE: {}", std::io::Error::last_os_error());
+        return;
+    }
+    match textpoke::probe() {
+        Ok(()) => println!("PROBE-RESULT available: {}", textpoke::describe()),
+        Err(why) => println!("PROBE-RESULT unavailable: {why}"),
+    }
+}
+
+/// Runs `probe_child` in a child process, under MDWE if `mode` is "mdwe", with `writable` as
+/// `DISPATCH_TEXTPOKE_TEXT`; returns its result line.
+fn probe_in_child(mode: &str, writable: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "probe_child", "--nocapture", "--test-threads=1"]).env("TEXTPOKE_PROBE_CHILD", mode);
+    match writable {
+        Some(w) => cmd.env("DISPATCH_TEXTPOKE_TEXT", w),
+        None => cmd.env_remove("DISPATCH_TEXTPOKE_TEXT"),
+    };
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find_map(|l| l.split_once("PROBE-RESULT ").map(|(_, r)| r)).expect("a result line");
+    eprintln!("{mode}, {writable:?}: {line}");
+    line.to_owned()
+}
+
+#[test]
+fn the_probe_follows_the_os_policy() {
+    if let Err(why) = Textpoke::INFO.availability() {
+        eprintln!("textpoke: skipped: {why}");
+        return;
+    }
+    let plain = probe_in_child("plain", None);
+    assert!(plain.starts_with("available") && plain.contains("memfd double mapping"), "{plain}");
+    let fallback = probe_in_child("plain", Some("mprotect"));
+    assert!(fallback.starts_with("available") && fallback.contains("mprotect read+write+execute"), "{fallback}");
+    let bogus = probe_in_child("plain", Some("bogus"));
+    assert!(bogus.starts_with("unavailable") && bogus.contains("use memfd or mprotect"), "{bogus}");
+    let mdwe = probe_in_child("mdwe", None);
+    if mdwe.starts_with("no MDWE") {
+        eprintln!("PR_SET_MDWE is not offered by this kernel (Linux 6.3 or later): its cases are skipped");
+        return;
+    }
+    // MDWE refuses mappings that gain execute permission by mprotect, not a memfd mapped
+    // read+execute: the double mapping still works, and only it.
+    assert!(mdwe.starts_with("available") && mdwe.contains("memfd double mapping"), "{mdwe}");
+    assert!(mdwe.contains("PR_SET_MDWE is on"), "{mdwe}");
+    let refused = probe_in_child("mdwe", Some("mprotect"));
+    assert!(refused.starts_with("unavailable") && refused.contains("mprotect: "), "{refused}");
+    assert!(refused.contains("PR_SET_MDWE is on"), "the reason names the policy: {refused}");
 }

@@ -144,6 +144,10 @@ mod machine {
         stub: usize,
     }
 
+    /// The environment variable that picks how the text is made writable: `memfd` or `mprotect`
+    /// (unset: the memfd double mapping, else mprotect). What the tests use to run both paths.
+    pub(crate) const WRITABLE_VAR: &str = "DISPATCH_TEXTPOKE_TEXT";
+
     /// How the call instructions were made writable.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(crate) enum Writable {
@@ -159,7 +163,7 @@ mod machine {
                 Self::MemfdAlias => {
                     "memfd double mapping (read+execute over the text, read+write alias; no W+X mapping)"
                 }
-                Self::MprotectRwx => "mprotect read+write+execute of the pages (the memfd double mapping failed)",
+                Self::MprotectRwx => "mprotect read+write+execute of the pages",
             }
         }
     }
@@ -172,6 +176,8 @@ mod machine {
         /// The trampoline slots' target words, through the writable view.
         slot_targets: Vec<&'static AtomicU64>,
         writable: Writable,
+        /// Why the memfd double mapping was not used, when it was not.
+        memfd_error: Option<String>,
         /// Pages made writable, and the runs of contiguous pages they form.
         pages: usize,
         runs: usize,
@@ -197,10 +203,22 @@ mod machine {
             pages.sort_unstable();
             pages.dedup();
             let runs = runs_of(&pages, page);
-            let (writable, view) = match memfd_alias(&runs) {
-                Ok(view) => (Writable::MemfdAlias, view),
-                Err(memfd) => match mprotect_rwx(&runs) {
-                    Ok(view) => (Writable::MprotectRwx, view),
+            let (try_memfd, try_mprotect) = match std::env::var(WRITABLE_VAR).as_deref() {
+                Err(_) | Ok("") => (true, true),
+                Ok("memfd") => (true, false),
+                Ok("mprotect") => (false, true),
+                Ok(other) => {
+                    return Err(Unavailable(format!(
+                        "{WRITABLE_VAR}={other:?} is not a way to write text: use memfd or mprotect, or unset it to try both"
+                    )));
+                }
+            };
+            let skipped = || format!("not tried ({WRITABLE_VAR})");
+            let memfd = if try_memfd { memfd_alias(&runs) } else { Err(skipped()) };
+            let (writable, view, memfd_error) = match memfd {
+                Ok(view) => (Writable::MemfdAlias, view, None),
+                Err(memfd) => match if try_mprotect { mprotect_rwx(&runs) } else { Err(skipped()) } {
+                    Ok(view) => (Writable::MprotectRwx, view, Some(memfd)),
                     Err(rwx) => {
                         return Err(Unavailable(format!(
                             "its call instructions cannot be made writable: memfd double mapping: {memfd}; \
@@ -228,7 +246,7 @@ mod machine {
                 // (16-byte slots on a page-aligned start).
                 .map(|s| unsafe { &*(view.translate(tramp + s * SLOT + SLOT_TARGET) as *const AtomicU64) })
                 .collect();
-            Ok(Text { calls, slot_targets, writable, pages: pages.len(), runs: runs.len() })
+            Ok(Text { calls, slot_targets, writable, memfd_error, pages: pages.len(), runs: runs.len() })
         }
 
         /// Points every call instruction of `site` at `target`. Only stores: the change is certain to
@@ -277,12 +295,15 @@ mod machine {
             let sites = self.calls[..MAX_SITES].iter().filter(|c| !c.is_empty()).count();
             let calls: usize = self.calls.iter().map(Vec::len).sum();
             let mut s = format!(
-                "{calls} call instructions for {sites} sites on {} pages in {} runs, writable through a {}; \
+                "{calls} call instructions for {sites} sites on {} pages in {} runs, made writable by {}; \
                  membarrier SYNC_CORE registered",
                 self.pages,
                 self.runs,
                 self.writable.describe()
             );
+            if let Some(e) = &self.memfd_error {
+                let _ = write!(s, " (memfd double mapping: {e})");
+            }
             let _ = write!(s, "{}", policy_hints());
             s
         }
