@@ -537,7 +537,7 @@ mod tests {
             let c = compare(b, n, 5.0, false, None).unwrap();
             assert!(c.differences.is_empty(), "{:?}", c.differences);
             let line = format!("klp: not compared: skipped in {side} (unavailable on {}: {reason})", new.env.host);
-            assert_eq!(c.skipped, [line.clone()]);
+            assert_eq!(c.skipped, std::slice::from_ref(&line));
             let text = render(&c);
             assert!(text.starts_with(&format!("SKIPPED {line}\n")), "{text}");
             assert!(c.changes.iter().all(|x| x.strategy != "klp") && !c.changes.is_empty(), "{text}");
