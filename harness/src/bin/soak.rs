@@ -64,11 +64,11 @@ const MIN_MINUTES: f64 = 0.01;
 replace / reverse. Checks consistency, use after reclaim and peak-RSS growth.",
     override_usage = "soak --list\n       soak --strategy NAME [--transitions N | --minutes M]",
     after_help = "A run stops after 24 hours, whatever --transitions says.\n\n\
-A strategy this machine cannot run (see `harness list`) is skipped: one line on stderr saying why,\n\
-exit 0.\n\n\
-Exit codes: 0 pass (or skipped); 1 a check failed (a consistency violation, a use after reclaim, an idle task\n\
+Exit codes: 0 pass; 1 a check failed (a consistency violation, a use after reclaim, an idle task\n\
 in a transition, an inheritance error, fewer transitions than asked, or peak RSS grown more than\n\
-10% between 10^4 transitions and the end); 2 bad input."
+10% between 10^4 transitions and the end); 2 bad input.\n\n\
+A strategy this machine cannot run (see `harness list`) is skipped: one line on stderr saying why,\n\
+exit 0."
 )]
 struct Cli {
     /// Print the per-task-consistent strategies, one a line, and exit
