@@ -6,68 +6,91 @@
 //!
 //! Setup (building the fixture) happens in the bench arguments, outside the counted function;
 //! the fixture is returned so that its drop is not counted either.
+//!
+//! A strategy this machine cannot run gets no fixture (`None`): its benchmarks run nothing, and
+//! [`benches::available`] says so on stderr and records it in the file named by
+//! `DISPATCH_BENCH_SKIPPED_LOG`, from which `scripts/gate` reports the strategy's benchmarks as
+//! skipped and leaves their (empty) counts out. gungraun clears the environment of what it
+//! measures, so `main!` passes that variable and `DISPATCH_UNAVAILABLE` through.
 
 use std::hint::black_box;
 
-use benches::{Fixture, Path, WriterFixture, WriterOp};
+use benches::{Fixture, Path, SKIPPED_LOG_VAR, WriterFixture, WriterOp};
 use dispatch::{Strategy, TransitionStats};
 use gungraun::Callgrind;
 use gungraun::prelude::*;
 
 const ROUNDS: usize = benches::GATE_ROUNDS;
 
+/// A read-path fixture, or none where the strategy cannot run here (skipped, saying why).
+type Read<S> = Option<Fixture<S>>;
+/// A writer fixture, or none where the strategy cannot run here.
+type Write<S> = Option<WriterFixture<S>>;
+
 /// The per-site section: each site called from its own call instruction.
-fn read<S: Strategy>(mut fixture: Fixture<S>) -> (u64, Fixture<S>) {
+fn read<S: Strategy>(fixture: Read<S>) -> (u64, Read<S>) {
+    let Some(mut fixture) = fixture else { return (0, None) };
     let sum = black_box(fixture.per_site(ROUNDS));
-    (sum, fixture)
+    (sum, Some(fixture))
 }
 
 /// The same calls from one shared call instruction: what the gate's misprediction count tells
 /// apart from the per-site ones.
-fn read_shared<S: Strategy>(mut fixture: Fixture<S>) -> (u64, Fixture<S>) {
+fn read_shared<S: Strategy>(fixture: Read<S>) -> (u64, Read<S>) {
+    let Some(mut fixture) = fixture else { return (0, None) };
     let sum = black_box(fixture.shared(ROUNDS));
-    (sum, fixture)
+    (sum, Some(fixture))
 }
 
-fn write<S: Strategy>(fixture: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) {
-    let stats = black_box(fixture.run());
+fn write<S: Strategy>(fixture: Write<S>) -> (Option<TransitionStats>, Write<S>) {
+    let stats = black_box(fixture.as_ref().map(|f| f.run()));
     (stats, fixture)
+}
+
+/// The fixture of a read path, where the strategy runs here.
+fn fixture<S: Strategy>(path: Path) -> Read<S> {
+    benches::available::<S>().then(|| Fixture::new(path))
+}
+
+/// The fixture of a writer operation, where the strategy runs here.
+fn writer<S: Strategy>(op: WriterOp) -> Write<S> {
+    benches::available::<S>().then(|| WriterFixture::new(op))
 }
 
 /// One benchmark function per path, one `#[bench]` per strategy of the registry.
 macro_rules! benchmarks {
     ($($name:ident : $ty:path),* $(,)?) => {
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::Steady))])*
-        fn steady<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::Steady))])*
+        fn steady<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::TransitionPatched))])*
-        fn transition_patched<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::TransitionPatched))])*
+        fn transition_patched<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::TransitionUnpatched))])*
-        fn transition_unpatched<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::TransitionUnpatched))])*
+        fn transition_unpatched<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::Nop))])*
-        fn nop<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::Nop))])*
+        fn nop<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::Depth2))])*
-        fn depth2<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::Depth2))])*
+        fn depth2<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(Fixture::<$ty>::new(Path::Steady))])*
-        fn shared_steady<S: Strategy>(f: Fixture<S>) -> (u64, Fixture<S>) { read_shared(f) }
+        $(#[bench::$name(fixture::<$ty>(Path::Steady))])*
+        fn shared_steady<S: Strategy>(f: Read<S>) -> (u64, Read<S>) { read_shared(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(WriterFixture::<$ty>::new(WriterOp::Enable))])*
-        fn writer_enable<S: Strategy>(f: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) { write(f) }
+        $(#[bench::$name(writer::<$ty>(WriterOp::Enable))])*
+        fn writer_enable<S: Strategy>(f: Write<S>) -> (Option<TransitionStats>, Write<S>) { write(f) }
 
         #[library_benchmark]
-        $(#[bench::$name(WriterFixture::<$ty>::new(WriterOp::Replace))])*
-        fn writer_replace<S: Strategy>(f: WriterFixture<S>) -> (TransitionStats, WriterFixture<S>) { write(f) }
+        $(#[bench::$name(writer::<$ty>(WriterOp::Replace))])*
+        fn writer_replace<S: Strategy>(f: Write<S>) -> (Option<TransitionStats>, Write<S>) { write(f) }
     };
 }
 
@@ -90,6 +113,8 @@ library_benchmark_group!(
 // call instructions, and without it valgrind kept running its old translations (the soak under
 // memcheck counted violations by the hundred thousand).
 main!(
-    config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(["--branch-sim=yes", "--smc-check=all"]));
+    config = LibraryBenchmarkConfig::default()
+        .tool(Callgrind::with_args(["--branch-sim=yes", "--smc-check=all"]))
+        .pass_through_envs([dispatch::strategy::UNAVAILABLE_VAR, SKIPPED_LOG_VAR]);
     library_benchmark_groups = read_path, writer
 );

@@ -11,6 +11,9 @@
 //! `main` registers the harness's system font first ([`plotfont::register`]); without one it
 //! runs without plots (criterion then writes no HTML report, only its estimates under
 //! `target/criterion`) and says why once.
+//!
+//! A strategy this machine cannot run is skipped in every group, said once on stderr with the
+//! reason ([`Available`]).
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -30,15 +33,42 @@ use perf_event::{Builder, Counter};
 /// Rounds of every site per iteration of the read-path benches (256 calls over 8 sites).
 const ROUNDS: usize = 32;
 
+/// The strategies this machine can run: probed once, first thing in `main`, while the process
+/// has one thread (criterion's rayon pool and the contended group's threads come later, and a
+/// probe's one-time set-up can cost far more then), and kept for the whole suite.
+struct Available {
+    unavailable: Vec<&'static str>,
+}
+
+impl Available {
+    /// Probes every strategy of the registry, saying on stderr which are skipped and why.
+    fn probe() -> Self {
+        let unavailable = dispatch::strategy::ALL
+            .iter()
+            .filter(|i| dispatch::strategy::skip_if_unavailable(i))
+            .map(|i| i.name)
+            .collect();
+        Self { unavailable }
+    }
+
+    fn runs<S: Strategy>(&self) -> bool {
+        !self.unavailable.contains(&S::INFO.name)
+    }
+}
+
 struct ReadPath<'a, 'c, M: Measurement> {
     group: &'a mut BenchmarkGroup<'c, M>,
     path: Path,
+    available: &'a Available,
 }
 
 impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
+        if !self.available.runs::<S>() {
+            return;
+        }
         // Verifies that the path resolves as expected before timing, and again after.
         let mut fixture = Fixture::<S>::new(self.path);
         self.group.bench_function(BenchmarkId::from_parameter(S::INFO.name), |b| {
@@ -51,12 +81,16 @@ impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
 struct Writer<'a, 'c, M: Measurement> {
     group: &'a mut BenchmarkGroup<'c, M>,
     op: WriterOp,
+    available: &'a Available,
 }
 
 impl<M: Measurement> Visitor for Writer<'_, '_, M> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
+        if !self.available.runs::<S>() {
+            return;
+        }
         let check = WriterFixture::<S>::new(self.op);
         check.run();
         check.verify();
@@ -73,12 +107,16 @@ impl<M: Measurement> Visitor for Writer<'_, '_, M> {
 struct Contended<'a, 'c> {
     group: &'a mut BenchmarkGroup<'c, WallTime>,
     readers: usize,
+    available: &'a Available,
 }
 
 impl Visitor for Contended<'_, '_> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
+        if !self.available.runs::<S>() {
+            return;
+        }
         let readers = self.readers;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let id = BenchmarkId::new(S::INFO.name, format!("r{readers}w1"));
@@ -155,26 +193,26 @@ impl Visitor for Contended<'_, '_> {
     }
 }
 
-fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
+fn benches<M: Measurement + 'static>(c: &mut Criterion<M>, available: &Available) {
     for path in Path::ALL {
         let mut group = c.benchmark_group(path.name());
         group.throughput(Throughput::Elements((ROUNDS * benches::SITES) as u64));
-        dispatch::strategy::visit_all(&mut ReadPath { group: &mut group, path });
+        dispatch::strategy::visit_all(&mut ReadPath { group: &mut group, path, available });
         group.finish();
     }
     let mut group = c.benchmark_group("writer");
     for op in WriterOp::ALL {
-        dispatch::strategy::visit_all(&mut Writer { group: &mut group, op });
+        dispatch::strategy::visit_all(&mut Writer { group: &mut group, op, available });
     }
     group.finish();
 }
 
-fn contended(c: &mut Criterion<WallTime>) {
+fn contended(c: &mut Criterion<WallTime>, available: &Available) {
     let cpus = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let mut group = c.benchmark_group("contended");
     group.throughput(Throughput::Elements(1));
     for readers in [1, cpus].into_iter().collect::<std::collections::BTreeSet<_>>() {
-        dispatch::strategy::visit_all(&mut Contended { group: &mut group, readers });
+        dispatch::strategy::visit_all(&mut Contended { group: &mut group, readers, available });
     }
     group.finish();
 }
@@ -255,6 +293,7 @@ fn plots<M: Measurement>(c: Criterion<M>, font: &Result<(), String>) -> Criterio
 }
 
 fn main() {
+    let available = Available::probe();
     let font = plotfont::register();
     if let Err(why) = &font {
         eprintln!("suite: criterion's plots and HTML report are skipped: {why}");
@@ -273,7 +312,7 @@ fn main() {
         match PerfMeasurement::open(event, unit) {
             Ok(m) => {
                 let mut c = plots(Criterion::default().with_measurement(m).configure_from_args(), &font);
-                benches(&mut c);
+                benches(&mut c, &available);
                 eprintln!("contended: skipped under DISPATCH_BENCH_MEASURE={choice} (it times several threads)");
                 c.final_summary();
                 return;
@@ -284,7 +323,7 @@ fn main() {
         }
     }
     let mut c = plots(Criterion::default().configure_from_args(), &font);
-    benches(&mut c);
-    contended(&mut c);
+    benches(&mut c, &available);
+    contended(&mut c, &available);
     c.final_summary();
 }

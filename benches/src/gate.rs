@@ -29,6 +29,14 @@
 //! moves only when that code changes: then look at the section's disassembly (each site its own
 //! `call`) and update the baseline on purpose.
 //!
+//! A strategy this machine cannot run (`dispatch::strategy::Info::availability`) is skipped by the
+//! suite, which records it with its reason in a file (`benches::available`); given that record,
+//! the gate reports the baseline's benchmarks of the strategy as skipped, naming the reason, and
+//! neither fails for them nor reads the empty counts the suite left. Only the suite's own record
+//! counts: the strategy's probe runs in the process that would have measured it (under valgrind),
+//! which may answer otherwise than this one. Any other benchmark missing still makes the baseline
+//! unusable.
+//!
 //! Exit codes of the gate: 0 pass, 1 regression, 2 unusable (missing, corrupt, older-schema or
 //! mismatched baseline, a baseline covering fewer than half of the measured benchmarks or with a
 //! negative or absurd limit, a measurement without `Bim`, an output path equal to an input path,
@@ -131,6 +139,9 @@ pub enum Verdict {
     New,
     /// In the baseline but not measured: the baseline does not match the suite.
     Missing,
+    /// In the baseline, not measured because its strategy cannot run on this machine (the suite
+    /// said so: [`parse_skipped`]). Reported with the reason; not a failure.
+    Skipped,
 }
 
 /// Which limits a benchmark exceeded (both false unless its verdict is `Regression`).
@@ -153,6 +164,8 @@ pub struct Line {
     pub calls: u64,
     pub verdict: Verdict,
     pub exceeded: Exceeded,
+    /// Why the benchmark's strategy cannot run here (verdict `Skipped` only).
+    pub skipped: Option<String>,
 }
 
 /// Why the gate cannot give a verdict (exit 2), with what to do.
@@ -227,6 +240,38 @@ pub fn parse_gungraun(text: &str, calls_of: impl Fn(&str) -> u64) -> Result<BTre
     Ok(out)
 }
 
+/// Strategies the suite skipped on this machine, name → reason: the lines `<name>\t<reason>` that
+/// `benches::available` appends to the file named by `DISPATCH_BENCH_SKIPPED_LOG` (each once per
+/// benchmark process, so usually repeated). `path` names the file in messages.
+pub fn parse_skipped(text: &str, path: &str) -> Result<BTreeMap<String, String>, Unusable> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let Some((name, reason)) = line.split_once('\t').filter(|(n, r)| !n.is_empty() && !r.is_empty()) else {
+            return Err(Unusable(format!(
+                "{path} line {}: {line:?} is not `<strategy>\\t<reason>`; it is the suite's record of skipped \
+                 strategies: delete it and run scripts/gate again",
+                i + 1
+            )));
+        };
+        out.insert(name.to_owned(), reason.to_owned());
+    }
+    Ok(out)
+}
+
+/// The strategy a benchmark `<group>::<function>::<strategy>` measures.
+fn strategy_of(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// `measured` without the benchmarks of `skipped` strategies: they ran nothing (no fixture), so
+/// their counts measure nothing either.
+pub fn without_skipped(
+    measured: BTreeMap<String, Count>,
+    skipped: &BTreeMap<String, String>,
+) -> BTreeMap<String, Count> {
+    measured.into_iter().filter(|(name, _)| !skipped.contains_key(strategy_of(name))).collect()
+}
+
 /// Refuses a baseline that covers fewer than half of the measured benchmarks: it gates few of
 /// them, and an empty one gated none ("0 pass ... 63 new" was a pass).
 pub fn coverage(base: &Baseline, measured: &BTreeMap<String, Count>) -> Result<(), Unusable> {
@@ -242,12 +287,16 @@ pub fn coverage(base: &Baseline, measured: &BTreeMap<String, Count>) -> Result<(
 }
 
 /// Compares measured counts with the baseline. Mismatched tool versions are unusable: counts
-/// shift with the compiler and valgrind, so the baseline must be remade on purpose.
+/// shift with the compiler and valgrind, so the baseline must be remade on purpose. A baseline
+/// benchmark whose strategy is in `skipped` (name → reason, [`parse_skipped`]) is `Skipped`, and
+/// its measured counts, if any, are left out (see [`without_skipped`]).
 pub fn compare(
     base: &Baseline,
     versions: &Versions,
     measured: &BTreeMap<String, Count>,
+    skipped: &BTreeMap<String, String>,
 ) -> Result<Vec<Line>, Unusable> {
+    let measured = &without_skipped(measured.clone(), skipped);
     if &base.versions != versions {
         return Err(Unusable(format!(
             "the baseline was made with {:?}, this machine has {:?}; counts are not comparable across tool versions: \
@@ -259,18 +308,22 @@ pub fn compare(
     let mut lines = Vec::new();
     for (name, b) in &base.benchmarks {
         let line = match measured.get(name) {
-            None => Line {
-                name: name.clone(),
-                base: Some(b.instructions),
-                new: None,
-                limit: None,
-                base_bim: Some(b.indirect_mispredictions),
-                new_bim: None,
-                bim_limit: None,
-                calls: b.calls,
-                verdict: Verdict::Missing,
-                exceeded: Exceeded::default(),
-            },
+            None => {
+                let reason = skipped.get(strategy_of(name)).cloned();
+                Line {
+                    name: name.clone(),
+                    base: Some(b.instructions),
+                    new: None,
+                    limit: None,
+                    base_bim: Some(b.indirect_mispredictions),
+                    new_bim: None,
+                    bim_limit: None,
+                    calls: b.calls,
+                    verdict: if reason.is_some() { Verdict::Skipped } else { Verdict::Missing },
+                    exceeded: Exceeded::default(),
+                    skipped: reason,
+                }
+            }
             Some(n) => {
                 let limit = b.instructions as f64 * base.limits.relative_pct / 100.0
                     + base.limits.absolute_per_call * b.calls as f64;
@@ -298,6 +351,7 @@ pub fn compare(
                     calls: b.calls,
                     verdict,
                     exceeded,
+                    skipped: None,
                 }
             }
         };
@@ -315,13 +369,14 @@ pub fn compare(
             calls: n.calls,
             verdict: Verdict::New,
             exceeded: Exceeded::default(),
+            skipped: None,
         });
     }
     Ok(lines)
 }
 
 /// The gate's exit code for a comparison: missing benchmarks make the baseline unusable (2),
-/// then any regression fails (1).
+/// then any regression fails (1); skipped ones (their strategy cannot run here) fail nothing.
 pub fn exit_code(lines: &[Line]) -> u8 {
     if lines.iter().any(|l| l.verdict == Verdict::Missing) {
         2
@@ -369,6 +424,11 @@ pub fn markdown(lines: &[Line]) -> String {
             (Verdict::Improvement, ..) => "improvement",
             (Verdict::New, ..) => "new (not in baseline)",
             (Verdict::Missing, ..) => "**MISSING** (in baseline, not measured)",
+            (Verdict::Skipped, ..) => "skipped",
+        };
+        let verdict = match &l.skipped {
+            Some(reason) => format!("{verdict}: {} is unavailable here: {reason}", strategy_of(&l.name)),
+            None => verdict.to_owned(),
         };
         writeln!(
             s,
@@ -383,12 +443,13 @@ pub fn markdown(lines: &[Line]) -> String {
     let count = |v: Verdict| lines.iter().filter(|l| l.verdict == v).count();
     writeln!(
         s,
-        "\n{} pass, {} improved, {} regressed, {} new, {} missing.",
+        "\n{} pass, {} improved, {} regressed, {} new, {} missing, {} skipped (unavailable on this machine).",
         count(Verdict::Pass),
         count(Verdict::Improvement),
         count(Verdict::Regression),
         count(Verdict::New),
-        count(Verdict::Missing)
+        count(Verdict::Missing),
+        count(Verdict::Skipped)
     )
     .unwrap();
     writeln!(s, "\nBim: callgrind's simulated indirect-branch mispredictions (--branch-sim=yes).").unwrap();
@@ -450,6 +511,11 @@ mod tests {
             .collect()
     }
 
+    /// [`compare`] with no strategy skipped.
+    fn compare_all(b: &Baseline, v: &Versions, m: &BTreeMap<String, Count>) -> Result<Vec<Line>, Unusable> {
+        compare(b, v, m, &BTreeMap::new())
+    }
+
     fn verdict_of(lines: &[Line], name: &str) -> Verdict {
         lines.iter().find(|l| l.name == name).unwrap().verdict
     }
@@ -458,7 +524,7 @@ mod tests {
     fn unchanged_and_rebuild_noise_pass() {
         for noise in [0.0, 0.015, -0.015] {
             let m = measured(|_, n| (n as f64 * (1.0 + noise)) as u64);
-            let lines = compare(&base(), &versions(), &m).unwrap();
+            let lines = compare_all(&base(), &versions(), &m).unwrap();
             assert_eq!(exit_code(&lines), 0, "{noise}: {lines:?}");
         }
     }
@@ -466,7 +532,7 @@ mod tests {
     #[test]
     fn three_instructions_per_call_on_a_read_path_fail() {
         let m = measured(|k, n| if k == "read_path::steady::arcswap" { n + 3 * 1000 } else { n });
-        let lines = compare(&base(), &versions(), &m).unwrap();
+        let lines = compare_all(&base(), &versions(), &m).unwrap();
         assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Regression);
         assert_eq!(exit_code(&lines), 1);
         assert!(markdown(&lines).contains("**REGRESSION** (instructions)"));
@@ -477,7 +543,7 @@ mod tests {
     #[test]
     fn per_site_path_whose_bim_jumps_to_one_per_call_fails_with_unchanged_instructions() {
         let m = with_bim(measured(|_, n| n), "read_path::steady::klp", 8 + 1000);
-        let lines = compare(&base(), &versions(), &m).unwrap();
+        let lines = compare_all(&base(), &versions(), &m).unwrap();
         let klp = lines.iter().find(|l| l.name == "read_path::steady::klp").unwrap();
         assert_eq!(klp.verdict, Verdict::Regression);
         assert_eq!(klp.exceeded, Exceeded { instructions: false, indirect_mispredictions: true });
@@ -490,7 +556,7 @@ mod tests {
     #[test]
     fn instructions_and_bim_both_failing_are_both_named() {
         let m = measured(|k, n| if k == "read_path::steady::klp" { n + 3 * 1000 } else { n });
-        let lines = compare(&base(), &versions(), &with_bim(m, "read_path::steady::klp", 1008)).unwrap();
+        let lines = compare_all(&base(), &versions(), &with_bim(m, "read_path::steady::klp", 1008)).unwrap();
         assert!(markdown(&lines).contains("**REGRESSION** (instructions and Bim)"));
     }
 
@@ -499,7 +565,7 @@ mod tests {
         // +0.02 and -0.008 per call: cache-line and aliasing shifts, not a shared call instruction.
         let m =
             with_bim(with_bim(measured(|_, n| n), "read_path::steady::klp", 8 + 20), "read_path::steady::arcswap", 0);
-        let lines = compare(&base(), &versions(), &m).unwrap();
+        let lines = compare_all(&base(), &versions(), &m).unwrap();
         assert!(lines.iter().all(|l| l.verdict == Verdict::Pass), "{lines:?}");
         assert_eq!(exit_code(&lines), 0);
     }
@@ -510,9 +576,9 @@ mod tests {
     fn writer_bim_has_an_absolute_allowance() {
         let name = "writer::writer_enable::klp";
         let base_bim = base().benchmarks[name].indirect_mispredictions;
-        let lines = compare(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 1)).unwrap();
+        let lines = compare_all(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 1)).unwrap();
         assert_eq!(verdict_of(&lines, name), Verdict::Pass);
-        let lines = compare(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 3)).unwrap();
+        let lines = compare_all(&base(), &versions(), &with_bim(measured(|_, n| n), name, base_bim + 3)).unwrap();
         assert_eq!(verdict_of(&lines, name), Verdict::Regression);
     }
 
@@ -526,7 +592,7 @@ mod tests {
                 .collect(),
             ..base()
         };
-        let lines = compare(&shared, &versions(), &measured(|_, n| n)).unwrap();
+        let lines = compare_all(&shared, &versions(), &measured(|_, n| n)).unwrap();
         assert_eq!(verdict_of(&lines, "read_path::steady::klp"), Verdict::Improvement);
         assert_eq!(exit_code(&lines), 0);
     }
@@ -534,7 +600,7 @@ mod tests {
     #[test]
     fn improvements_are_reported_and_pass() {
         let m = measured(|k, n| if k == "read_path::steady::klp" { n - 5 * 1000 } else { n });
-        let lines = compare(&base(), &versions(), &m).unwrap();
+        let lines = compare_all(&base(), &versions(), &m).unwrap();
         assert_eq!(verdict_of(&lines, "read_path::steady::klp"), Verdict::Improvement);
         assert_eq!(exit_code(&lines), 0);
     }
@@ -547,10 +613,48 @@ mod tests {
             "read_path::steady::newcomer".into(),
             Count { instructions: 1, indirect_mispredictions: 0, calls: 1000 },
         );
-        let lines = compare(&base(), &versions(), &m).unwrap();
+        let lines = compare_all(&base(), &versions(), &m).unwrap();
         assert_eq!(verdict_of(&lines, "writer::writer_enable::klp"), Verdict::Missing);
         assert_eq!(verdict_of(&lines, "read_path::steady::newcomer"), Verdict::New);
         assert_eq!(exit_code(&lines), 2);
+    }
+
+    /// A baseline benchmark absent because the suite skipped its strategy (unavailable here) is
+    /// skipped with the reason and fails nothing; the counts the suite left for it are not read;
+    /// a benchmark absent for any other reason is still missing (unusable).
+    #[test]
+    fn a_benchmark_of_a_skipped_strategy_is_skipped_with_its_reason_others_still_missing() {
+        let log = "klp\tno klp here; run elsewhere\nklp\tno klp here; run elsewhere\n\n";
+        let skipped = parse_skipped(log, "skipped.tsv").unwrap();
+        assert_eq!(skipped.len(), 1);
+        // The suite ran nothing for klp: its entries (if any) measure an empty function.
+        let mut m = measured(|k, n| if k.ends_with("::klp") { 3 } else { n });
+        let lines = compare(&base(), &versions(), &m, &skipped).unwrap();
+        for name in ["read_path::steady::klp", "writer::writer_enable::klp"] {
+            let l = lines.iter().find(|l| l.name == name).unwrap();
+            assert_eq!(
+                (l.verdict, l.new, l.skipped.as_deref()),
+                (Verdict::Skipped, None, Some("no klp here; run elsewhere"))
+            );
+        }
+        assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Pass);
+        assert_eq!(exit_code(&lines), 0);
+        let table = markdown(&lines);
+        assert!(table.contains("| skipped: klp is unavailable here: no klp here; run elsewhere |"), "{table}");
+        assert!(table.contains("0 missing, 2 skipped (unavailable on this machine)."), "{table}");
+        // Without the suite's record, the same absence is missing: unusable.
+        m.retain(|k, _| !k.ends_with("::klp"));
+        let unrecorded = compare_all(&base(), &versions(), &m).unwrap();
+        assert_eq!(verdict_of(&unrecorded, "read_path::steady::klp"), Verdict::Missing);
+        assert_eq!(exit_code(&unrecorded), 2);
+        // A skipped strategy excuses only its own benchmarks.
+        m.remove("read_path::steady::arcswap");
+        let lines = compare(&base(), &versions(), &m, &skipped).unwrap();
+        assert_eq!(verdict_of(&lines, "read_path::steady::arcswap"), Verdict::Missing);
+        assert_eq!(exit_code(&lines), 2);
+        // A record that is not one is unusable, not ignored.
+        let e = parse_skipped("klp no tab\n", "skipped.tsv").unwrap_err().0;
+        assert!(e.contains("skipped.tsv line 1") && e.contains("delete it"), "{e}");
     }
 
     #[test]
@@ -580,17 +684,17 @@ mod tests {
     fn a_baseline_covering_few_of_the_measured_benchmarks_is_unusable() {
         let m = measured(|_, n| n);
         let empty = Baseline { benchmarks: BTreeMap::new(), ..base() };
-        let err = compare(&empty, &versions(), &m).unwrap_err().0;
+        let err = compare_all(&empty, &versions(), &m).unwrap_err().0;
         assert!(err.contains("covers 0 of the 3 measured") && err.contains("--update"), "{err}");
         // One of three: fewer than half.
         let mut one = base();
         one.benchmarks.retain(|k, _| k == "read_path::steady::klp");
-        let err = compare(&one, &versions(), &m).unwrap_err().0;
+        let err = compare_all(&one, &versions(), &m).unwrap_err().0;
         assert!(err.contains("covers 1 of the 3"), "{err}");
         // Two of three: new benchmarks beside a baseline that still gates most.
         let mut two = base();
         two.benchmarks.remove("writer::writer_enable::klp");
-        assert_eq!(exit_code(&compare(&two, &versions(), &m).unwrap()), 0);
+        assert_eq!(exit_code(&compare_all(&two, &versions(), &m).unwrap()), 0);
     }
 
     #[test]
@@ -619,7 +723,7 @@ mod tests {
     #[test]
     fn version_mismatch_is_unusable() {
         let other = Versions { valgrind: "valgrind-3.22.0".into(), ..versions() };
-        let err = compare(&base(), &other, &measured(|_, n| n)).unwrap_err();
+        let err = compare_all(&base(), &other, &measured(|_, n| n)).unwrap_err();
         assert!(err.0.contains("--update"), "{}", err.0);
     }
 

@@ -12,6 +12,35 @@ use dispatch::{
     TransitionStats,
 };
 
+/// The environment variable naming a file to which [`available`] appends one line per strategy
+/// it skips, `<name>\t<reason>`: how `scripts/gate` learns what the gungraun suite skipped (the
+/// suite's benchmarks run under valgrind, where only their counts come back), so that the
+/// baseline's benchmarks of those strategies count as skipped rather than missing.
+pub const SKIPPED_LOG_VAR: &str = "DISPATCH_BENCH_SKIPPED_LOG";
+
+/// Whether `S` runs on this machine. If not, says so on stderr (`"<name>: skipped: <reason>"`),
+/// appends it to the file named by [`SKIPPED_LOG_VAR`] where that is set, and returns false: the
+/// bench skips `S`. The probe is `S`'s own, here in the process that would measure it.
+pub fn available<S: Strategy>() -> bool {
+    let Err(why) = S::INFO.availability() else { return true };
+    eprintln!("{}: skipped: {why}", S::INFO.name);
+    if let Some(path) = std::env::var_os(SKIPPED_LOG_VAR) {
+        use std::io::Write;
+        // One short line per append: whole lines even if several benchmark processes append at once.
+        let line = format!("{}\t{}\n", S::INFO.name, why.0.replace(['\t', '\n'], " "));
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            // The gate would then call the strategy's benchmarks missing: fail here, saying why.
+            panic!("{}: cannot record the skip in {} ({e})", S::INFO.name, path.display());
+        }
+    }
+    false
+}
+
 /// Sites per fixture: a section calls each of them in turn, as a kernel that patched several
 /// functions calls each from its own call sites.
 pub const SITES: usize = 8;
@@ -343,6 +372,9 @@ mod tests {
         impl Visitor for Build {
             type Output = ();
             fn visit<S: Strategy>(&mut self) {
+                if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+                    return;
+                }
                 for path in Path::ALL {
                     let mut f = Fixture::<S>::new(path);
                     assert_eq!(f.per_site(GATE_ROUNDS), f.shared(GATE_ROUNDS));

@@ -84,6 +84,21 @@ fn unusable_inputs_exit_2() {
     }
 }
 
+/// The suite's record of skipped strategies, garbled: unusable, naming the file and the fix,
+/// before any tool is needed; the same run without the record gets past it.
+#[test]
+fn a_garbled_record_of_skipped_strategies_is_unusable() {
+    let measured = scratch("skip-measured.json", MEASURED);
+    let record = scratch("skipped.tsv", "klp without a tab\n");
+    let o = gate(&["--measured", measured.to_str().unwrap(), "--skipped", record.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped.tsv line 1") && stderr(&o).contains("delete it"), "{}", stderr(&o));
+    let well_formed = scratch("skipped-ok.tsv", "klp\tno klp here\n");
+    let o = gate(&["--measured", measured.to_str().unwrap(), "--skipped", well_formed.to_str().unwrap()]);
+    assert!(stderr(&o).contains("gate: klp skipped: unavailable on this machine: no klp here"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("line 1"), "{}", stderr(&o));
+}
+
 #[test]
 fn help_documents_every_flag_and_the_exit_codes() {
     let o = gate(&["--help"]);
@@ -95,6 +110,8 @@ fn help_documents_every_flag_and_the_exit_codes() {
         "results/baseline/instructions.json",
         "--update",
         "--bmf <FILE>",
+        "--skipped <FILE>",
+        "skipped by the suite",
         "Exit codes: 0 pass; 1 regression; 2 unusable input",
         "missing tool",
         "--branch-sim=yes",

@@ -20,6 +20,9 @@ fn patcher<S: Strategy>() -> Patcher<S> {
 /// reaches a safe point the transition can use: the wait times out with a typed error, and
 /// `reverse` and `force` each resolve it.
 fn stuck_task<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     for resolve in ["reverse", "force"] {
         let p = patcher::<S>();
         let stuck = p.register().unwrap();
@@ -62,6 +65,9 @@ fn stuck_task<S: Strategy>() {
 
 /// A task parked inside a site the transition does not touch is migrated as usual.
 fn parked_elsewhere_is_migrated<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let t = p.register().unwrap();
     t.park_in(SiteId(1)).unwrap();
@@ -74,6 +80,9 @@ fn parked_elsewhere_is_migrated<S: Strategy>() {
 
 /// A task that exits while a transition waits for it stops blocking it at once.
 fn dropped_task_stops_blocking<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let t = p.register().unwrap();
     let patch = p.load(PatchSpec::new("p", [FuncSpec::new(S0, code(10))])).unwrap();
@@ -85,6 +94,9 @@ fn dropped_task_stops_blocking<S: Strategy>() {
 
 /// A task that exits while parked frees its slot and stops blocking, too.
 fn dropped_parked_task_frees_its_slot<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = Patcher::<S>::new(&[code(0), code(1)], PatcherConfig { capacity: 1, ..Default::default() });
     let t = p.register().unwrap();
     t.park_in(S0).unwrap();
@@ -99,6 +111,9 @@ fn dropped_parked_task_frees_its_slot<S: Strategy>() {
 /// The patcher dropped mid-transition: tasks keep a consistent, valid view (the shared state
 /// lives until the last task goes), and everything is freed then (tests/leak.rs counts it).
 fn patcher_dropped_mid_transition<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let t = p.register().unwrap();
     let patch = p.load(PatchSpec::new("p", [FuncSpec::new(S0, code(10))])).unwrap();

@@ -29,6 +29,9 @@ fn patched<S: Strategy>(sites: usize) -> (Patcher<S>, Task<S>, Vec<Code>) {
 }
 
 fn per_site<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let (_p, mut task, expected) = patched::<S>(MAX_PER_SITE);
     let name = S::INFO.name;
     seq!(I in 0..64 {
@@ -45,6 +48,9 @@ fn per_site<S: Strategy>() {
 }
 
 fn cold<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     // Unoptimized, each of the cold section's inlined read paths keeps its own stack slots: 128
     // per chunk overflowed a test thread's default 2 MiB stack (epoch's chunks the first).
     let run = || {

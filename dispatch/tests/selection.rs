@@ -36,6 +36,9 @@ fn patcher<S: Strategy>() -> Patcher<S> {
 }
 
 fn selection_table<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let a = p.register().unwrap();
     let b = p.register().unwrap();
@@ -131,6 +134,9 @@ fn selection_table<S: Strategy>() {
 /// A child task starts in its parent's state with its parent's pending flag
 /// (`dispatch::docs::Invariant::Inheritance`).
 fn inheritance<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let parent = p.register().unwrap();
     let p1 = p.load(PatchSpec::new("p1", [FuncSpec::new(S0, code(10))])).unwrap();
@@ -154,6 +160,9 @@ fn inheritance<S: Strategy>() {
 /// One task calls S0, a patch of S0 and S1 is applied, then the same task calls S1 before its
 /// next safe point. Per-task consistency keeps it in the old universe; `fnptr` mixes versions.
 fn interleaving<S: Strategy>() {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let p = patcher::<S>();
     let t = p.register().unwrap();
     let old = t.call(S0, 0).wrapping_add(t.call(S1, 0));

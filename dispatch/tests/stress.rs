@@ -15,6 +15,9 @@ use dispatch::torture::{self, Config};
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn check_strategy<S: Strategy>(transitions: u64) {
+    if dispatch::strategy::skip_if_unavailable(&S::INFO) {
+        return;
+    }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = S::INFO.name;
     match S::INFO.consistency {

@@ -67,6 +67,10 @@ pub struct Change {
 #[derive(Clone, Debug)]
 pub struct Comparison {
     pub differences: Vec<String>,
+    /// Strategies one run measured and the other skipped (its machine could not run them), one
+    /// line each with the reason: not compared, and not a difference that refuses the comparison
+    /// (a skip is no error anywhere else either).
+    pub skipped: Vec<String>,
     pub changes: Vec<Change>,
     /// The fewest rounds of any compared (scenario, strategy) on either side.
     pub rounds: (usize, usize),
@@ -80,9 +84,30 @@ impl Comparison {
     }
 }
 
+/// The strategies skipped by either run (unavailable on its machine).
+fn skipped_names(base: &RunFile, new: &RunFile) -> Vec<String> {
+    base.skipped.iter().chain(&new.skipped).map(|s| s.strategy.clone()).collect()
+}
+
+/// One line per strategy that one run measured and the other skipped: which side skipped it, on
+/// which host, and why.
+pub fn skipped(base: &RunFile, new: &RunFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for (side, this, other) in [("BASE", base, new), ("NEW", new, base)] {
+        for s in this.skipped.iter().filter(|s| other.rows.iter().any(|r| r.strategy == s.strategy)) {
+            out.push(format!(
+                "{}: not compared: skipped in {side} (unavailable on {}: {})",
+                s.strategy, this.env.host, s.reason
+            ));
+        }
+    }
+    out
+}
+
 /// Everything about two runs that makes their figures incomparable, one line each: the machine
 /// (host, CPU model, kernel), the toolchain, the call-site regimes, every field of the config, and
-/// the (scenario, strategy) pairs measured.
+/// the (scenario, strategy) pairs measured. A strategy that either run skipped (see [`skipped`])
+/// is left out of the last two: its absence is the machine's, said with its reason.
 pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
     let mut out = Vec::new();
     let (eb, en) = (&base.env, &new.env);
@@ -111,7 +136,14 @@ pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
         ));
     }
     // Field by field, so that the message names what differs (config serializes to an object).
-    let json = |f: &RunFile| serde_json::to_value(&f.config).unwrap_or_default();
+    let skipped = skipped_names(base, new);
+    let json = |f: &RunFile| {
+        let mut config = serde_json::to_value(&f.config).unwrap_or_default();
+        if let Some(names) = config.get_mut("strategies").and_then(|v| v.as_array_mut()) {
+            names.retain(|n| !n.as_str().is_some_and(|n| skipped.iter().any(|s| s == n)));
+        }
+        config
+    };
     let (cb, cn) = (json(base), json(new));
     if let (Some(cb), Some(cn)) = (cb.as_object(), cn.as_object()) {
         for (k, vb) in cb {
@@ -125,7 +157,10 @@ pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
             }
         }
     }
-    let (kb, kn) = (keys(base), keys(new));
+    let measured = |f: &RunFile| -> Vec<(String, String)> {
+        keys(f).into_iter().filter(|(_, strategy)| !skipped.contains(strategy)).collect()
+    };
+    let (kb, kn) = (measured(base), measured(new));
     if kb != kn {
         let only_base: Vec<_> = kb.iter().filter(|k| !kn.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
         let only_new: Vec<_> = kn.iter().filter(|k| !kb.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
@@ -235,7 +270,8 @@ pub fn compare(
     if let Some(f) = filter {
         changes.retain(|c| format!("{}/{} {}", c.scenario, c.strategy, c.metric).contains(f));
     }
-    Ok(Comparison { differences, changes, rounds, threshold_pct, filter: filter.map(str::to_owned) })
+    let skipped = skipped(base, new);
+    Ok(Comparison { differences, skipped, changes, rounds, threshold_pct, filter: filter.map(str::to_owned) })
 }
 
 /// What `compare` prints: the differences between the runs (if compared anyway), a summary, then
@@ -251,6 +287,12 @@ pub fn render(c: &Comparison) -> String {
         for d in &c.differences {
             writeln!(s, "- {d}").unwrap();
         }
+        s.push('\n');
+    }
+    for line in &c.skipped {
+        writeln!(s, "SKIPPED {line}").unwrap();
+    }
+    if !c.skipped.is_empty() {
         s.push('\n');
     }
     let filter = c.filter.as_ref().map_or(String::new(), |f| format!(" matching {f:?}"));
@@ -376,7 +418,14 @@ mod tests {
             p_better: 0.0,
             verdict: Verdict::Regression,
         };
-        let c = Comparison { differences: vec![], changes: vec![c], rounds: (3, 3), threshold_pct: 5.0, filter: None };
+        let c = Comparison {
+            differences: vec![],
+            skipped: vec![],
+            changes: vec![c],
+            rounds: (3, 3),
+            threshold_pct: 5.0,
+            filter: None,
+        };
         let table = render(&c);
         assert!(table.contains("| 0.000 | 3.000 | n/a (base 0) |") && !table.contains("+0.0%"), "{table}");
     }
@@ -467,6 +516,36 @@ mod tests {
         assert_eq!(c.differences.len(), 3, "{:?}", c.differences);
         let text = render(&c);
         assert!(text.starts_with("WARNING: the runs differ") && text.contains("- CPU model: BASE"), "{text}");
+    }
+
+    /// A strategy one run measured and the other skipped (unavailable on its machine) is named
+    /// with the reason, not refused as rows gone missing; the rest is compared as usual. Without
+    /// the record of the skip, the same missing rows are a difference that refuses the comparison.
+    #[test]
+    fn a_strategy_skipped_on_one_side_is_named_with_its_reason_not_a_missing_row() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut base = run(rows(3, 1.0));
+        base.config.strategies = names(&["direct", "fnptr", "klp"]);
+        let mut new = run(rows(3, 1.0).into_iter().filter(|r| r.strategy != "klp").collect());
+        new.config.strategies = names(&["direct", "fnptr"]);
+        let e = compare(&base, &new, 5.0, false, None).unwrap_err();
+        assert!(e.contains("only in BASE") && e.contains("config.strategies"), "{e}");
+
+        let reason = "named in DISPATCH_UNAVAILABLE; unset it (or drop the name) to run it";
+        new.skipped = vec![crate::config::Skipped { strategy: "klp".into(), reason: reason.into() }];
+        for (b, n, side) in [(&base, &new, "NEW"), (&new, &base, "BASE")] {
+            let c = compare(b, n, 5.0, false, None).unwrap();
+            assert!(c.differences.is_empty(), "{:?}", c.differences);
+            let line = format!("klp: not compared: skipped in {side} (unavailable on {}: {reason})", new.env.host);
+            assert_eq!(c.skipped, std::slice::from_ref(&line));
+            let text = render(&c);
+            assert!(text.starts_with(&format!("SKIPPED {line}\n")), "{text}");
+            assert!(c.changes.iter().all(|x| x.strategy != "klp") && !c.changes.is_empty(), "{text}");
+            assert_eq!(c.count(Verdict::Unchanged), c.changes.len(), "{text}");
+        }
+        // Skipped on both sides: nothing to say.
+        let both = compare(&new, &new, 5.0, false, None).unwrap();
+        assert!(both.skipped.is_empty() && !render(&both).contains("SKIPPED"));
     }
 
     #[test]

@@ -250,6 +250,64 @@ pub fn parse_strategies(s: &str) -> Result<Vec<String>, ConfigError> {
     Ok(names)
 }
 
+/// A strategy a run was asked for but did not measure, because this machine cannot run it: a
+/// top-level list of `run.json` (results/SCHEMA.md), said on stderr and in report.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Skipped {
+    pub strategy: String,
+    /// What is missing here and what to change (the strategy's `Info::availability`).
+    pub reason: String,
+}
+
+/// Whether each strategy of the registry can run on this machine, probed once and kept for the
+/// process. `harness` probes at the very start of `main`, while it has a single thread: a probe
+/// may do one-time set-up that costs far more once a second thread exists (registering for
+/// membarrier), and probing again could give another answer in the middle of a run.
+#[derive(Clone, Debug)]
+pub struct StrategyAvailability {
+    /// Every registry entry, in registry order, with its probe's result.
+    entries: Vec<(&'static str, Result<(), dispatch::strategy::Unavailable>)>,
+}
+
+impl StrategyAvailability {
+    /// Calls [`Info::availability`](dispatch::strategy::Info::availability) of every strategy of
+    /// the registry, once each (the `DISPATCH_UNAVAILABLE` override included).
+    pub fn probe() -> Self {
+        Self { entries: dispatch::strategy::ALL.iter().map(|i| (i.name, i.availability())).collect() }
+    }
+
+    /// Why `name` cannot run here; `None` when it can (or is not in the registry).
+    pub fn reason(&self, name: &str) -> Option<&str> {
+        self.entries.iter().find(|(n, _)| *n == name).and_then(|(_, r)| r.as_ref().err()).map(|u| u.0.as_str())
+    }
+
+    /// The strategies this machine cannot run, with why, in registry order.
+    pub fn unavailable(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.entries.iter().filter_map(|(n, r)| r.as_ref().err().map(|u| (*n, u.0.as_str())))
+    }
+
+    /// Splits the strategies asked for into those to measure and those skipped here, each in the
+    /// order given. Nothing left to measure is bad input: it names every strategy with its
+    /// reason, and what to do.
+    pub fn split(&self, asked: Vec<String>) -> Result<(Vec<String>, Vec<Skipped>), ConfigError> {
+        let (measured, skipped): (Vec<String>, Vec<String>) =
+            asked.into_iter().partition(|name| self.reason(name).is_none());
+        let skipped: Vec<Skipped> = skipped
+            .into_iter()
+            .map(|name| Skipped { reason: self.reason(&name).unwrap_or_default().to_owned(), strategy: name })
+            .collect();
+        if measured.is_empty() {
+            let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.strategy, s.reason)).collect();
+            return Err(bad(format!(
+                "--strategies: nothing to measure: every strategy asked for is unavailable on this machine ({}); \
+                 ask for others (`harness list` says which run here)",
+                why.join("; ")
+            )));
+        }
+        Ok((measured, skipped))
+    }
+}
+
 /// A numeric option's documented range: what `--help`, the README and every message about it say.
 #[derive(Clone, Copy, Debug)]
 pub struct Range<T> {
@@ -690,6 +748,38 @@ mod tests {
         assert_eq!(confirm(&long, true), Ok(()));
         // Past the week, --yes does not help.
         assert!(confirm(&config(100, 100, 10, 3600.0), true).unwrap_err().0.contains("more than a week"));
+    }
+
+    /// The strategies asked for, split by what this machine can run: the skipped ones keep their
+    /// reasons, the order given is kept, and nothing left to measure is refused naming each one.
+    #[test]
+    fn unavailable_strategies_are_split_off_with_their_reasons() {
+        use dispatch::strategy::Unavailable;
+        let available = StrategyAvailability {
+            entries: vec![
+                ("fnptr", Ok(())),
+                ("klp", Err(Unavailable("no klp here; try elsewhere".into()))),
+                ("tls", Ok(())),
+                ("epoch", Err(Unavailable("no epoch either".into()))),
+            ],
+        };
+        assert_eq!(available.reason("klp"), Some("no klp here; try elsewhere"));
+        assert_eq!(available.reason("fnptr"), None);
+        assert_eq!(
+            available.unavailable().collect::<Vec<_>>(),
+            [("klp", "no klp here; try elsewhere"), ("epoch", "no epoch either")]
+        );
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (measured, skipped) = available.split(names(&["tls", "klp", "fnptr"])).unwrap();
+        assert_eq!(measured, ["tls", "fnptr"]);
+        assert_eq!(skipped, [Skipped { strategy: "klp".into(), reason: "no klp here; try elsewhere".into() }]);
+        let e = available.split(names(&["epoch", "klp"])).unwrap_err().0;
+        assert!(
+            e.contains("nothing to measure")
+                && e.contains("epoch: no epoch either; klp: no klp here; try elsewhere")
+                && e.contains("harness list"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -37,15 +37,34 @@ pub mod plot;
 use std::fmt::Write;
 use std::path::Path;
 
-use config::{ConfigError, RunConfig};
+use config::{ConfigError, RunConfig, Skipped, StrategyAvailability};
 use output::{Saved, Staging};
-use record::{RunFile, SCHEMA_VERSION};
+use record::{OLDEST_READABLE, RunFile, SCHEMA_VERSION};
 
-/// The `list` table: one line per strategy of the registry.
-pub fn list() -> String {
+/// The `list` table: one line per strategy of the registry (name, consistency, whether it runs
+/// on this machine, description), and under a strategy that cannot run here, why.
+pub fn list(available: &StrategyAvailability) -> String {
     let mut out = String::new();
     for info in dispatch::strategy::ALL {
-        writeln!(out, "{:<10} {:<10} {}", info.name, info.consistency.name(), info.description).unwrap();
+        let reason = available.reason(info.name);
+        let here = if reason.is_some() { "unavailable" } else { "available" };
+        writeln!(out, "{:<10} {:<10} {here:<11} {}", info.name, info.consistency.name(), info.description).unwrap();
+        if let Some(reason) = reason {
+            writeln!(out, "{:<10} unavailable here: {reason}", "").unwrap();
+        }
+    }
+    out
+}
+
+/// What `harness env` says of the strategies: one line per strategy this machine cannot run, with
+/// why, or one line saying that every strategy runs here.
+pub fn availability_lines(available: &StrategyAvailability) -> String {
+    let mut out = String::new();
+    for (name, reason) in available.unavailable() {
+        writeln!(out, "{:<20} {name} is unavailable here: {reason}", "strategy").unwrap();
+    }
+    if out.is_empty() {
+        writeln!(out, "{:<20} all {} available here", "strategies", dispatch::strategy::ALL.len()).unwrap();
     }
     out
 }
@@ -86,8 +105,9 @@ pub struct Outcome {
 
 /// Runs `cfg` and writes its output directory. Validation (including the output directory)
 /// happens before anything is measured; after measuring, the outcome is always returned, with
-/// what became of the files.
-pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunError> {
+/// what became of the files. `skipped`: the strategies asked for that this machine cannot run
+/// (left out of `cfg.strategies` by [`StrategyAvailability::split`]), recorded in `run.json`.
+pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunError> {
     let counters = counters::probe(cfg.counters).map_err(RunError::Failed)?;
     let env = env::Env::capture(Some(counters.clone()));
     let chosen = cfg.out.is_some();
@@ -133,7 +153,8 @@ pub fn run(cfg: RunConfig, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunErro
         })
         .collect();
     let method_check = report::method_check(&rows);
-    let run = RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check, host_load };
+    let run =
+        RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check, host_load, skipped };
     let (saved, rescued, plot_note) = save(&run, &summaries, &dir);
     let complete = saved.dir.is_some() && saved.unwritten.is_empty() && !rescued && (saved.moved.is_none() || !chosen);
     if let Some(note) = plot_note {
@@ -218,11 +239,13 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
         .map(|p| output::read_run_json(p).map(|(file, _, v)| (file, v)))
         .collect::<Result<_, _>>()
         .map_err(refuse)?;
-    if versions.iter().any(|(_, v)| *v != versions[0].1) {
+    // Every readable schema is read as this one (output::load_run): only the others differ.
+    let schema = |v: u64| if output::readable(v) { u64::from(SCHEMA_VERSION) } else { v };
+    if versions.iter().any(|(_, v)| schema(*v) != schema(versions[0].1)) {
         let list: Vec<String> = versions.iter().map(|(f, v)| format!("{} has schema {v}", f.display())).collect();
         return Err(refuse(format!(
             "the runs have different schema versions ({}); one report needs one schema: re-run the older ones with \
-             this harness (it reads schema {SCHEMA_VERSION})",
+             this harness (it reads schema {OLDEST_READABLE} to {SCHEMA_VERSION})",
             list.join(", ")
         )));
     }

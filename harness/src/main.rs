@@ -3,7 +3,9 @@
 //! (compare); 2 bad input or unusable files, refused before measuring; 3 the run could not
 //! complete or its files are not all where asked (said which), or counters were required and
 //! cannot be opened (run and env); 4 `run --strict` and a row was flagged for interference;
-//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds). `report`:
+//! 5 `compare` could not decide (a side with fewer than `compare::MIN_ROUNDS` rounds). A strategy
+//! this machine cannot run is skipped by `run`, saying why (exit status unchanged); a run left
+//! with none to measure is bad input (2). `report`:
 //! 0 written, 2 unusable input (mixed schema versions among them), 3 files not all written.
 
 use std::path::PathBuf;
@@ -11,7 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use harness::config::{self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
+use harness::config::{
+    self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario, Skipped, StrategyAvailability,
+};
 use harness::{RunError, compare, counters, env, output};
 
 #[derive(Parser, Debug)]
@@ -27,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Every strategy in the registry: name, consistency, description.
+    /// Every strategy in the registry: name, consistency, whether it runs on this machine,
+    /// description; under one that cannot run here, why.
     List,
     /// Measure strategies over the product of the scenario options below.
     Run(RunArgs),
@@ -61,7 +66,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// The environment check alone.
+    /// The environment check alone, with every strategy this machine cannot run and why.
     Env {
         #[arg(long, value_enum, default_value = "auto")]
         counters: CountersMode,
@@ -70,7 +75,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// `all` or a comma list of strategy names (see `harness list`).
+    /// `all` or a comma list of strategy names (see `harness list`). One this machine cannot run
+    /// is skipped, saying why on stderr and in run.json; none left to run is bad input.
     #[arg(long, default_value = "all")]
     strategies: String,
     /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask;
@@ -153,10 +159,14 @@ impl RunArgs {
         Wrap::parse_from(["harness"]).args
     }
 
-    /// The run's config, and the scenarios dropped as asked for twice.
-    fn into_config(self) -> Result<(RunConfig, Vec<String>), config::ConfigError> {
+    /// The run's config, the scenarios dropped as asked for twice, and the strategies asked for
+    /// that `available` says cannot run here (left out of the config).
+    fn into_config(
+        self,
+        available: &StrategyAvailability,
+    ) -> Result<(RunConfig, Vec<String>, Vec<Skipped>), config::ConfigError> {
         let cpus = env::affinity_cpus();
-        let strategies = config::parse_strategies(&self.strategies)?;
+        let (strategies, skipped) = available.split(config::parse_strategies(&self.strategies)?)?;
         let readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
         let writer_cpu = config::parse_writer_cpu(&self.writer_cpu, &cpus)?;
         let rates = config::parse_rates(&self.rate)?;
@@ -218,28 +228,32 @@ impl RunArgs {
             before_commit: None,
         };
         config::confirm(&cfg, self.yes)?;
-        Ok((cfg, duplicates))
+        Ok((cfg, duplicates, skipped))
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(args: RunArgs, available: &StrategyAvailability) -> ExitCode {
     let strict = args.strict;
-    let cfg = match args.into_config() {
-        Ok((c, duplicates)) => {
+    let (cfg, skipped) = match args.into_config(available) {
+        Ok((c, duplicates, skipped)) => {
             for name in duplicates {
                 eprintln!(
                     "harness: scenario {name} was asked for more than once (a value repeated in --readers, --rate or \
                      --call-sites; 0 and steady are one rate); it is measured once"
                 );
             }
-            c
+            // Not an error: the machine cannot run them, and the run measures the rest.
+            for s in &skipped {
+                eprintln!("harness: {} skipped: unavailable on this machine: {}", s.strategy, s.reason);
+            }
+            (c, skipped)
         }
         Err(e) => {
             eprintln!("harness: {e}");
             return ExitCode::from(2);
         }
     };
-    match harness::run(cfg, &mut |line| eprintln!("harness: {line}")) {
+    match harness::run(cfg, skipped, &mut |line| eprintln!("harness: {line}")) {
         Ok(outcome) => {
             // The table first, whatever became of the files: it may be all that is left.
             print!("{}", outcome.table);
@@ -322,18 +336,22 @@ fn parse() -> Cli {
 }
 
 fn main() -> ExitCode {
+    // First of all, while this process has one thread: a probe may do one-time set-up that costs
+    // far more once a second thread exists. Kept for the whole run; nothing probes again.
+    let available = StrategyAvailability::probe();
     let cli = parse();
     match cli.command {
         Some(Command::List) => {
-            print!("{}", harness::list());
+            print!("{}", harness::list(&available));
             ExitCode::SUCCESS
         }
-        Some(Command::Run(args)) => run(args),
-        None => run(RunArgs::defaults()),
+        Some(Command::Run(args)) => run(args, &available),
+        None => run(RunArgs::defaults(), &available),
         Some(Command::Env { counters }) => {
             let availability = counters::probe(counters);
             let env = env::Env::capture(availability.as_ref().ok().cloned());
             print!("{}", env.render());
+            print!("{}", harness::availability_lines(&available));
             match availability {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {

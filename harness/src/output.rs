@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record::{Row, RunFile, SCHEMA_VERSION};
+use crate::record::{OLDEST_READABLE, Row, RunFile, SCHEMA_VERSION};
 
 /// `results/runs` of the workspace this binary was built in, if it exists, else `./results/runs`.
 pub fn default_root() -> PathBuf {
@@ -354,17 +354,15 @@ pub fn read_run_json(path: &Path) -> Result<(PathBuf, serde_json::Value, u64), S
 /// Reads a run from a run directory or a `run.json`, with errors that say what to do.
 pub fn load_run(path: &Path) -> Result<RunFile, String> {
     let (file, value, version) = read_run_json(path)?;
-    match version {
-        v if v == u64::from(SCHEMA_VERSION) => {}
-        v => {
-            return Err(format!(
-                "{} has schema_version {v}, this harness reads {SCHEMA_VERSION}; re-run it with this harness",
-                file.display()
-            ));
-        }
+    if !readable(version) {
+        return Err(format!(
+            "{} has schema_version {version}, this harness reads {OLDEST_READABLE} to {SCHEMA_VERSION}; re-run it \
+             with this harness",
+            file.display()
+        ));
     }
     let wrong = |place: String, e: serde_json::Error| {
-        format!("{}: {place}: {e}; it does not match schema {SCHEMA_VERSION} (results/SCHEMA.md)", file.display())
+        format!("{}: {place}: {e}; it does not match schema {version} (results/SCHEMA.md)", file.display())
     };
     // Rows first, one by one, so that a message names the row and its field.
     for (i, row) in value.get("rows").and_then(|r| r.as_array()).into_iter().flatten().enumerate() {
@@ -384,10 +382,20 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
             ));
         }
     }
-    serde_json::from_value::<RunFile>(value.clone()).map_err(|e| {
+    let mut run = serde_json::from_value::<RunFile>(value.clone()).map_err(|e| {
         let field = culprit::<RunFile>(&value).map_or_else(|| "top level".to_owned(), |f| format!("field {f}"));
         wrong(field, e)
-    })
+    })?;
+    // An older readable schema lacks only fields that default to what its harness did (schema
+    // 3: nothing skipped), so the run is this schema's: compare and report take it beside new ones.
+    run.schema_version = SCHEMA_VERSION;
+    Ok(run)
+}
+
+/// Whether this harness reads a `run.json` of schema `version` ([`OLDEST_READABLE`] to
+/// [`SCHEMA_VERSION`]).
+pub fn readable(version: u64) -> bool {
+    (u64::from(OLDEST_READABLE)..=u64::from(SCHEMA_VERSION)).contains(&version)
 }
 
 /// The JSON type of `v`, for messages.
@@ -464,6 +472,31 @@ mod tests {
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
+    }
+
+    /// A run of schema 3 (from before `skipped`: the committed reference run is one) reads as a
+    /// run of this schema that skipped nothing. Schema 2 (other fields) is still refused, saying
+    /// which schemas are read.
+    #[test]
+    fn a_schema_3_run_reads_as_this_schema_without_skipped_strategies() {
+        use crate::config::CallSites;
+        use crate::record::test_support::{row, run};
+        let mut value = serde_json::to_value(run(vec![row("klp", CallSites::PerSite, 0, 2.0)])).unwrap();
+        value["schema_version"] = 3.into();
+        value.as_object_mut().unwrap().remove("skipped");
+        let root = scratch("schema-3");
+        let old = root.join("run.json");
+        fs::write(&old, value.to_string()).unwrap();
+        let read = load_run(&old).unwrap();
+        assert_eq!(read.schema_version, SCHEMA_VERSION);
+        assert!(read.skipped.is_empty());
+        assert_eq!(read.rows.len(), 1);
+
+        value["schema_version"] = 2.into();
+        fs::write(&old, value.to_string()).unwrap();
+        let e = load_run(&old).unwrap_err();
+        assert!(e.contains(&format!("has schema_version 2, this harness reads 3 to {SCHEMA_VERSION}")), "{e}");
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

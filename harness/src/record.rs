@@ -4,13 +4,19 @@
 use dispatch::strategy::Consistency;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CallSites, RunConfig};
+use crate::config::{CallSites, RunConfig, Skipped};
 use crate::counters::{CounterKind, CounterValues};
 use crate::env::Env;
 use crate::sched::{HostLoad, ReaderSched};
 
-/// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md).
-pub const SCHEMA_VERSION: u32 = 3;
+/// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md), or
+/// when a harness that ignores a new field would misread the run: 4 added [`RunFile::skipped`],
+/// without which a schema-3 reader would take a skipped strategy for rows gone missing.
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
+/// nothing (4 only added `skipped`), so it is read as one, `skipped` empty.
+pub const OLDEST_READABLE: u32 = 3;
 
 /// The JSON Schema of `run.json`, generated from these types (schemars): committed as
 /// results/run.schema.json (a test keeps it current) and written into every run directory.
@@ -33,6 +39,10 @@ pub struct RunFile {
     pub method_check: Option<MethodCheck>,
     /// The host's load average and steal time across the run.
     pub host_load: HostLoad,
+    /// Strategies asked for that this machine cannot run, with why: not measured, so they have
+    /// no rows (and are not in `config.strategies`). Absent from schema 3, read as empty.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
 }
 
 /// Whether this machine predicts the per-site calls: in the first per-site steady scenario (one
@@ -238,6 +248,7 @@ pub(crate) mod test_support {
             rows,
             method_check: None,
             host_load: HostLoad::default(),
+            skipped: Vec::new(),
         }
     }
 }

@@ -545,6 +545,14 @@ pub fn environment(run: &RunFile) -> String {
             c.seed
         ),
     );
+    if !run.skipped.is_empty() {
+        let skipped: Vec<String> = run.skipped.iter().map(|s| format!("`{}` ({})", s.strategy, s.reason)).collect();
+        item(
+            &mut md,
+            "Skipped",
+            format!("unavailable on this machine, so not measured and in no table: {}", skipped.join("; ")),
+        );
+    }
     if let Some(check) = &run.method_check {
         writeln!(md, "- {}", method_line(check)).unwrap();
     }

@@ -62,6 +62,111 @@ fn list_prints_every_strategy() {
     }
 }
 
+/// What `DISPATCH_UNAVAILABLE=klp` makes `Info::availability` say of klp.
+const KLP_REASON: &str = "named in DISPATCH_UNAVAILABLE; unset it (or drop the name) to run it";
+
+/// `harness list` says of every strategy whether it runs here, and why not; `harness env` lists
+/// the ones that do not, or says that all do.
+#[test]
+fn list_and_env_say_which_strategies_are_unavailable_and_why() {
+    let with = |args: &[&str], unavailable: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        cmd.args(args).env_remove("DISPATCH_UNAVAILABLE");
+        if let Some(names) = unavailable {
+            cmd.env("DISPATCH_UNAVAILABLE", names);
+        }
+        let o = cmd.output().expect("run harness");
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let list = with(&["list"], Some("klp,tls"));
+    for info in dispatch::strategy::ALL {
+        let line = list.lines().find(|l| l.starts_with(&format!("{} ", info.name))).unwrap();
+        let here = if ["klp", "tls"].contains(&info.name) { " unavailable " } else { " available " };
+        assert!(line.contains(here), "{line}");
+    }
+    let reasons: Vec<&str> = list.lines().filter(|l| l.contains("unavailable here:")).collect();
+    assert_eq!(reasons.len(), 2, "{list}");
+    assert!(
+        reasons.iter().all(|l| l.trim_start().starts_with("unavailable here: ") && l.ends_with(KLP_REASON)),
+        "{list}"
+    );
+    // The reason follows its strategy's line.
+    let klp = list.lines().position(|l| l.starts_with("klp ")).unwrap();
+    assert!(list.lines().nth(klp + 1).unwrap().contains(KLP_REASON), "{list}");
+    assert!(!with(&["list"], None).contains("unavailable"));
+
+    let env = with(&["env", "--counters", "off"], Some("klp"));
+    assert!(env.contains(&format!("klp is unavailable here: {KLP_REASON}")), "{env}");
+    let all = with(&["env", "--counters", "off"], None);
+    assert!(all.contains(&format!("all {} available here", dispatch::strategy::ALL.len())), "{all}");
+}
+
+/// A strategy this machine cannot run is skipped with its reason: the run measures the rest and
+/// exits 0, and run.json and report.md record the skip; `compare` against a run that measured it
+/// names the skip and its reason instead of refusing missing rows. With nothing left to measure,
+/// the run is refused (exit 2) naming each strategy and its reason.
+#[test]
+fn an_unavailable_strategy_is_skipped_with_its_reason_and_the_run_goes_on() {
+    let (skipping, full) = (scratch("skip"), scratch("skip-base"));
+    let o = tiny_command(&skipping, &[("--strategies", "fnptr,klp")])
+        .env("DISPATCH_UNAVAILABLE", "klp")
+        .output()
+        .expect("run harness");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let skip_lines: Vec<String> = stderr(&o).lines().filter(|l| l.contains("skipped")).map(str::to_owned).collect();
+    assert_eq!(skip_lines, [format!("harness: klp skipped: unavailable on this machine: {KLP_REASON}")]);
+    let run = harness::output::load_run(&skipping).unwrap();
+    assert_eq!(run.schema_version, harness::record::SCHEMA_VERSION);
+    assert_eq!(run.skipped, [harness::config::Skipped { strategy: "klp".into(), reason: KLP_REASON.into() }]);
+    assert_eq!(run.config.strategies, ["fnptr"]);
+    assert!(!run.rows.is_empty() && run.rows.iter().all(|r| r.strategy == "fnptr"), "no klp rows");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(skipping.join("run.json")).unwrap()).unwrap();
+    assert_eq!(json["skipped"][0]["strategy"], "klp");
+    let report = std::fs::read_to_string(skipping.join("report.md")).unwrap();
+    let header = &report[..report.find("## ").unwrap()];
+    assert!(
+        header.contains(&format!(
+            "- **Skipped**: unavailable on this machine, so not measured and in no table: `klp` ({KLP_REASON})"
+        )),
+        "{header}"
+    );
+
+    // Against a run that measured klp: named as skipped with the reason, both ways; two rounds a
+    // side make the rest inconclusive (5), not unusable (2).
+    let o = tiny_command(&full, &[]).env_remove("DISPATCH_UNAVAILABLE").output().expect("run harness");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let host = run.env.host.clone();
+    for (base, new, side) in [(&full, &skipping, "NEW"), (&skipping, &full, "BASE")] {
+        let o = harness(&["compare", base.to_str().unwrap(), new.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(5), "{}{stdout}", stderr(&o));
+        let line = format!("SKIPPED klp: not compared: skipped in {side} (unavailable on {host}: {KLP_REASON})");
+        assert!(stdout.starts_with(&line), "{stdout}");
+        assert!(!stdout.contains("| klp |") && stdout.contains("| fnptr |"), "{stdout}");
+    }
+
+    let none = scratch("skip-all");
+    let o = tiny_command(&none, &[("--strategies", "fnptr,klp")])
+        .env("DISPATCH_UNAVAILABLE", "klp, fnptr")
+        .output()
+        .expect("run harness");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nothing to measure: every strategy asked for is unavailable on this machine")
+            && err.contains(&format!("fnptr: {KLP_REASON}"))
+            && err.contains(&format!("klp: {KLP_REASON}"))
+            && err.contains("harness list"),
+        "{err}"
+    );
+    assert!(!err.contains("clock overhead") && !none.exists(), "measured: {err}");
+    for dir in [skipping, full] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[test]
 fn bad_input_is_refused_with_code_2() {
     let cases: &[(&[&str], &str)] = &[
@@ -263,14 +368,14 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let cases = [
         (bad.join("missing.json"), "cannot read"),
         (write("empty.json", ""), "is empty"),
-        (write("corrupt.json", "{\"schema_version\": 3, "), "not valid JSON"),
+        (write("corrupt.json", "{\"schema_version\": 4, "), "not valid JSON"),
         (
-            write("schema.json", &json.replacen("\"schema_version\": 3", "\"schema_version\": 99", 1)),
+            write("schema.json", &json.replacen("\"schema_version\": 4", "\"schema_version\": 99", 1)),
             "schema_version 99",
         ),
         (
-            write("schema-type.json", &json.replacen("\"schema_version\": 3", "\"schema_version\": \"3\"", 1)),
-            "schema_version of the wrong type (\"3\", a string)",
+            write("schema-type.json", &json.replacen("\"schema_version\": 4", "\"schema_version\": \"4\"", 1)),
+            "schema_version of the wrong type (\"4\", a string)",
         ),
         (write("row-type.json", &with_row_field(&json, "ns_per_call", "\"fast\"")), "row 1 ("),
         (
@@ -532,6 +637,20 @@ fn soak_refuses_bad_input_with_code_2() {
     // A short clean soak passes.
     let ok = soak(&["--strategy", "klp", "--transitions", "50"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// A strategy this machine cannot run is skipped by soak: one line on stderr with the reason,
+/// exit 0, nothing soaked.
+#[test]
+fn soak_skips_an_unavailable_strategy_saying_why() {
+    let o = Command::new(env!("CARGO_BIN_EXE_soak"))
+        .args(["--strategy", "klp", "--transitions", "1000000000"])
+        .env("DISPATCH_UNAVAILABLE", "klp")
+        .output()
+        .expect("run soak");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("soak: klp: skipped: {KLP_REASON}\n"));
+    assert!(o.stdout.is_empty(), "soaked: {}", String::from_utf8_lossy(&o.stdout));
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn a_panicking_reader_aborts_the_run_without_hanging() {
     let out = std::env::temp_dir().join(format!("dispatch-bench-panic-{}", std::process::id()));
     let cfg = config(Rate::Max, 2, Duration::from_secs(30), &out, Some(3));
     let start = Instant::now();
-    let err = harness::run(cfg, &mut |_| {}).expect_err("the run must fail");
+    let err = harness::run(cfg, Vec::new(), &mut |_| {}).expect_err("the run must fail");
     let msg = err.to_string();
     assert!(msg.contains("reader 0 panicked") && msg.contains("injected reader panic"), "{msg}");
     // Far less than the 30 s the readers would otherwise measure.
@@ -57,7 +57,7 @@ fn a_rate_the_writer_cannot_keep_is_reported_not_lowered() {
     let out = std::env::temp_dir().join(format!("dispatch-bench-rate-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let cfg = config(Rate::Hz(1e9), 1, Duration::from_millis(50), &out, None);
-    let outcome = harness::run(cfg, &mut |_| {}).unwrap();
+    let outcome = harness::run(cfg, Vec::new(), &mut |_| {}).unwrap();
     let row = &outcome.run.rows[0];
     assert_eq!(row.rate_target_hz, Some(1e9));
     assert_eq!(row.rate_kept, Some(false));
@@ -92,7 +92,7 @@ fn a_target_that_appears_during_the_run_costs_no_measurement_and_is_said() {
     let out = root.join("run");
     let mut cfg = config(Rate::Steady, 1, Duration::from_millis(20), &out, None);
     cfg.before_commit = Some(occupy);
-    let outcome = harness::run(cfg, &mut |_| {}).unwrap();
+    let outcome = harness::run(cfg, Vec::new(), &mut |_| {}).unwrap();
     assert!(!outcome.complete, "the run is not where it was asked to be");
     assert!(outcome.table.contains("klp"), "{}", outcome.table);
     let saved = &outcome.saved;
@@ -114,7 +114,7 @@ fn run_on_a_full_disk(name: &str, files: usize) -> (std::path::PathBuf, std::pat
     let out = root.join("run");
     let mut cfg = config(Rate::Steady, 1, Duration::from_millis(20), &out, None);
     cfg.full_disk_after_files = Some(files);
-    let outcome = harness::run(cfg, &mut |_| {}).unwrap();
+    let outcome = harness::run(cfg, Vec::new(), &mut |_| {}).unwrap();
     assert!(!outcome.complete);
     assert!(outcome.table.contains("klp"), "the table is there: {}", outcome.table);
     (root, out, outcome)

@@ -1,5 +1,6 @@
 //! The comparison half of `scripts/gate` (which runs the gungraun suite and calls this):
-//! `gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]`; `gate --help` says more.
+//! `gate --measured FILE [--baseline FILE] [--skipped FILE] [--update] [--bmf FILE]`; `gate --help`
+//! says more.
 //! Exit codes: 0 pass, 1 regression, 2 unusable input or missing tool.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ const DEFAULT_BASELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/
 #[derive(Parser, Debug)]
 #[command(
     name = "gate",
-    override_usage = "gate --measured FILE [--baseline FILE] [--update] [--bmf FILE]",
+    override_usage = "gate --measured FILE [--baseline FILE] [--skipped FILE] [--update] [--bmf FILE]",
     about = "The comparison half of scripts/gate (which runs the gungraun suite and calls this): compares\n\
 every benchmark's instruction count and indirect-branch mispredictions with the baseline and prints\n\
 a Markdown table.",
@@ -48,6 +49,10 @@ mispredictions (callgrind's Bim, from --branch-sim=yes) grow by more than bim_pe
 call), one shared call instruction cycling over 8 sites is not (about 1 per call). The baseline\n\
 records the rustc, valgrind and gungraun-runner versions ($GUNGRAUN_RUNNER, default gungraun-runner\n\
 on PATH); counts from other versions are unusable.\n\n\
+A strategy this machine cannot run is skipped by the suite, which records it with its reason in\n\
+the --skipped file: its baseline benchmarks are reported as skipped, naming the reason, and fail\n\
+nothing (--update leaves them out of the new baseline, saying so). A benchmark missing for any\n\
+other reason makes the baseline unusable.\n\n\
 Exit codes: 0 pass; 1 regression; 2 unusable input (a missing, empty or corrupt measurement or\n\
 baseline, a measurement without Bim, a baseline of an older schema or made with other tool versions\n\
 or listing benchmarks the suite no longer has or covering fewer than half of those measured, a\n\
@@ -61,6 +66,9 @@ struct Args {
     /// The baseline to compare with, or to rewrite with --update
     #[arg(long, value_name = "FILE", value_parser = file, default_value = DEFAULT_BASELINE)]
     baseline: PathBuf,
+    /// The suite's record of the strategies it skipped as unavailable here (scripts/gate passes it); no such file: none skipped
+    #[arg(long, value_name = "FILE", value_parser = file)]
+    skipped: Option<PathBuf>,
     /// Rewrite the baseline from --measured (keeping its limits; defaults for an older schema) instead of comparing; review and commit it
     #[arg(long)]
     update: bool,
@@ -102,6 +110,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// destroy the input (`--bmf` over the baseline, then read back as a corrupt baseline).
 fn distinct(args: &Args) -> Result<(), Unusable> {
     let mut files = vec![("--measured", &args.measured), ("--baseline", &args.baseline)];
+    files.extend(args.skipped.as_ref().map(|s| ("--skipped", s)));
     files.extend(args.bmf.as_ref().map(|b| ("--bmf", b)));
     for (i, (name_a, a)) in files.iter().enumerate() {
         for (name_b, b) in &files[i + 1..] {
@@ -122,6 +131,20 @@ fn run(args: Args) -> Result<u8, Unusable> {
         .map_err(|e| Unusable(format!("cannot read {} ({e})", args.measured.display())))?;
     let calls_of = |group: &str| if group == "read_path" { benches::GATE_CALLS as u64 } else { 1 };
     let measured: std::collections::BTreeMap<String, Count> = gate::parse_gungraun(&text, calls_of)?;
+    // No file: the suite skipped nothing (it writes one only when it skips).
+    let skipped = match &args.skipped {
+        Some(path) if path.exists() => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Unusable(format!("cannot read {} ({e})", path.display())))?;
+            gate::parse_skipped(&text, &path.display().to_string())?
+        }
+        _ => Default::default(),
+    };
+    for (name, reason) in &skipped {
+        eprintln!("gate: {name} skipped: unavailable on this machine: {reason}");
+    }
+    // The skipped strategies' benchmarks ran nothing: their counts go nowhere (bmf, baseline).
+    let measured = gate::without_skipped(measured, &skipped);
     if let Some(bmf) = &args.bmf {
         write_atomically(bmf, serde_json::to_string_pretty(&gate::bmf(&measured)).expect("json").as_bytes())?;
     }
@@ -142,6 +165,14 @@ fn run(args: Args) -> Result<u8, Unusable> {
         let b = gate::baseline(versions, limits, measured);
         write_atomically(&args.baseline, serde_json::to_string_pretty(&b).expect("json").as_bytes())?;
         println!("wrote {} ({n} benchmarks); review and commit it", args.baseline.display());
+        if !skipped.is_empty() {
+            let names: Vec<&str> = skipped.keys().map(String::as_str).collect();
+            println!(
+                "It has no benchmarks of {} (unavailable on this machine): a machine that runs them would gate them \
+                 only once they are in; make the baseline where every strategy runs",
+                names.join(", ")
+            );
+        }
         return Ok(0);
     }
     // The baseline is checked before the tools, so that its problems are reported first.
@@ -154,7 +185,7 @@ fn run(args: Args) -> Result<u8, Unusable> {
     let base = gate::parse_baseline(&base_text, &args.baseline.display().to_string())?;
     gate::coverage(&base, &measured)?;
     let versions = versions()?;
-    let lines = gate::compare(&base, &versions, &measured)?;
+    let lines = gate::compare(&base, &versions, &measured, &skipped)?;
     print!("{}", gate::markdown(&lines));
     let code = gate::exit_code(&lines);
     if code == 2 {

@@ -93,6 +93,20 @@ pub fn always_available() -> Result<(), Unavailable> {
     Ok(())
 }
 
+/// For tests and benches that run every strategy of the registry: whether `info`'s strategy is
+/// unavailable here, having said so on stderr (`"<name>: skipped: <reason>"`); the caller then
+/// returns without running it. A skip is not a failure: the strategy cannot run on this machine,
+/// and the line says why and what to change. Calls [`Info::availability`] (its probe) each time.
+pub fn skip_if_unavailable(info: &Info) -> bool {
+    match info.availability() {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("{}: skipped: {why}", info.name);
+            true
+        }
+    }
+}
+
 /// Why a strategy cannot run on this machine: what is missing, and what would make it run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable(pub String);
@@ -293,7 +307,7 @@ mod tests {
     /// task's state before the first flag is visible) is counted by every per-task strategy, as
     /// [`Invariant::TriState`](crate::docs::Invariant::TriState) requires, and runs the head.
     fn idle_in_transition_is_counted<S: Strategy>() {
-        if S::INFO.consistency != Consistency::PerTask {
+        if skip_if_unavailable(&S::INFO) || S::INFO.consistency != Consistency::PerTask {
             return;
         }
         let s = S::new(&[code(0)]);
