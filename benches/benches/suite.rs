@@ -22,7 +22,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::{Fixture, Path, WriterFixture, WriterOp};
+use benches::{Fixture, Path, TRANSITION_SITES, TransitionCycle, WriterFixture, WriterOp};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use dispatch::driver::Driver;
@@ -91,12 +91,17 @@ impl<M: Measurement> Visitor for Writer<'_, '_, M> {
         if !self.available.runs::<S>() {
             return;
         }
-        let check = WriterFixture::<S>::new(self.op);
-        check.run();
-        check.verify();
+        {
+            let check = WriterFixture::<S>::new(self.op);
+            check.run();
+            check.verify();
+        }
         let id = BenchmarkId::new(self.op.name(), S::INFO.name);
+        // One fixture alive at a time, dropped outside the timed part: `textpoke`'s call
+        // instructions are the process's, so a second patcher waits for the first to go. An
+        // operation takes microseconds, so timing each one alone costs little.
         self.group.bench_function(id, |b| {
-            b.iter_batched(|| WriterFixture::<S>::new(self.op), |w| black_box(w.run()), BatchSize::SmallInput)
+            b.iter_batched_ref(|| WriterFixture::<S>::new(self.op), |w| black_box(w.run()), BatchSize::PerIteration)
         });
     }
 }
@@ -203,6 +208,44 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>, available: &Available
     let mut group = c.benchmark_group("writer");
     for op in WriterOp::ALL {
         dispatch::strategy::visit_all(&mut Writer { group: &mut group, op, available });
+    }
+    group.finish();
+}
+
+/// Whole transitions (enable or disable, start to completion) of 8 and 1024 sites, with and
+/// without a busy reader: what the writer's work costs when it grows with the sites (`textpoke`
+/// stores into every call instruction and syncs every core), and what a running task adds.
+struct Transitions<'a, 'c> {
+    group: &'a mut BenchmarkGroup<'c, WallTime>,
+    sites: usize,
+    busy_reader: bool,
+    available: &'a Available,
+}
+
+impl Visitor for Transitions<'_, '_> {
+    type Output = ();
+
+    fn visit<S: Strategy>(&mut self) {
+        if !self.available.runs::<S>() {
+            return;
+        }
+        let (sites, busy_reader) = (self.sites, self.busy_reader);
+        let id = BenchmarkId::new(format!("s{sites}{}", if busy_reader { "_busy_reader" } else { "" }), S::INFO.name);
+        self.group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let cycle = TransitionCycle::<S>::new(sites, busy_reader);
+                (0..iters).map(|_| cycle.cycle()).sum()
+            })
+        });
+    }
+}
+
+fn transitions(c: &mut Criterion<WallTime>, available: &Available) {
+    let mut group = c.benchmark_group("transition");
+    for sites in TRANSITION_SITES {
+        for busy_reader in [false, true] {
+            dispatch::strategy::visit_all(&mut Transitions { group: &mut group, sites, busy_reader, available });
+        }
     }
     group.finish();
 }
@@ -324,6 +367,7 @@ fn main() {
     }
     let mut c = plots(Criterion::default().configure_from_args(), &font);
     benches(&mut c, &available);
+    transitions(&mut c, &available);
     contended(&mut c, &available);
     c.final_summary();
 }

@@ -273,6 +273,9 @@ fn settle<S: Strategy>(patcher: &Patcher<S>, task: &Task<S>) {
     panic!("{}: transition did not settle", S::INFO.name);
 }
 
+/// Sites of the [`TransitionCycle`]s the suite measures: a few functions, and a large live patch.
+pub const TRANSITION_SITES: [usize; 2] = [8, 1024];
+
 /// Whole transitions, end to end: a patcher of `sites` sites whose one patch (a func for every
 /// site) is enabled and disabled in turn, each transition driven to completion. With a busy
 /// reader, one thread calls every site in critical sections with a safe point after each, so the
@@ -286,9 +289,6 @@ pub struct TransitionCycle<S: Strategy> {
 }
 
 impl<S: Strategy> TransitionCycle<S> {
-    /// Sites of the two sizes the suite measures: a few functions, and a large live patch.
-    pub const SITES: [usize; 2] = [8, 1024];
-
     pub fn new(sites: usize, busy_reader: bool) -> Self {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -385,7 +385,7 @@ mod tests {
                     w.verify();
                 }
                 for busy_reader in [false, true] {
-                    let c = TransitionCycle::<S>::new(TransitionCycle::<S>::SITES[0], busy_reader);
+                    let c = TransitionCycle::<S>::new(TRANSITION_SITES[0], busy_reader);
                     for i in 0..4 {
                         c.cycle();
                         assert_eq!(c.patcher.enabled().is_empty(), i % 2 == 1, "{}: cycle {i}", S::INFO.name);
