@@ -27,6 +27,10 @@ pub struct Env {
     pub counters: Option<Availability>,
     /// Where `percpu` reads the CPU id from (`rseq` or `sched_getcpu`).
     pub percpu_path: String,
+    /// How `textpoke` made its call instructions writable, or why it could not (runs before
+    /// `textpoke` existed have none).
+    #[serde(default)]
+    pub textpoke_text: String,
 }
 
 fn read(path: &str) -> Option<String> {
@@ -77,6 +81,7 @@ impl Env {
             git_commit: env!("HARNESS_COMMIT").to_owned(),
             counters,
             percpu_path: dispatch::strategy::percpu::cpu_source().name().to_owned(),
+            textpoke_text: dispatch::strategy::textpoke::describe(),
         }
     }
 
@@ -126,6 +131,7 @@ impl Env {
             ("git commit", self.git_commit.clone()),
             ("counters", counters),
             ("percpu cpu id", self.percpu_path.clone()),
+            ("textpoke text", self.textpoke_text.clone()),
         ] {
             s.push_str(&format!("{k:<20} {v}\n"));
         }

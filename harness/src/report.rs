@@ -506,6 +506,9 @@ pub fn environment(run: &RunFile) -> String {
         ),
     };
     item(&mut md, "Counters", format!("{counters}; percpu reads the CPU id with {}", e.percpu_path));
+    if !e.textpoke_text.is_empty() {
+        item(&mut md, "textpoke", format!("its call instructions: {}", e.textpoke_text));
+    }
     let pinned = run.rows.iter().all(|r| r.pinned);
     let oversubscribed = run.rows.iter().any(|r| r.oversubscribed);
     item(

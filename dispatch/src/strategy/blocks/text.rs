@@ -161,7 +161,7 @@ mod machine {
         pub(crate) fn describe(self) -> &'static str {
             match self {
                 Self::MemfdAlias => {
-                    "memfd double mapping (read+execute over the text, read+write alias; no W+X mapping)"
+                    "a memfd double mapping (read+execute over the text, read+write alias; no W+X mapping)"
                 }
                 Self::MprotectRwx => "mprotect read+write+execute of the pages",
             }
