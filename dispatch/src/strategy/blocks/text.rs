@@ -3,7 +3,7 @@
 //!
 //! Each call instruction `textpoke` emits (see [`textpoke`](crate::strategy::textpoke)) records one
 //! [`Entry`] in the linker section `textpoke_calls`: the address of its `call rel32`, the address
-//! of its own slow-path stub, and the site it calls. The linker brackets the section with
+//! of its site's slow path, and the site it calls. The linker brackets the section with
 //! `__start_textpoke_calls` and `__stop_textpoke_calls` (the static-keys crate's technique; the
 //! section is marked retained, `R`, so that garbage collection keeps it). [`Text::open`] reads the
 //! table once and makes the pages that hold the call instructions writable:
@@ -45,7 +45,7 @@ pub(crate) const TEST_SITE: usize = MAX_SITES;
 /// Where a call instruction should go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// Its own stub into the slow path.
+    /// Its site's slow path.
     SlowPath,
     /// This code.
     Code(usize),
@@ -70,8 +70,8 @@ mod machine {
     struct Entry {
         /// The address of the `call` opcode; its rel32 follows at `call + 1`, 4-byte aligned.
         call: usize,
-        /// This instruction's own stub into the slow path.
-        stub: usize,
+        /// Where it goes while a transition covers its site: the site's slow path.
+        slow_path: usize,
         /// The site it calls, or [`ANCHOR_SITE`] for the anchor below.
         site: usize,
     }
@@ -141,7 +141,7 @@ mod machine {
         rel32: &'static AtomicU32,
         /// The address the rel32 is relative to: the instruction after the call.
         next: usize,
-        stub: usize,
+        slow_path: usize,
     }
 
     /// The environment variable that picks how the text is made writable: `memfd` or `mprotect`
@@ -239,7 +239,7 @@ mod machine {
                 // SAFETY: `view` maps every page listed above, which includes this rel32's page, to
                 // a writable address that stays mapped for the life of the process; 4-aligned.
                 let rel32 = unsafe { &*(view.translate(e.call + 1) as *const AtomicU32) };
-                calls[e.site].push(Call { rel32, next: e.call + 5, stub: e.stub });
+                calls[e.site].push(Call { rel32, next: e.call + 5, slow_path: e.slow_path });
             }
             let slot_targets = (0..=MAX_SITES)
                 // SAFETY: as above: the trampoline pages are in `view`; each target word is 8-aligned
@@ -255,7 +255,7 @@ mod machine {
         pub(crate) fn point(&self, site: usize, target: Target) {
             for call in &self.calls[site] {
                 let dest = match target {
-                    Target::SlowPath => call.stub,
+                    Target::SlowPath => call.slow_path,
                     Target::Code(code) => code,
                 };
                 match rel32(call.next, dest) {
