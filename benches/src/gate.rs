@@ -585,7 +585,8 @@ mod tests {
         assert_eq!(verdict_of(&lines, name), Verdict::Pass);
         let line = lines.iter().find(|l| l.name == name).unwrap();
         assert_eq!((line.new_bim, line.bim_limit), (Some(base_bim + 30), None), "reported, without a limit");
-        let lines = compare_all(&base(), &versions(), &measured(|k, n| if k == name { n + n / 10 } else { n })).unwrap();
+        let lines =
+            compare_all(&base(), &versions(), &measured(|k, n| if k == name { n + n / 10 } else { n })).unwrap();
         assert_eq!(verdict_of(&lines, name), Verdict::Regression, "its instructions are still gated");
     }
 

@@ -2,10 +2,10 @@
 //! (x86-64 Linux only).
 //!
 //! Each call instruction `textpoke` emits (see [`textpoke`](crate::strategy::textpoke)) records one
-//! [`Entry`] in the linker section `textpoke_calls`: the address of its `call rel32`, the address
+//! `Entry` in the linker section `textpoke_calls`: the address of its `call rel32`, the address
 //! of its site's slow path, and the site it calls. The linker brackets the section with
 //! `__start_textpoke_calls` and `__stop_textpoke_calls` (the static-keys crate's technique; the
-//! section is marked retained, `R`, so that garbage collection keeps it). [`Text::open`] reads the
+//! section is marked retained, `R`, so that garbage collection keeps it). [`Text::open`](machine::Text::open) reads the
 //! table once and makes the pages that hold the call instructions writable:
 //!
 //! 1. preferably through a *memfd double mapping*: the pages are copied into a memfd, which is
@@ -13,16 +13,16 @@
 //!    mapping is ever writable and executable at once (it works under `PR_SET_MDWE`);
 //! 2. else by `mprotect`ing them read+write+execute, once.
 //!
-//! Re-pointing a call ([`Text::point`]) is one aligned 4-byte store of its displacement (every
+//! Re-pointing a call ([`Text::point`](machine::Text::point)) is one aligned 4-byte store of its displacement (every
 //! call is laid out with its rel32 on a 4-byte boundary), so a core that fetches the instruction
 //! meanwhile sees the old or the new displacement, never a mix. That is what HotSpot relies on to
 //! patch x86 call sites under running threads; the architecture manuals do not promise it for
 //! instruction fetch, so the tear test in `textpoke` checks it on every machine CI runs on.
 //! What they do promise is that a core that has executed a serializing instruction after the
-//! store runs the new code: [`Text::sync`] makes every running thread of the process do so,
+//! store runs the new code: [`Text::sync`](machine::Text::sync) makes every running thread of the process do so,
 //! with one `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` (a thread not running
 //! serializes when the kernel next returns to it). The registration that command needs is made
-//! in [`Text::open`]: it costs under a microsecond in a single-threaded process and 13 to 16 ms
+//! in [`Text::open`](machine::Text::open): it costs under a microsecond in a single-threaded process and 13 to 16 ms
 //! once a second thread exists (an RCU grace period), so programs open the text before they
 //! spawn threads (the harness probes every strategy first thing).
 //!
