@@ -17,7 +17,9 @@ use std::time::Duration;
 /// The code of a function: what a redirection resolves to and then calls. The C calling
 /// convention, so that `textpoke` may call it from a call instruction of its own (the Rust
 /// convention is unspecified); on x86-64 both pass the argument and the result in the same
-/// registers, so no other strategy pays for it.
+/// registers, so no strategy's call costs more for it. One difference: a panic cannot unwind out
+/// of an `extern "C"` function, so a patched function that panics aborts the process, under
+/// every strategy.
 pub type Code = extern "C" fn(u64) -> u64;
 
 /// A patchable function, by index into the sites the [`Patcher`](crate::Patcher) was created with.

@@ -63,6 +63,12 @@ impl<S: Strategy> Task<S> {
         unsafe { self.slot.as_ref() }
     }
 
+    /// Test-only: this task's shared state, for test strategies that watch it from the engine.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn state_for_test(&self) -> *const TaskState {
+        self.slot.as_ptr()
+    }
+
     fn check_owner(&self) -> Result<(), Error> {
         let me = thread_token();
         match self.owner.get() {

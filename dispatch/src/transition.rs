@@ -669,3 +669,137 @@ impl Engine {
         sites
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicPtr, Ordering as StdOrdering};
+
+    use super::*;
+    use crate::check::code;
+    use crate::model::FuncSpec;
+    use crate::strategy::{Consistency, Info, ReadSide, WriteSide, always_available};
+    use crate::tasks::TaskState;
+
+    /// What the engine told [`Recorder`], with whether the watched task was pending then.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Event {
+        Apply { pending: bool },
+        FinishBatch { pending: bool },
+    }
+
+    static EVENTS: StdMutex<Vec<Event>> = StdMutex::new(Vec::new());
+    static WATCHED: AtomicPtr<TaskState> = AtomicPtr::new(std::ptr::null_mut());
+    /// The test that uses them runs alone.
+    static ONE_AT_A_TIME: StdMutex<()> = StdMutex::new(());
+
+    fn pending() -> bool {
+        // Relaxed: set before the engine is used, on this thread.
+        let task = WATCHED.load(StdOrdering::Relaxed);
+        // SAFETY: the test sets it to a task that outlives every engine call it makes.
+        !task.is_null() && unsafe { &*task }.is_pending()
+    }
+
+    /// A strategy that only records what the engine does: the double of a batching writer.
+    struct Recorder;
+
+    impl ReadSide for Recorder {
+        type TaskLocal = ();
+        type Section<'a> = ();
+        fn task_local(&self) {}
+        fn enter(&self, _local: &()) {}
+        fn call(&self, _section: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
+            arg
+        }
+    }
+
+    impl WriteSide for Recorder {
+        fn apply(&self, _site: SiteId, _change: StackChange<'_>) {
+            EVENTS.lock().unwrap().push(Event::Apply { pending: pending() });
+        }
+        fn finish_batch(&self) {
+            EVENTS.lock().unwrap().push(Event::FinishBatch { pending: pending() });
+        }
+    }
+
+    impl Strategy for Recorder {
+        const INFO: Info = Info {
+            name: "recorder",
+            description: "records the engine's calls",
+            consistency: Consistency::PerTask,
+            probe: always_available,
+        };
+        fn new(_originals: &[Code]) -> Self {
+            Recorder
+        }
+    }
+
+    /// The events since the last call, and a check that they end with a batch's end: every
+    /// change was followed by `finish_batch` before the engine call returned.
+    fn take_batch() -> Vec<Event> {
+        let events = std::mem::take(&mut *EVENTS.lock().unwrap());
+        assert!(
+            matches!(events.last(), Some(Event::FinishBatch { .. })) || events.is_empty(),
+            "changes left without finish_batch: {events:?}"
+        );
+        events
+    }
+
+    /// Every step that changes stacks ends its batch before the engine acts on it: before tasks
+    /// are marked pending (a transition's start, a reversal's flip) and before the grace period
+    /// that ends a transition. A batching strategy (`textpoke`) relies on it for correctness.
+    #[test]
+    fn every_batch_of_changes_ends_before_the_engine_acts_on_it() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let p = Patcher::<Recorder>::new(&[code(0), code(1)], PatcherConfig::default());
+        let task = p.register().unwrap();
+        WATCHED.store(task.state_for_test().cast_mut(), StdOrdering::Relaxed);
+        take_batch();
+        let both = [FuncSpec::new(SiteId(0), code(10)), FuncSpec::immediate(SiteId(1), code(11))];
+        let patch = p.load(PatchSpec::new("p", both)).unwrap();
+
+        // Start: the changes, their batch's end, and only then the pending flag.
+        assert!(matches!(p.enable(patch).unwrap(), Progress::Migrating { .. }));
+        let start = take_batch();
+        assert!(
+            !start.is_empty()
+                && start
+                    .iter()
+                    .all(|e| !matches!(e, Event::Apply { pending: true } | Event::FinishBatch { pending: true })),
+            "start: {start:?}"
+        );
+        assert!(task.is_pending());
+
+        // End: after the task migrates, the flags are cleared and the batch ends before the
+        // grace period (the call returns Settling, so the grace period has started).
+        task.safe_point().unwrap();
+        assert!(matches!(p.try_complete(), Progress::Settling));
+        let end = take_batch();
+        assert!(end.len() >= 2, "end: {end:?}");
+        task.safe_point().unwrap();
+        assert!(matches!(p.try_complete(), Progress::Done(_)));
+        take_batch();
+
+        // A reversed disable gets its immediate func back at the flip: a batch before the tasks
+        // are marked again. The watched task migrates first; a second one holds the transition.
+        let holder = p.register().unwrap();
+        assert!(matches!(p.disable(patch).unwrap(), Progress::Migrating { .. }));
+        take_batch();
+        task.safe_point().unwrap();
+        assert!(!task.is_pending());
+        assert!(matches!(p.reverse().unwrap(), Progress::Reversing));
+        assert!(take_batch().is_empty(), "a reversal changes no stack");
+        task.safe_point().unwrap();
+        holder.safe_point().unwrap();
+        assert!(matches!(p.try_complete(), Progress::Migrating { .. }));
+        let flip = take_batch();
+        assert!(flip.contains(&Event::Apply { pending: false }), "the flip re-pushes the immediate func: {flip:?}");
+        assert_eq!(
+            flip.last(),
+            Some(&Event::FinishBatch { pending: false }),
+            "its batch ends before the tasks are marked"
+        );
+        assert!(task.is_pending());
+        WATCHED.store(std::ptr::null_mut(), StdOrdering::Relaxed);
+    }
+}

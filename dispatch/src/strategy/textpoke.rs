@@ -57,7 +57,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use seq_macro::seq;
 
@@ -65,6 +65,7 @@ use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::text::{MAX_SITES, Target, Text};
 use crate::strategy::klp::Klp;
 use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
+use crate::sync::thread_token;
 use crate::tasks::TaskState;
 
 /// Whether this machine can run `textpoke`: x86-64 Linux whose text this process may patch.
@@ -127,8 +128,9 @@ pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
     // follow the C convention, whose caller-saved registers `clobber_abi` declares clobbered.
     // Without `nostack`, the compiler aligns the stack for a call and keeps nothing in the red
     // zone that the call's return address would overwrite. `task` is live for the call. The
-    // table entry is data of its own section, written once by the assembler; the writer changes
-    // only the rel32 (see `blocks::text`).
+    // table entry is data of its own section (emitted by the assembler, its addresses filled in
+    // by the loader's relocations before `main`); the writer changes only the rel32 (see
+    // `blocks::text`).
     unsafe {
         std::arch::asm!(
             ".balign 4",
@@ -267,71 +269,79 @@ impl Drop for Textpoke {
 #[derive(Debug)]
 struct Owner;
 
-static OWNED: Mutex<bool> = Mutex::new(false);
+/// The owning thread's token, while a `Textpoke` exists.
+static OWNED: Mutex<Option<u64>> = Mutex::new(None);
 static RELEASED: Condvar = Condvar::new();
 
 impl Owner {
     /// How long a second strategy waits before saying why it is stuck.
     const PATIENCE: Duration = Duration::from_secs(120);
 
+    /// Waits until no `Textpoke` exists. Panics at once if this thread made the one that does
+    /// (it would wait for itself), and after [`Owner::PATIENCE`] otherwise.
     fn acquire() -> Self {
+        let me = thread_token();
+        let started = Instant::now();
         let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
-        let mut waited = Duration::ZERO;
-        while *owned {
+        while let Some(owner) = *owned {
+            assert_ne!(
+                owner, me,
+                "textpoke: this thread already has a Textpoke; only one can exist at a time (the call \
+                 instructions are the process's): drop it first"
+            );
+            let waited = started.elapsed();
             assert!(
                 waited < Self::PATIENCE,
                 "textpoke: another Textpoke has owned this process's call instructions for {waited:?}; \
                  only one can exist at a time: drop it first"
             );
-            let step = Duration::from_millis(100);
-            owned = RELEASED.wait_timeout(owned, step).unwrap_or_else(|e| e.into_inner()).0;
-            waited += step;
+            owned = RELEASED.wait_timeout(owned, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
         }
-        *owned = true;
+        *owned = Some(me);
         Owner
     }
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        *OWNED.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        *OWNED.lock().unwrap_or_else(|e| e.into_inner()) = None;
         RELEASED.notify_all();
     }
 }
 
 /// The tear test: one call instruction of its own (site [`TEST_SITE`]), re-pointed back to back
-/// between two targets whose displacements differ in all four bytes, while another thread calls
-/// through it. Any mix of old and new bytes sends the call into the `int3` padding around the
-/// targets or elsewhere: a crash or a result that is neither target's. Back to back matters: a
-/// paced or synced writer leaves too little time inside a store to catch it tearing.
+/// between two targets while another thread calls through it, in a child process (a torn call
+/// kills it). Both targets lie after the call, at displacements `0x00000f0f` and `0x0001f0f0`,
+/// which differ in three bytes; every other mix of their bytes lands on the `int3` that fills the
+/// 128 KiB after the call, so a tear is a `SIGTRAP`, not a jump into unrelated code. Back to back
+/// matters: a paced or synced writer leaves too little time inside a store to catch it tearing.
+///
+/// [`TEST_SITE`]: crate::strategy::blocks::text::TEST_SITE
 #[cfg(all(test, not(loom), target_arch = "x86_64", target_os = "linux"))]
 mod tear {
+    use std::process::Command;
     use std::sync::atomic::AtomicBool;
-    use std::time::Instant;
 
     use super::*;
     use crate::strategy::blocks::text::TEST_SITE;
 
-    // `before` (returns 1), 66 KiB of int3, the call site, 66 KiB of int3, `after` (returns 2):
-    // the call's displacement to `before` is about -0x10100 (bytes ff fe fe xx) and to `after`
-    // about +0x10100 (00 01 01 xx). Its slow-path entry (`3`, a `ud2`) is never used: the test
-    // never selects the slow path.
+    /// The displacements of the two targets from the end of the call.
+    const NEAR: u32 = 0x0000_0f0f;
+    const FAR: u32 = 0x0001_f0f0;
+
+    // The call at offset 3 (so its rel32 is at 4) ends at offset 8; `near` (returns 1) and `far`
+    // (returns 2) sit at 8 + NEAR and 8 + FAR, `int3` everywhere else up to 8 + 0x20000, then
+    // `other` (returns 3), a target for the trampoline test. `3` stands for the slow path, which
+    // the tests never select.
     std::arch::global_asm!(
         ".pushsection .text.textpoke_tear,\"ax\",@progbits",
         ".balign 4096",
-        ".globl dispatch_textpoke_tear_before",
-        ".hidden dispatch_textpoke_tear_before",
-        "dispatch_textpoke_tear_before:",
-        "mov eax, 1",
-        "ret",
-        ".skip 0x10100, 0xcc",
-        ".balign 4",
         ".globl dispatch_textpoke_tear_call",
         ".hidden dispatch_textpoke_tear_call",
         "dispatch_textpoke_tear_call:",
         "nop dword ptr [rax]",
         "2:",
-        "call dispatch_textpoke_tear_before",
+        "call dispatch_textpoke_tear_near",
         "ret",
         "3:",
         "ud2",
@@ -339,118 +349,222 @@ mod tear {
         ".balign 8",
         ".quad 2b, 3b, {site}",
         ".popsection",
-        ".skip 0x10100, 0xcc",
-        ".globl dispatch_textpoke_tear_after",
-        ".hidden dispatch_textpoke_tear_after",
-        "dispatch_textpoke_tear_after:",
+        ".org dispatch_textpoke_tear_call + 8 + {near}, 0xcc",
+        ".globl dispatch_textpoke_tear_near",
+        ".hidden dispatch_textpoke_tear_near",
+        "dispatch_textpoke_tear_near:",
+        "mov eax, 1",
+        "ret",
+        ".org dispatch_textpoke_tear_call + 8 + {far}, 0xcc",
+        ".globl dispatch_textpoke_tear_far",
+        ".hidden dispatch_textpoke_tear_far",
+        "dispatch_textpoke_tear_far:",
         "mov eax, 2",
+        "ret",
+        ".org dispatch_textpoke_tear_call + 8 + 0x20000, 0xcc",
+        ".globl dispatch_textpoke_tear_other",
+        ".hidden dispatch_textpoke_tear_other",
+        "dispatch_textpoke_tear_other:",
+        "mov eax, 3",
         "ret",
         ".popsection",
         site = const TEST_SITE,
+        near = const NEAR,
+        far = const FAR,
     );
 
     unsafe extern "C" {
-        fn dispatch_textpoke_tear_before() -> u64;
-        fn dispatch_textpoke_tear_after() -> u64;
         fn dispatch_textpoke_tear_call() -> u64;
+        fn dispatch_textpoke_tear_near() -> u64;
+        fn dispatch_textpoke_tear_far() -> u64;
+        fn dispatch_textpoke_tear_other() -> u64;
     }
 
-    /// The call instruction's two targets, and both displacements, checked to differ in every
-    /// byte (else the test could not see a tear).
+    fn addr(f: unsafe extern "C" fn() -> u64) -> usize {
+        f as *const () as usize
+    }
+
+    /// The two targets; checks the layout the test relies on: the displacements, and that every
+    /// mix of their bytes other than the two lands in the `int3` fill, away from both targets.
     fn targets() -> (usize, usize) {
-        let before = dispatch_textpoke_tear_before as *const () as usize;
-        let after = dispatch_textpoke_tear_after as *const () as usize;
-        let next = dispatch_textpoke_tear_call as *const () as usize + 3 + 5;
-        let a = (before as i64 - next as i64) as i32 as u32;
-        let b = (after as i64 - next as i64) as i32 as u32;
-        let differ = a.to_le_bytes().iter().zip(b.to_le_bytes()).all(|(x, y)| *x != y);
-        assert!(differ, "the displacements {a:#010x} and {b:#010x} share a byte: the test could not see a tear");
-        (before, after)
-    }
-
-    /// Calls the test site until `stop`, counting each result; a result that is neither target's
-    /// is a torn call that happened to return.
-    fn caller(stop: &AtomicBool, started: &AtomicBool) -> [u64; 3] {
-        let mut seen = [0u64; 3];
-        while !stop.load(Ordering::Relaxed) {
-            // SAFETY: the call goes to `before` or `after` (or, torn, anywhere: what is tested).
-            let r = unsafe { dispatch_textpoke_tear_call() };
-            seen[if r == 1 || r == 2 { r as usize } else { 0 }] += 1;
-            started.store(true, Ordering::Relaxed);
+        let (call, near, far) =
+            (addr(dispatch_textpoke_tear_call), addr(dispatch_textpoke_tear_near), addr(dispatch_textpoke_tear_far));
+        assert_eq!((near - (call + 8), far - (call + 8)), (NEAR as usize, FAR as usize), "layout");
+        let (n, f) = (NEAR.to_le_bytes(), FAR.to_le_bytes());
+        for mask in 0u32..16 {
+            let mix = u32::from_le_bytes(std::array::from_fn(|i| if mask >> i & 1 == 1 { f[i] } else { n[i] }));
+            if mix != NEAR && mix != FAR {
+                assert!(
+                    mix < 0x20000 && !(NEAR..NEAR + 6).contains(&mix) && !(FAR..FAR + 6).contains(&mix),
+                    "{mix:#x}"
+                );
+            }
         }
-        seen
+        (near, far)
     }
 
-    /// The tests of this module take turns: they all re-point the one test site.
-    static TEST_SITE_OWNER: Mutex<()> = Mutex::new(());
-
-    fn run(patches: u64, write: impl Fn(&Text, usize)) -> [u64; 3] {
-        let _turn = TEST_SITE_OWNER.lock().unwrap_or_else(|e| e.into_inner());
-        let text = Text::get().expect("textpoke available (the tests require it on CI machines)");
-        let (before, after) = targets();
+    /// The child of the tear tests: in its own process, patches the test site `TEXTPOKE_TEAR_CHILD`
+    /// times (aligned, or byte-wise with `TEXTPOKE_TEAR_BYTEWISE`) while a thread calls it, and
+    /// prints the count of each result. Does nothing as an ordinary test.
+    #[test]
+    fn tear_child() {
+        let Ok(patches) = std::env::var("TEXTPOKE_TEAR_CHILD") else { return };
+        let patches: u64 = patches.parse().expect("a count");
+        let bytewise = std::env::var_os("TEXTPOKE_TEAR_BYTEWISE").is_some();
+        let text = Text::get().expect("the parent checked availability");
+        let (near, far) = targets();
         let (stop, started) = (AtomicBool::new(false), AtomicBool::new(false));
         let seen = std::thread::scope(|s| {
-            let reader = s.spawn(|| caller(&stop, &started));
+            let caller = s.spawn(|| {
+                let mut seen = [0u64; 4];
+                // Relaxed: signals; nothing is published with them.
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: the call goes to `near` or `far` (or, torn, into `int3`: the test).
+                    let r = unsafe { dispatch_textpoke_tear_call() };
+                    seen[(r as usize).min(3)] += 1;
+                    started.store(true, Ordering::Relaxed);
+                }
+                seen
+            });
             while !started.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
             for i in 0..patches {
-                write(text, if i % 2 == 0 { after } else { before });
+                let dest = if i % 2 == 0 { far } else { near };
+                if bytewise {
+                    text.point_bytewise_for_test(TEST_SITE, dest);
+                } else {
+                    text.point(TEST_SITE, Target::Code(dest));
+                }
             }
             stop.store(true, Ordering::Relaxed);
-            reader.join().expect("the caller")
+            caller.join().expect("the caller")
         });
-        text.point(TEST_SITE, Target::Code(before));
-        text.sync();
-        seen
+        println!("TEAR-RESULT near {} far {} other {}", seen[1], seen[2], seen[0] + seen[3]);
+    }
+
+    /// What a child run ended in: the calls to each target, or the signal that killed it.
+    enum Outcome {
+        Counts { near: u64, far: u64, other: u64 },
+        Killed(i32),
+    }
+
+    fn child(patches: u64, bytewise: bool) -> Outcome {
+        use std::os::unix::process::ExitStatusExt;
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "strategy::textpoke::tear::tear_child", "--nocapture", "--test-threads=1"])
+            .env("TEXTPOKE_TEAR_CHILD", patches.to_string());
+        if bytewise {
+            cmd.env("TEXTPOKE_TEAR_BYTEWISE", "1");
+        } else {
+            cmd.env_remove("TEXTPOKE_TEAR_BYTEWISE");
+        }
+        let out = cmd.output().unwrap();
+        if let Some(signal) = out.status.signal() {
+            return Outcome::Killed(signal);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let line = stdout.lines().find_map(|l| l.split_once("TEAR-RESULT ").map(|(_, r)| r)).expect("a result line");
+        let n: Vec<u64> = line.split(' ').skip(1).step_by(2).map(|x| x.parse().unwrap()).collect();
+        Outcome::Counts { near: n[0], far: n[1], other: n[2] }
     }
 
     /// 10^6 aligned 4-byte stores under a running caller: every call lands on a target.
     #[test]
     fn an_aligned_store_never_tears() {
-        let t0 = Instant::now();
-        let seen = run(1_000_000, |text, dest| text.point(TEST_SITE, Target::Code(dest)));
-        eprintln!(
-            "1e6 patches in {:?}: calls to before {}, to after {}, torn {}",
-            t0.elapsed(),
-            seen[1],
-            seen[2],
-            seen[0]
-        );
-        assert_eq!(seen[0], 0, "a call went neither to the old target nor to the new one");
-        assert!(seen[1] > 0 && seen[2] > 0, "the caller never saw both targets: {seen:?}");
+        if crate::strategy::skip_if_unavailable(&Textpoke::INFO) {
+            return;
+        }
+        targets();
+        match child(1_000_000, false) {
+            Outcome::Killed(signal) => panic!("the caller died of signal {signal}: a torn call"),
+            Outcome::Counts { near, far, other } => {
+                eprintln!("10^6 aligned patches: calls to near {near}, to far {far}, elsewhere {other}");
+                assert_eq!(other, 0, "a call went neither to the old target nor to the new one");
+                assert!(near > 0 && far > 0, "the caller never saw both targets");
+            }
+        }
     }
 
-    /// The control: the same test writing the rel32 one byte at a time must tear (crash the
-    /// process, or count torn calls). Ignored because it is meant to crash: run it on its own,
-    /// `cargo test --release -p dispatch --lib -- --ignored --exact
-    /// strategy::textpoke::tear::bytewise_writes_tear`, to see the tear test can fail.
+    /// The control, which shows the tear test can fail: the same patches written one byte at a
+    /// time (with a pause between bytes, as a slower writer leaves) must tear, a `SIGTRAP` in the
+    /// `int3` fill or a call counted elsewhere, in one of up to 10 child runs. On the dev VM every
+    /// run tore; back to back, without the pause, none of 10 did.
     #[test]
-    #[ignore = "crashes on purpose: the tear test's control"]
     fn bytewise_writes_tear() {
-        let seen = run(1_000_000, |text, dest| text.point_bytewise_for_test(TEST_SITE, dest));
-        assert!(seen[0] > 0, "byte-wise writes never tore in 10^6 patches: {seen:?}");
+        if crate::strategy::skip_if_unavailable(&Textpoke::INFO) {
+            return;
+        }
+        let mut outcomes = Vec::new();
+        for _ in 0..10 {
+            let (torn, outcome) = match child(1_000_000, true) {
+                Outcome::Killed(signal) => (true, format!("killed by signal {signal}")),
+                Outcome::Counts { other, .. } => (other > 0, format!("{other} calls elsewhere")),
+            };
+            outcomes.push(outcome);
+            if torn {
+                break;
+            }
+        }
+        eprintln!("byte-wise runs of 10^6 patches until one tore: {outcomes:?}");
+        assert!(
+            outcomes.last().is_some_and(|o| !o.starts_with("0 calls")),
+            "byte-wise writes never tore in 10 runs: the test could not see a tear"
+        );
     }
 
     /// A target out of rel32 range goes through the site's trampoline slot; forced here, since
-    /// every target of this binary is in range.
+    /// every target of this binary is in range. The rel32 must then lead to the slot, and the call
+    /// to the slot's target.
     #[test]
     fn a_far_target_goes_through_the_trampoline() {
-        let _turn = TEST_SITE_OWNER.lock().unwrap_or_else(|e| e.into_inner());
-        let text = Text::get().expect("textpoke available");
-        let (before, after) = targets();
-        text.point_through_slot_for_test(TEST_SITE, after);
+        if crate::strategy::skip_if_unavailable(&Textpoke::INFO) {
+            return;
+        }
+        let text = Text::get().expect("available");
+        let (near, _) = targets();
+        text.point_through_slot_for_test(TEST_SITE, addr(dispatch_textpoke_tear_other));
         text.sync();
-        // SAFETY: the site now goes to its trampoline, which jumps to `after`.
-        assert_eq!(unsafe { dispatch_textpoke_tear_call() }, 2);
-        text.point(TEST_SITE, Target::Code(before));
+        assert_eq!(
+            text.destinations_for_test(TEST_SITE),
+            [text.slot_for_test(TEST_SITE)],
+            "the call leads to the slot"
+        );
+        // SAFETY: the site now goes to its trampoline, which jumps to `other`.
+        assert_eq!(unsafe { dispatch_textpoke_tear_call() }, 3);
+        text.point(TEST_SITE, Target::Code(near));
         text.sync();
-        // SAFETY: back to a direct call to `before`.
+        assert_eq!(text.destinations_for_test(TEST_SITE), [near], "back to a direct call");
+        // SAFETY: a direct call to `near` again.
         assert_eq!(unsafe { dispatch_textpoke_tear_call() }, 1);
     }
 }
 
-/// loom model of the protocol's sync (run by `scripts/loom`). The real `klp` stacks and the real
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::check::code;
+
+    /// A second `Textpoke` on the thread that has one would wait for itself: it panics at once.
+    #[test]
+    fn a_second_textpoke_on_the_same_thread_panics_at_once() {
+        if crate::strategy::skip_if_unavailable(&Textpoke::INFO) {
+            return;
+        }
+        let first = Textpoke::new(&[code(0)]);
+        let t0 = Instant::now();
+        let second = std::panic::catch_unwind(|| Textpoke::new(&[code(0)]));
+        let message = *second.expect_err("a second one on this thread").downcast::<String>().unwrap();
+        assert!(message.contains("this thread already has a Textpoke"), "{message}");
+        assert!(t0.elapsed() < Owner::PATIENCE / 2, "it did not wait");
+        drop(first);
+        drop(Textpoke::new(&[code(0)]));
+    }
+}
+
+/// loom model of the sync at a transition's start (run by `scripts/loom`): the first row of the
+/// module's Synchronization table, the one whose loss lets a migrated task run old code. The real `klp` stacks and the real
 /// choice of target ([`target_of`]) under a modelled machine: the call instruction is an atomic
 /// word, and the core that runs the task fetches it *early* (before it reads its pending flag)
 /// and keeps what it fetched until it is serialized, as a core may; the membarrier is a `SeqCst`

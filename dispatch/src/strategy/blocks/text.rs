@@ -60,7 +60,7 @@ mod machine {
     use std::fmt::Write as _;
     use std::io;
     use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
     use super::{MAX_SITES, TEST_SITE, Target};
     use crate::strategy::Unavailable;
@@ -118,20 +118,22 @@ mod machine {
         #[link_name = "__stop_textpoke_calls"]
         static TABLE_STOP: Entry;
         #[link_name = "dispatch_textpoke_trampolines"]
-        static TRAMPOLINES: [u8; SLOT * (MAX_SITES + 1)];
+        /// Atomics: written (through the writable view, which is the same memory when made by
+        /// mprotect) while the program runs.
+        static TRAMPOLINES: [AtomicU8; SLOT * (MAX_SITES + 1)];
     }
 
     /// Every entry of the call table, the anchor included.
     fn table() -> &'static [Entry] {
+        let start = &raw const TABLE_START;
+        // The length from the two addresses: the symbols are distinct statics to the compiler,
+        // so no pointer arithmetic between them.
+        let len = ((&raw const TABLE_STOP) as usize - start as usize) / std::mem::size_of::<Entry>();
         // SAFETY: the linker defines both symbols around the section, which holds only `Entry`s
-        // (8-aligned, three words each, written by the `asm!` blocks and the anchor above), and the
-        // section lives as long as the program. Only addresses are taken here, never a read through
-        // `TABLE_STOP`.
-        unsafe {
-            let start = &raw const TABLE_START;
-            let stop = &raw const TABLE_STOP;
-            std::slice::from_raw_parts(start, stop.offset_from(start) as usize)
-        }
+        // (8-aligned, three words each, emitted by the `asm!` blocks and the anchor above, their
+        // addresses filled in by the loader's relocations before `main`), one after the other; the
+        // section lives as long as the program and nothing writes it after start-up.
+        unsafe { std::slice::from_raw_parts(start, len) }
     }
 
     /// One call instruction, ready to be re-pointed.
@@ -197,6 +199,16 @@ mod machine {
             register_membarrier()?;
             let page = page_size();
             let entries: Vec<&Entry> = table().iter().filter(|e| e.site != ANCHOR_SITE).collect();
+            // The layout is checked before anything is mapped: a bug here must not leave the text
+            // half remapped.
+            for e in &entries {
+                assert!(
+                    e.site <= TEST_SITE,
+                    "textpoke: a call instruction for site {} (the most is {TEST_SITE})",
+                    e.site
+                );
+                assert_eq!((e.call + 1) % 4, 0, "textpoke: a call's rel32 is not 4-byte aligned (layout bug)");
+            }
             let tramp = (&raw const TRAMPOLINES) as usize;
             let mut pages: Vec<usize> = entries.iter().map(|e| (e.call + 1) & !(page - 1)).collect();
             pages.extend((tramp..tramp + SLOT * (MAX_SITES + 1)).step_by(page).map(|a| a & !(page - 1)));
@@ -230,12 +242,6 @@ mod machine {
             };
             let mut calls: Vec<Vec<Call>> = (0..=TEST_SITE).map(|_| Vec::new()).collect();
             for e in entries {
-                assert!(
-                    e.site <= TEST_SITE,
-                    "textpoke: a call instruction for site {} (the most is {TEST_SITE})",
-                    e.site
-                );
-                assert_eq!((e.call + 1) % 4, 0, "textpoke: a call's rel32 is not 4-byte aligned (layout bug)");
                 // SAFETY: `view` maps every page listed above, which includes this rel32's page, to
                 // a writable address that stays mapped for the life of the process; 4-aligned.
                 let rel32 = unsafe { &*(view.translate(e.call + 1) as *const AtomicU32) };
@@ -269,8 +275,10 @@ mod machine {
         /// rel32 range.
         fn point_through_slot(&self, site: usize, call: &Call, dest: usize) {
             // Relaxed: the slot's word is data that the trampoline loads when it runs; a core that
-            // runs the trampoline after the next sync sees it (membarrier orders memory too), and
-            // before that the call still goes wherever it went.
+            // runs the trampoline after the next sync sees it (membarrier orders memory too). A
+            // call that already goes through the slot takes the new target at once, before the
+            // sync: a change of code that skips the slow path, as only immediate funcs make, which
+            // every task may see at once anyway.
             self.slot_targets[site].store(dest as u64, Ordering::Relaxed);
             let slot = (&raw const TRAMPOLINES) as usize + site * SLOT;
             let rel = rel32(call.next, slot).expect("the trampolines are in the same text as the calls");
@@ -319,8 +327,26 @@ mod machine {
                     // SAFETY: the four bytes of a writable rel32 (see `open`); volatile so that the
                     // compiler keeps them four separate byte stores.
                     unsafe { base.add(i).write_volatile(b) };
+                    // A pause between bytes, as a slower writer would leave: back to back, the
+                    // mixed displacements last a nanosecond each and a caller rarely fetches one.
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
                 }
             }
+        }
+
+        /// Test-only: where each call of `site` leads now, read back from its rel32.
+        #[cfg(test)]
+        pub(crate) fn destinations_for_test(&self, site: usize) -> Vec<usize> {
+            let dest = |c: &Call| c.next.wrapping_add_signed(c.rel32.load(Ordering::Relaxed) as i32 as isize);
+            self.calls[site].iter().map(dest).collect()
+        }
+
+        /// Test-only: the address of `site`'s trampoline slot.
+        #[cfg(test)]
+        pub(crate) fn slot_for_test(&self, site: usize) -> usize {
+            (&raw const TRAMPOLINES) as usize + site * SLOT
         }
 
         /// Test-only: points `site`'s calls at `dest` through the trampoline slot even though it is
@@ -349,12 +375,34 @@ mod machine {
     const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 5;
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
 
+    /// The first kernel whose SYNC_CORE membarrier serializes the calling thread too (before it,
+    /// the writer's own core could run a stale call instruction after the sync).
+    const SYNC_CORE_SERIALIZES_CALLER: (u32, u32) = (5, 11);
+
+    /// `major.minor` of a kernel release string such as `6.18.0-rc1`.
+    fn kernel_version(release: &str) -> Option<(u32, u32)> {
+        let mut parts = release.split(['.', '-']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
     fn register_membarrier() -> Result<(), Unavailable> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        match kernel_version(release.trim()) {
+            Some(v) if v >= SYNC_CORE_SERIALIZES_CALLER => {}
+            _ => {
+                let (major, minor) = SYNC_CORE_SERIALIZES_CALLER;
+                return Err(Unavailable(format!(
+                    "kernel {:?}: it needs Linux {major}.{minor} or later, whose membarrier SYNC_CORE also \
+                     serializes the calling thread",
+                    release.trim()
+                )));
+            }
+        }
         // SAFETY: plain system calls with no pointers.
         let offered = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
         if offered < 0 {
             return Err(Unavailable(format!(
-                "membarrier is not available ({}); it needs Linux 4.3 or later, and SYNC_CORE 4.16",
+                "membarrier is not available ({}); it needs Linux 5.11 or later",
                 io::Error::last_os_error()
             )));
         }
@@ -362,7 +410,7 @@ mod machine {
         if offered & needed != needed {
             return Err(Unavailable(format!(
                 "this kernel does not offer membarrier PRIVATE_EXPEDITED_SYNC_CORE (commands offered: {offered:#x}); \
-                 it needs Linux 4.16 or later on x86-64, the only way to make other threads run new code at once"
+                 it needs Linux 5.11 or later on x86-64, the only way to make other threads run new code at once"
             )));
         }
         // SAFETY: as above.
@@ -473,7 +521,11 @@ mod machine {
                         offset as libc::off_t,
                     );
                     if m == libc::MAP_FAILED {
-                        return Err(os_error("mmap of the memfd read+execute over the text"));
+                        let why = os_error("mmap of the memfd read+execute over the text");
+                        // Runs already remapped stay so (the memfd keeps their bytes; the
+                        // mprotect fallback then writes them in place); the alias goes.
+                        libc::munmap(alias, total);
+                        return Err(why);
                     }
                     offset += run.len;
                 }
@@ -533,6 +585,15 @@ mod machine {
             let r = runs_of(&[0x1000, 0x2000, 0x4000, 0x5000, 0x6000, 0x9000], 0x1000);
             let r: Vec<_> = r.iter().map(|r| (r.start, r.len)).collect();
             assert_eq!(r, [(0x1000, 0x2000), (0x4000, 0x3000), (0x9000, 0x1000)]);
+        }
+
+        #[test]
+        fn kernel_versions_parse() {
+            assert_eq!(kernel_version("6.18.0-rc1"), Some((6, 18)));
+            assert_eq!(kernel_version("5.10-foo"), Some((5, 10)));
+            assert_eq!(kernel_version("garbage"), None);
+            assert!(kernel_version("5.10.0").unwrap() < SYNC_CORE_SERIALIZES_CALLER);
+            assert!(kernel_version("5.11.0").unwrap() >= SYNC_CORE_SERIALIZES_CALLER);
         }
 
         #[test]
