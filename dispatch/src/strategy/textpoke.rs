@@ -50,7 +50,8 @@
 //!
 //! The call instructions are the program's, not an instance's: only one `Textpoke` can own them
 //! at a time. [`Textpoke::new`] waits until the previous one is dropped (tests that make several
-//! take turns), re-points every call at its site's original, and becomes [`ACTIVE`].
+//! take turns; on the thread that holds it, it panics at once instead of waiting for itself),
+//! re-points every call at its site's original, and becomes [`ACTIVE`].
 //!
 //! [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
