@@ -91,7 +91,6 @@ static ACTIVE: AtomicPtr<Klp> = AtomicPtr::new(std::ptr::null_mut());
 pub struct Textpoke {
     /// The slow path and the source of truth. Boxed, so that [`ACTIVE`] can point at it.
     stacks: Box<Klp>,
-    sites: usize,
     text: &'static Text,
     /// A stack change was stored since the last sync. Boxed: see [`Strategy`]'s note on
     /// immutable fields.
@@ -243,19 +242,7 @@ impl Strategy for Textpoke {
         let stacks = Box::new(Klp::new(originals));
         // Release: pairs with the Acquire in `slow_path`.
         ACTIVE.store(std::ptr::from_ref(&*stacks).cast_mut(), Ordering::Release);
-        Self { stacks, sites: originals.len(), text, unsynced: Box::new(AtomicBool::new(false)), _owner: owner }
-    }
-}
-
-impl Textpoke {
-    /// How many call instructions serve `site` (what a transition stores into per site).
-    pub fn calls_of(&self, site: SiteId) -> usize {
-        self.text.calls_of(site.index())
-    }
-
-    /// How many sites this strategy has.
-    pub fn sites(&self) -> usize {
-        self.sites
+        Self { stacks, text, unsynced: Box::new(AtomicBool::new(false)), _owner: owner }
     }
 }
 
@@ -438,6 +425,7 @@ mod tear {
                     text.point(TEST_SITE, Target::Code(dest));
                 }
             }
+            // Relaxed: a signal, as in the caller.
             stop.store(true, Ordering::Relaxed);
             caller.join().expect("the caller")
         });
@@ -605,6 +593,10 @@ mod loom_models {
         /// The writer's membarrier(SYNC_CORE): a full fence here, and every running core
         /// serialized before it returns.
         fn sync(&self) {
+            // The fence: the membarrier's full barrier on the writer, paired with the one the core
+            // runs in `poll`. SeqCst on the handshake words: the writer's request and the core's
+            // acknowledgement (and its `running`) are one total order, so the writer never misses
+            // an acknowledgement or a core that stopped; the model's own plumbing, not textpoke's.
             fence(Ordering::SeqCst);
             self.serialize.store(true, Ordering::SeqCst);
             while self.serialize.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
@@ -614,6 +606,7 @@ mod loom_models {
 
         /// The core between two steps: if a sync is waiting, serialize (drop what was fetched).
         fn poll(&self, fetched: &mut Option<usize>) {
+            // SeqCst: the handshake of `sync`; the fence pairs with the writer's there.
             if self.serialize.load(Ordering::SeqCst) {
                 fence(Ordering::SeqCst);
                 *fetched = None;
@@ -657,6 +650,7 @@ mod loom_models {
                     let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
                     let change = StackChange { op: StackOp::Push, stack: &stack, original: code(0) };
                     stacks.apply(SiteId(0), change);
+                    // Relaxed: a store into code, ordered for its fetchers only by the sync.
                     machine.call.store(Machine::encode(target_of(&change)), Ordering::Relaxed);
                     if SYNC {
                         machine.sync();
@@ -666,6 +660,7 @@ mod loom_models {
                 })
             };
             // The task's core fetches the call instruction ahead of time.
+            // Relaxed: an instruction fetch (see `execute`).
             let mut fetched = Some(machine.call.load(Ordering::Relaxed));
             machine.poll(&mut fetched);
             // Its safe point: it migrates once it sees its flag (Acquire, as the engine).
@@ -675,6 +670,7 @@ mod loom_models {
             }
             machine.poll(&mut fetched);
             let ran = machine.execute(fetched, &stacks, &task);
+            // SeqCst: the handshake of `sync` (see there).
             machine.running.store(false, Ordering::SeqCst);
             let expected = if migrated { fingerprint(1) } else { fingerprint(0) };
             assert_eq!(ran, expected, "migrated: {migrated}; the old code after migrating");

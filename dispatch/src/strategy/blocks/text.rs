@@ -293,11 +293,6 @@ mod machine {
             assert_eq!(r, 0, "membarrier(SYNC_CORE) failed after its registration: {}", io::Error::last_os_error());
         }
 
-        /// How many call instructions serve `site`.
-        pub(crate) fn calls_of(&self, site: usize) -> usize {
-            self.calls[site].len()
-        }
-
         /// One line for `harness env`: what was made writable, and how.
         pub(crate) fn describe(&self) -> String {
             let sites = self.calls[..MAX_SITES].iter().filter(|c| !c.is_empty()).count();
@@ -339,6 +334,7 @@ mod machine {
         /// Test-only: where each call of `site` leads now, read back from its rel32.
         #[cfg(test)]
         pub(crate) fn destinations_for_test(&self, site: usize) -> Vec<usize> {
+            // Relaxed: a read of what the writer (this thread, serialized with the test) stored.
             let dest = |c: &Call| c.next.wrapping_add_signed(c.rel32.load(Ordering::Relaxed) as i32 as isize);
             self.calls[site].iter().map(dest).collect()
         }
@@ -626,10 +622,6 @@ impl Text {
     }
 
     pub(crate) fn sync(&self) {
-        match *self {}
-    }
-
-    pub(crate) fn calls_of(&self, _site: usize) -> usize {
         match *self {}
     }
 
