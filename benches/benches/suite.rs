@@ -26,6 +26,7 @@ use benches::{Fixture, Path, TRANSITION_SITES, TransitionCycle, WriterFixture, W
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use dispatch::driver::Driver;
+use dispatch::strategy::Availability;
 use dispatch::{Op, Strategy, Visitor};
 use perf_event::events::Hardware;
 use perf_event::{Builder, Counter};
@@ -33,40 +34,17 @@ use perf_event::{Builder, Counter};
 /// Rounds of every site per iteration of the read-path benches (256 calls over 8 sites).
 const ROUNDS: usize = 32;
 
-/// The strategies this machine can run: probed once, first thing in `main`, while the process
-/// has one thread (criterion's rayon pool and the contended group's threads come later, and a
-/// probe's one-time set-up can cost far more then), and kept for the whole suite.
-struct Available {
-    unavailable: Vec<&'static str>,
-}
-
-impl Available {
-    /// Probes every strategy of the registry, saying on stderr which are skipped and why.
-    fn probe() -> Self {
-        let unavailable = dispatch::strategy::ALL
-            .iter()
-            .filter(|i| dispatch::strategy::skip_if_unavailable(i))
-            .map(|i| i.name)
-            .collect();
-        Self { unavailable }
-    }
-
-    fn runs<S: Strategy>(&self) -> bool {
-        !self.unavailable.contains(&S::INFO.name)
-    }
-}
-
 struct ReadPath<'a, 'c, M: Measurement> {
     group: &'a mut BenchmarkGroup<'c, M>,
     path: Path,
-    available: &'a Available,
+    available: &'a Availability,
 }
 
 impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
-        if !self.available.runs::<S>() {
+        if !self.available.runs(S::INFO.name) {
             return;
         }
         // Verifies that the path resolves as expected before timing, and again after.
@@ -81,14 +59,14 @@ impl<M: Measurement> Visitor for ReadPath<'_, '_, M> {
 struct Writer<'a, 'c, M: Measurement> {
     group: &'a mut BenchmarkGroup<'c, M>,
     op: WriterOp,
-    available: &'a Available,
+    available: &'a Availability,
 }
 
 impl<M: Measurement> Visitor for Writer<'_, '_, M> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
-        if !self.available.runs::<S>() {
+        if !self.available.runs(S::INFO.name) {
             return;
         }
         {
@@ -112,14 +90,14 @@ impl<M: Measurement> Visitor for Writer<'_, '_, M> {
 struct Contended<'a, 'c> {
     group: &'a mut BenchmarkGroup<'c, WallTime>,
     readers: usize,
-    available: &'a Available,
+    available: &'a Availability,
 }
 
 impl Visitor for Contended<'_, '_> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
-        if !self.available.runs::<S>() {
+        if !self.available.runs(S::INFO.name) {
             return;
         }
         let readers = self.readers;
@@ -198,7 +176,7 @@ impl Visitor for Contended<'_, '_> {
     }
 }
 
-fn benches<M: Measurement + 'static>(c: &mut Criterion<M>, available: &Available) {
+fn benches<M: Measurement + 'static>(c: &mut Criterion<M>, available: &Availability) {
     for path in Path::ALL {
         let mut group = c.benchmark_group(path.name());
         group.throughput(Throughput::Elements((ROUNDS * benches::SITES) as u64));
@@ -219,14 +197,14 @@ struct Transitions<'a, 'c> {
     group: &'a mut BenchmarkGroup<'c, WallTime>,
     sites: usize,
     busy_reader: bool,
-    available: &'a Available,
+    available: &'a Availability,
 }
 
 impl Visitor for Transitions<'_, '_> {
     type Output = ();
 
     fn visit<S: Strategy>(&mut self) {
-        if !self.available.runs::<S>() {
+        if !self.available.runs(S::INFO.name) {
             return;
         }
         let (sites, busy_reader) = (self.sites, self.busy_reader);
@@ -240,7 +218,7 @@ impl Visitor for Transitions<'_, '_> {
     }
 }
 
-fn transitions(c: &mut Criterion<WallTime>, available: &Available) {
+fn transitions(c: &mut Criterion<WallTime>, available: &Availability) {
     let mut group = c.benchmark_group("transition");
     for sites in TRANSITION_SITES {
         for busy_reader in [false, true] {
@@ -250,7 +228,7 @@ fn transitions(c: &mut Criterion<WallTime>, available: &Available) {
     group.finish();
 }
 
-fn contended(c: &mut Criterion<WallTime>, available: &Available) {
+fn contended(c: &mut Criterion<WallTime>, available: &Availability) {
     let cpus = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let mut group = c.benchmark_group("contended");
     group.throughput(Throughput::Elements(1));
@@ -336,7 +314,12 @@ fn plots<M: Measurement>(c: Criterion<M>, font: &Result<(), String>) -> Criterio
 }
 
 fn main() {
-    let available = Available::probe();
+    // Probed first thing, while the process has one thread (criterion's rayon pool and the
+    // contended group's threads come later), and kept for the whole suite.
+    let available = Availability::probe();
+    for (name, why) in available.unavailable() {
+        eprintln!("{name}: skipped: {why}");
+    }
     let font = plotfont::register();
     if let Err(why) = &font {
         eprintln!("suite: criterion's plots and HTML report are skipped: {why}");

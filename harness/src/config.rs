@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dispatch::strategy::Availability;
 use serde::{Deserialize, Serialize};
 
 /// Transition rate of the writer.
@@ -259,53 +260,27 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Whether each strategy of the registry can run on this machine, probed once and kept for the
-/// process. `harness` probes at the very start of `main`, while it has a single thread: a probe
-/// may do one-time set-up that costs far more once a second thread exists (registering for
-/// membarrier), and probing again could give another answer in the middle of a run.
-#[derive(Clone, Debug)]
-pub struct StrategyAvailability {
-    /// Every registry entry, in registry order, with its probe's result.
-    entries: Vec<(&'static str, Result<(), dispatch::strategy::Unavailable>)>,
-}
-
-impl StrategyAvailability {
-    /// Calls [`Info::availability`](dispatch::strategy::Info::availability) of every strategy of
-    /// the registry, once each (the `DISPATCH_UNAVAILABLE` override included).
-    pub fn probe() -> Self {
-        Self { entries: dispatch::strategy::ALL.iter().map(|i| (i.name, i.availability())).collect() }
+/// Splits the strategies asked for into those to measure and those `available` says are skipped
+/// here, each in the order given. Nothing left to measure is bad input: it names every strategy
+/// with its reason, and what to do.
+pub fn split_strategies(
+    available: &Availability,
+    asked: Vec<String>,
+) -> Result<(Vec<String>, Vec<Skipped>), ConfigError> {
+    let (measured, skipped): (Vec<String>, Vec<String>) = asked.into_iter().partition(|name| available.runs(name));
+    let skipped: Vec<Skipped> = skipped
+        .into_iter()
+        .map(|name| Skipped { reason: available.reason(&name).unwrap_or_default().to_owned(), strategy: name })
+        .collect();
+    if measured.is_empty() {
+        let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.strategy, s.reason)).collect();
+        return Err(bad(format!(
+            "--strategies: nothing to measure: every strategy asked for is unavailable on this machine ({}); \
+             ask for others (`harness list` says which run here)",
+            why.join("; ")
+        )));
     }
-
-    /// Why `name` cannot run here; `None` when it can (or is not in the registry).
-    pub fn reason(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| *n == name).and_then(|(_, r)| r.as_ref().err()).map(|u| u.0.as_str())
-    }
-
-    /// The strategies this machine cannot run, with why, in registry order.
-    pub fn unavailable(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.entries.iter().filter_map(|(n, r)| r.as_ref().err().map(|u| (*n, u.0.as_str())))
-    }
-
-    /// Splits the strategies asked for into those to measure and those skipped here, each in the
-    /// order given. Nothing left to measure is bad input: it names every strategy with its
-    /// reason, and what to do.
-    pub fn split(&self, asked: Vec<String>) -> Result<(Vec<String>, Vec<Skipped>), ConfigError> {
-        let (measured, skipped): (Vec<String>, Vec<String>) =
-            asked.into_iter().partition(|name| self.reason(name).is_none());
-        let skipped: Vec<Skipped> = skipped
-            .into_iter()
-            .map(|name| Skipped { reason: self.reason(&name).unwrap_or_default().to_owned(), strategy: name })
-            .collect();
-        if measured.is_empty() {
-            let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.strategy, s.reason)).collect();
-            return Err(bad(format!(
-                "--strategies: nothing to measure: every strategy asked for is unavailable on this machine ({}); \
-                 ask for others (`harness list` says which run here)",
-                why.join("; ")
-            )));
-        }
-        Ok((measured, skipped))
-    }
+    Ok((measured, skipped))
 }
 
 /// A numeric option's documented range: what `--help`, the README and every message about it say.
@@ -755,14 +730,12 @@ mod tests {
     #[test]
     fn unavailable_strategies_are_split_off_with_their_reasons() {
         use dispatch::strategy::Unavailable;
-        let available = StrategyAvailability {
-            entries: vec![
-                ("fnptr", Ok(())),
-                ("klp", Err(Unavailable("no klp here; try elsewhere".into()))),
-                ("tls", Ok(())),
-                ("epoch", Err(Unavailable("no epoch either".into()))),
-            ],
-        };
+        let available = Availability::from_entries(vec![
+            ("fnptr", Ok(())),
+            ("klp", Err(Unavailable("no klp here; try elsewhere".into()))),
+            ("tls", Ok(())),
+            ("epoch", Err(Unavailable("no epoch either".into()))),
+        ]);
         assert_eq!(available.reason("klp"), Some("no klp here; try elsewhere"));
         assert_eq!(available.reason("fnptr"), None);
         assert_eq!(
@@ -770,10 +743,10 @@ mod tests {
             [("klp", "no klp here; try elsewhere"), ("epoch", "no epoch either")]
         );
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (measured, skipped) = available.split(names(&["tls", "klp", "fnptr"])).unwrap();
+        let (measured, skipped) = split_strategies(&available, names(&["tls", "klp", "fnptr"])).unwrap();
         assert_eq!(measured, ["tls", "fnptr"]);
         assert_eq!(skipped, [Skipped { strategy: "klp".into(), reason: "no klp here; try elsewhere".into() }]);
-        let e = available.split(names(&["epoch", "klp"])).unwrap_err().0;
+        let e = split_strategies(&available, names(&["epoch", "klp"])).unwrap_err().0;
         assert!(
             e.contains("nothing to measure")
                 && e.contains("epoch: no epoch either; klp: no klp here; try elsewhere")

@@ -37,13 +37,14 @@ pub mod plot;
 use std::fmt::Write;
 use std::path::Path;
 
-use config::{ConfigError, RunConfig, Skipped, StrategyAvailability};
+use config::{ConfigError, RunConfig, Skipped};
+use dispatch::strategy::Availability;
 use output::{Saved, Staging};
 use record::{OLDEST_READABLE, RunFile, SCHEMA_VERSION};
 
 /// The `list` table: one line per strategy of the registry (name, consistency, whether it runs
 /// on this machine, description), and under a strategy that cannot run here, why.
-pub fn list(available: &StrategyAvailability) -> String {
+pub fn list(available: &Availability) -> String {
     let mut out = String::new();
     for info in dispatch::strategy::ALL {
         let reason = available.reason(info.name);
@@ -58,7 +59,7 @@ pub fn list(available: &StrategyAvailability) -> String {
 
 /// What `harness env` says of the strategies: one line per strategy this machine cannot run, with
 /// why, or one line saying that every strategy runs here.
-pub fn availability_lines(available: &StrategyAvailability) -> String {
+pub fn availability_lines(available: &Availability) -> String {
     let mut out = String::new();
     for (name, reason) in available.unavailable() {
         writeln!(out, "{:<20} {name} is unavailable here: {reason}", "strategy").unwrap();
@@ -106,7 +107,7 @@ pub struct Outcome {
 /// Runs `cfg` and writes its output directory. Validation (including the output directory)
 /// happens before anything is measured; after measuring, the outcome is always returned, with
 /// what became of the files. `skipped`: the strategies asked for that this machine cannot run
-/// (left out of `cfg.strategies` by [`StrategyAvailability::split`]), recorded in `run.json`.
+/// (left out of `cfg.strategies` by [`config::split_strategies`]), recorded in `run.json`.
 pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> Result<Outcome, RunError> {
     let counters = counters::probe(cfg.counters).map_err(RunError::Failed)?;
     let env = env::Env::capture(Some(counters.clone()));

@@ -8,14 +8,13 @@
 //! with none to measure is bad input (2). `report`:
 //! 0 written, 2 unusable input (mixed schema versions among them), 3 files not all written.
 
+use dispatch::strategy::Availability;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use harness::config::{
-    self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario, Skipped, StrategyAvailability,
-};
+use harness::config::{self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario, Skipped};
 use harness::{RunError, compare, counters, env, output};
 
 #[derive(Parser, Debug)]
@@ -163,10 +162,10 @@ impl RunArgs {
     /// that `available` says cannot run here (left out of the config).
     fn into_config(
         self,
-        available: &StrategyAvailability,
+        available: &Availability,
     ) -> Result<(RunConfig, Vec<String>, Vec<Skipped>), config::ConfigError> {
         let cpus = env::affinity_cpus();
-        let (strategies, skipped) = available.split(config::parse_strategies(&self.strategies)?)?;
+        let (strategies, skipped) = config::split_strategies(available, config::parse_strategies(&self.strategies)?)?;
         let readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
         let writer_cpu = config::parse_writer_cpu(&self.writer_cpu, &cpus)?;
         let rates = config::parse_rates(&self.rate)?;
@@ -232,7 +231,7 @@ impl RunArgs {
     }
 }
 
-fn run(args: RunArgs, available: &StrategyAvailability) -> ExitCode {
+fn run(args: RunArgs, available: &Availability) -> ExitCode {
     let strict = args.strict;
     let (cfg, skipped) = match args.into_config(available) {
         Ok((c, duplicates, skipped)) => {
@@ -338,7 +337,7 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     // First of all, while this process has one thread: a probe may do one-time set-up that costs
     // far more once a second thread exists. Kept for the whole run; nothing probes again.
-    let available = StrategyAvailability::probe();
+    let available = Availability::probe();
     let cli = parse();
     match cli.command {
         Some(Command::List) => {

@@ -107,6 +107,44 @@ pub fn skip_if_unavailable(info: &Info) -> bool {
     }
 }
 
+/// Whether each strategy of the registry can run on this machine, probed once and kept for the
+/// process. Programs probe at the very start of `main`, while they have a single thread: a probe
+/// may do one-time set-up that costs far more once a second thread exists (registering for
+/// membarrier), and probing again could give another answer in the middle of a run.
+#[derive(Clone, Debug)]
+pub struct Availability {
+    /// Every registry entry, in registry order, with its probe's result.
+    entries: Vec<(&'static str, Result<(), Unavailable>)>,
+}
+
+impl Availability {
+    /// Calls [`Info::availability`] of every strategy of the registry, once each (the
+    /// `DISPATCH_UNAVAILABLE` override included).
+    pub fn probe() -> Self {
+        Self::from_entries(ALL.iter().map(|i| (i.name, i.availability())).collect())
+    }
+
+    /// Given results, in registry order (for tests of what consumes them).
+    pub fn from_entries(entries: Vec<(&'static str, Result<(), Unavailable>)>) -> Self {
+        Self { entries }
+    }
+
+    /// Why `name` cannot run here; `None` when it can (or is not in the registry).
+    pub fn reason(&self, name: &str) -> Option<&str> {
+        self.entries.iter().find(|(n, _)| *n == name).and_then(|(_, r)| r.as_ref().err()).map(|u| u.0.as_str())
+    }
+
+    /// Whether `name` can run here.
+    pub fn runs(&self, name: &str) -> bool {
+        self.reason(name).is_none()
+    }
+
+    /// The strategies this machine cannot run, with why, in registry order.
+    pub fn unavailable(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.entries.iter().filter_map(|(n, r)| r.as_ref().err().map(|u| (*n, u.0.as_str())))
+    }
+}
+
 /// Why a strategy cannot run on this machine: what is missing, and what would make it run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable(pub String);
