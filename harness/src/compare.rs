@@ -67,6 +67,8 @@ pub struct Change {
 #[derive(Clone, Debug)]
 pub struct Comparison {
     pub differences: Vec<String>,
+    /// What could not be checked of the runs' sameness (see [`unchecked`]).
+    pub unchecked: Vec<String>,
     /// Strategies one run measured and the other skipped (its machine could not run them), one
     /// line each with the reason: not compared, and not a difference that refuses the comparison
     /// (a skip is no error anywhere else either).
@@ -97,7 +99,9 @@ pub fn skipped(base: &RunFile, new: &RunFile) -> Vec<String> {
         for s in this.skipped.iter().filter(|s| other.rows.iter().any(|r| r.strategy == s.strategy)) {
             out.push(format!(
                 "{}: not compared: skipped in {side} (unavailable on {}: {})",
-                s.strategy, this.env.host, s.reason
+                s.strategy,
+                this.env.host_label(),
+                s.reason
             ));
         }
     }
@@ -105,15 +109,30 @@ pub fn skipped(base: &RunFile, new: &RunFile) -> Vec<String> {
 }
 
 /// Everything about two runs that makes their figures incomparable, one line each: the machine
-/// (host, CPU model, kernel), the toolchain, the call-site regimes, every field of the config, and
-/// the (scenario, strategy) pairs measured. A strategy that either run skipped (see [`skipped`])
-/// is left out of the last two: its absence is the machine's, said with its reason.
+/// (host, the CPU by what it is, its model string, kernel), the toolchain, the call-site regimes,
+/// every field of the config, and the (scenario, strategy) pairs measured. A strategy that either
+/// run skipped (see [`skipped`]) is left out of the last two: its absence is the machine's, said
+/// with its reason.
+///
+/// The CPU's vendor, family, model and stepping come first: VMs of different CPU generations share
+/// a model string ("AMD EPYC") and often a host name ("vm"), and only these tell them apart.
 pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
     let mut out = Vec::new();
     let (eb, en) = (&base.env, &new.env);
+    if let (Some(cb), Some(cn)) = (&eb.cpu, &en.cpu) {
+        for ((what, b), (_, n)) in cb.identity().into_iter().zip(cn.identity()) {
+            if b != n {
+                out.push(format!(
+                    "{what}: BASE {b} ({}), NEW {n} ({}): different CPUs",
+                    eb.host_label(),
+                    en.host_label()
+                ));
+            }
+        }
+    }
     for (what, b, n) in [
         ("host", &eb.host, &en.host),
-        ("CPU model", &eb.cpu_model, &en.cpu_model),
+        ("CPU model string", &eb.cpu_model, &en.cpu_model),
         ("kernel", &eb.kernel, &en.kernel),
         ("rustc", &eb.rustc, &en.rustc),
     ] {
@@ -169,6 +188,21 @@ pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
         ));
     }
     out
+}
+
+/// What [`differences`] could not check, one line each: a run recorded before the harness read
+/// the CPU's identity (schema 4 and older) is compared on its model string and host name alone.
+pub fn unchecked(base: &RunFile, new: &RunFile) -> Vec<String> {
+    let sides: Vec<&str> =
+        [("BASE", base), ("NEW", new)].into_iter().filter(|(_, f)| f.env.cpu.is_none()).map(|(s, _)| s).collect();
+    if sides.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "CPU vendor, family, model and stepping: not recorded in {} (a run of schema 4 or older), so the CPUs are \
+         compared by model string and host name only; runs of different CPU generations may pass as one host",
+        sides.join(" and ")
+    )]
 }
 
 /// The (scenario, strategy) pairs of a run, sorted.
@@ -271,7 +305,16 @@ pub fn compare(
         changes.retain(|c| format!("{}/{} {}", c.scenario, c.strategy, c.metric).contains(f));
     }
     let skipped = skipped(base, new);
-    Ok(Comparison { differences, skipped, changes, rounds, threshold_pct, filter: filter.map(str::to_owned) })
+    let unchecked = unchecked(base, new);
+    Ok(Comparison {
+        differences,
+        unchecked,
+        skipped,
+        changes,
+        rounds,
+        threshold_pct,
+        filter: filter.map(str::to_owned),
+    })
 }
 
 /// What `compare` prints: the differences between the runs (if compared anyway), a summary, then
@@ -288,6 +331,9 @@ pub fn render(c: &Comparison) -> String {
             writeln!(s, "- {d}").unwrap();
         }
         s.push('\n');
+    }
+    for line in &c.unchecked {
+        writeln!(s, "NOT CHECKED {line}\n").unwrap();
     }
     for line in &c.skipped {
         writeln!(s, "SKIPPED {line}").unwrap();
@@ -420,6 +466,7 @@ mod tests {
         };
         let c = Comparison {
             differences: vec![],
+            unchecked: vec![],
             skipped: vec![],
             changes: vec![c],
             rounds: (3, 3),
@@ -495,18 +542,20 @@ mod tests {
         }
     }
 
+    /// Issue 22: the base's environment once came from the machine the test ran on, and the
+    /// other run's CPU model string was "AMD EPYC", so on an AMD EPYC guest the difference the
+    /// test expected was not there. Both environments are built here.
     #[test]
     fn runs_that_differ_are_refused_naming_each_difference_unless_allowed() {
         let base = run(rows(3, 1.0));
         let mut other = run(rows(3, 1.0));
-        other.env.cpu_model = "AMD EPYC".into();
+        other.env.cpu_model = "Intel(R) Xeon(R) Processor".into();
         other.env.rustc = "rustc 0.0.1".into();
         other.config.duration = std::time::Duration::from_secs(2);
         let e = compare(&base, &other, 5.0, false, None).unwrap_err();
         for needle in [
-            "CPU model: BASE",
-            "\"AMD EPYC\"",
-            "rustc: BASE",
+            "CPU model string: BASE \"AMD EPYC\", NEW \"Intel(R) Xeon(R) Processor\"",
+            "rustc: BASE \"rustc 1.95.0\", NEW \"rustc 0.0.1\"",
             "config.duration: BASE 0.3, NEW 2.0",
             "--allow-different-hosts",
         ] {
@@ -515,7 +564,61 @@ mod tests {
         let c = compare(&base, &other, 5.0, true, None).unwrap();
         assert_eq!(c.differences.len(), 3, "{:?}", c.differences);
         let text = render(&c);
-        assert!(text.starts_with("WARNING: the runs differ") && text.contains("- CPU model: BASE"), "{text}");
+        assert!(text.starts_with("WARNING: the runs differ") && text.contains("- CPU model string: BASE"), "{text}");
+    }
+
+    /// Two guests of different CPU generations with the same model string and host name (a Zen 4
+    /// and a Zen 5, both "AMD EPYC" on "vm") are different hosts: refused naming the family,
+    /// compared with `--allow-different-hosts`.
+    #[test]
+    fn runs_of_another_cpu_family_are_refused_even_when_model_string_and_host_agree() {
+        let zen4 = run(rows(3, 1.0));
+        let mut zen5 = run(rows(3, 1.0));
+        let cpu = zen5.env.cpu.as_mut().unwrap();
+        (cpu.family, cpu.model, cpu.microarchitecture) = (Some(26), Some(17), "Zen 5".into());
+        assert_eq!((&zen4.env.cpu_model, &zen4.env.host), (&zen5.env.cpu_model, &zen5.env.host));
+        let e = compare(&zen4, &zen5, 5.0, false, None).unwrap_err();
+        assert!(
+            e.contains(
+                "- CPU family: BASE 25 (AMD Zen 4 (25/17/1), 2 CPUs), NEW 26 (AMD Zen 5 (26/17/1), 2 CPUs): different CPUs"
+            ),
+            "{e}"
+        );
+        let c = compare(&zen4, &zen5, 5.0, true, None).unwrap();
+        assert_eq!(c.differences.len(), 1, "only the family differs: {:?}", c.differences);
+        assert!(c.unchecked.is_empty());
+        // Each identity field on its own is a different host too.
+        for field in 0..4 {
+            let mut other = run(rows(3, 1.0));
+            let cpu = other.env.cpu.as_mut().unwrap();
+            match field {
+                0 => cpu.vendor = "Intel".into(),
+                1 => cpu.family = Some(6),
+                2 => cpu.model = Some(97),
+                _ => cpu.stepping = Some(2),
+            }
+            let d = compare(&zen4, &other, 5.0, true, None).unwrap().differences;
+            assert_eq!(d.len(), 1, "{d:?}");
+            let what = ["CPU vendor", "CPU family", "CPU model:", "CPU stepping"][field];
+            assert!(d[0].starts_with(what), "{d:?}");
+        }
+    }
+
+    /// A run recorded before the CPU's identity (schema 4: `env.cpu` absent) is compared on what
+    /// it has, and compare says what it could not check.
+    #[test]
+    fn a_run_without_the_cpu_identity_is_compared_saying_what_was_not_checked() {
+        let new = run(rows(3, 1.0));
+        let mut old = run(rows(3, 1.0));
+        old.env.cpu = None;
+        let c = compare(&old, &new, 5.0, false, None).unwrap();
+        assert!(c.differences.is_empty(), "{:?}", c.differences);
+        assert_eq!(c.unchecked.len(), 1);
+        assert!(c.unchecked[0].contains("not recorded in BASE (a run of schema 4 or older)"), "{:?}", c.unchecked);
+        assert!(render(&c).starts_with("NOT CHECKED CPU vendor, family, model and stepping"), "{}", render(&c));
+        let both = compare(&old, &old, 5.0, false, None).unwrap();
+        assert!(both.unchecked[0].contains("not recorded in BASE and NEW"), "{:?}", both.unchecked);
+        assert!(compare(&new, &new, 5.0, false, None).unwrap().unchecked.is_empty());
     }
 
     /// A strategy one run measured and the other skipped (unavailable on its machine) is named
@@ -536,7 +639,8 @@ mod tests {
         for (b, n, side) in [(&base, &new, "NEW"), (&new, &base, "BASE")] {
             let c = compare(b, n, 5.0, false, None).unwrap();
             assert!(c.differences.is_empty(), "{:?}", c.differences);
-            let line = format!("klp: not compared: skipped in {side} (unavailable on {}: {reason})", new.env.host);
+            let line =
+                format!("klp: not compared: skipped in {side} (unavailable on AMD Zen 4 (25/17/1), 2 CPUs: {reason})");
             assert_eq!(c.skipped, std::slice::from_ref(&line));
             let text = render(&c);
             assert!(text.starts_with(&format!("SKIPPED {line}\n")), "{text}");

@@ -6,11 +6,18 @@ use std::fs;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::Availability;
+use crate::cpu::CpuIdentity;
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Env {
     pub host: String,
+    /// The CPU's model string. In a VM it may name no generation ("AMD EPYC"): [`Env::cpu`] says
+    /// which CPU it is.
     pub cpu_model: String,
+    /// The CPU by what it is (vendor, family/model/stepping, microarchitecture, caches, clocks,
+    /// topology). Absent from runs of schema 4 and older.
+    #[serde(default)]
+    pub cpu: Option<CpuIdentity>,
     /// Logical CPUs of the affinity mask (what readers are pinned to).
     pub cpus: Vec<usize>,
     pub online_cpus: usize,
@@ -65,6 +72,7 @@ impl Env {
         Self {
             host: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown-host".into()),
             cpu_model: or_unavailable(field("model name")),
+            cpu: Some(CpuIdentity::capture()),
             cpus: affinity_cpus(),
             online_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: or_unavailable(read("/proc/sys/kernel/osrelease")),
@@ -82,6 +90,16 @@ impl Env {
             counters,
             percpu_path: dispatch::strategy::percpu::cpu_source().name().to_owned(),
             textpoke_text: dispatch::strategy::textpoke::describe(),
+        }
+    }
+
+    /// How this host is labelled where runs of several hosts meet: its CPU by what it is ("AMD
+    /// Zen 4 (25/17/1), 2 CPUs"); a run recorded before the CPU was (schema 4) by its model string
+    /// and host name.
+    pub fn host_label(&self) -> String {
+        match &self.cpu {
+            Some(cpu) => cpu.label(),
+            None => format!("{} on {}", self.cpu_model, self.host),
         }
     }
 
@@ -116,7 +134,8 @@ impl Env {
         };
         for (k, v) in [
             ("host", self.host.clone()),
-            ("cpu", self.cpu_model.clone()),
+            ("cpu", self.cpu.as_ref().map_or_else(|| "not recorded".to_owned(), CpuIdentity::describe)),
+            ("cpu model string", self.cpu_model.clone()),
             ("affinity cpus", format!("{:?}", self.cpus)),
             ("online cpus", self.online_cpus.to_string()),
             ("kernel", self.kernel.clone()),
@@ -139,5 +158,35 @@ impl Env {
             s.push_str(&format!("warning: {w}\n"));
         }
         s
+    }
+}
+
+/// A fixed environment for tests: an AMD Zen 4 guest named `test-host`. No test may take its
+/// verdict from the machine it runs on, so tests build the environments they compare.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub(crate) fn env() -> Env {
+        Env {
+            host: "test-host".into(),
+            cpu_model: "AMD EPYC".into(),
+            cpu: Some(crate::cpu::test_support::zen4()),
+            cpus: vec![0, 1],
+            online_cpus: 2,
+            kernel: "6.18.0".into(),
+            hypervisor: true,
+            governor: "unavailable".into(),
+            turbo: "unavailable".into(),
+            smt: "off".into(),
+            perf_event_paranoid: "2".into(),
+            aslr: "2".into(),
+            nmi_watchdog: "0".into(),
+            rustc: "rustc 1.95.0".into(),
+            git_commit: "0000000".into(),
+            counters: None,
+            percpu_path: "rseq".into(),
+            textpoke_text: "memfd double mapping".into(),
+        }
     }
 }

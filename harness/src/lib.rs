@@ -5,6 +5,7 @@
 //! 1. [`config`]: scenarios and run settings, parsed and validated before anything runs.
 //! 2. [`counters`]: perf-event2 groups per reader, with the software fallback;
 //!    [`sched`]: what the scheduler did to each reader and to the host (schedstat, getrusage);
+//!    [`cpu`]: the CPU by what it is (cpuid: vendor, family/model/stepping, caches);
 //!    [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path).
 //! 3. [`record`]: the run's records, as `run.json` holds them (results/SCHEMA.md).
 //! 4. [`workload`]: a scenario's sites, call order and patches.
@@ -16,6 +17,7 @@
 pub mod config;
 
 pub mod counters;
+pub mod cpu;
 pub mod env;
 pub mod sched;
 

@@ -474,14 +474,22 @@ mod tests {
         names
     }
 
-    /// A run of schema 3 (from before `skipped`: the committed reference run is one) reads as a
-    /// run of this schema that skipped nothing. Schema 2 (other fields) is still refused, saying
-    /// which schemas are read.
+    /// A run of schema 3 (from before `skipped`) reads as a run of this schema that skipped
+    /// nothing, and a run of schema 3 or 4 (from before `env.cpu`) as one whose CPU was not
+    /// recorded. Schema 2 (other fields) is still refused, saying which schemas are read.
     #[test]
-    fn a_schema_3_run_reads_as_this_schema_without_skipped_strategies() {
+    fn a_schema_3_run_reads_as_this_schema_without_skipped_strategies_or_cpu() {
         use crate::config::CallSites;
         use crate::record::test_support::{row, run};
         let mut value = serde_json::to_value(run(vec![row("klp", CallSites::PerSite, 0, 2.0)])).unwrap();
+        value["schema_version"] = 4.into();
+        value["env"].as_object_mut().unwrap().remove("cpu");
+        let root = scratch("schema-3");
+        let old = root.join("run.json");
+        fs::write(&old, value.to_string()).unwrap();
+        let read = load_run(&old).unwrap();
+        assert_eq!((read.schema_version, read.env.cpu), (SCHEMA_VERSION, None));
+
         value["schema_version"] = 3.into();
         value.as_object_mut().unwrap().remove("skipped");
         let root = scratch("schema-3");
@@ -489,7 +497,7 @@ mod tests {
         fs::write(&old, value.to_string()).unwrap();
         let read = load_run(&old).unwrap();
         assert_eq!(read.schema_version, SCHEMA_VERSION);
-        assert!(read.skipped.is_empty());
+        assert!(read.skipped.is_empty() && read.env.cpu.is_none());
         assert_eq!(read.rows.len(), 1);
 
         value["schema_version"] = 2.into();

@@ -11,11 +11,14 @@ use crate::sched::{HostLoad, ReaderSched};
 
 /// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md), or
 /// when a harness that ignores a new field would misread the run: 4 added [`RunFile::skipped`],
-/// without which a schema-3 reader would take a skipped strategy for rows gone missing.
-pub const SCHEMA_VERSION: u32 = 4;
+/// without which a schema-3 reader would take a skipped strategy for rows gone missing; 5 added
+/// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
+/// the same host.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
-/// nothing (4 only added `skipped`), so it is read as one, `skipped` empty.
+/// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
+/// (`env.cpu` absent: compare says what it could not check), so both are read as this schema's.
 pub const OLDEST_READABLE: u32 = 3;
 
 /// The JSON Schema of `run.json`, generated from these types (schemars): committed as
@@ -244,7 +247,7 @@ pub(crate) mod test_support {
             schema_version: SCHEMA_VERSION,
             started: "2025-01-01T00:00:00Z".into(),
             config: crate::config::test_support::config(2, 1, 3, 0.3),
-            env: Env::capture(None),
+            env: crate::env::test_support::env(),
             rows,
             method_check: None,
             host_load: HostLoad::default(),

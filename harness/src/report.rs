@@ -475,11 +475,14 @@ pub fn environment(run: &RunFile) -> String {
     let e = &run.env;
     let c = &run.config;
     let item = |md: &mut String, label: &str, text: String| writeln!(md, "- **{label}**: {text}").unwrap();
+    if let Some(cpu) = &e.cpu {
+        item(&mut md, "CPU", cpu.describe());
+    }
     item(
         &mut md,
         "Machine",
         format!(
-            "{} ({}), {} CPUs in the affinity mask {:?} of {} online, kernel {}, {}",
+            "host {} (CPU model string {:?}), {} CPUs in the affinity mask {:?} of {} online, kernel {}, {}",
             e.host,
             e.cpu_model,
             e.cpus.len(),
@@ -722,7 +725,7 @@ pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
     out.into()
 }
 
-/// One run of a cross-host report: a label (its host, made unique) and its summaries.
+/// One run of a cross-host report: a label (its CPU by what it is, made unique) and its summaries.
 #[derive(Debug)]
 pub struct HostRun {
     pub label: String,
@@ -731,13 +734,17 @@ pub struct HostRun {
 }
 
 impl HostRun {
-    /// Labels runs by host; a host that made several runs gets `#2`, `#3`, … on its later ones.
+    /// Labels runs by their CPU ("AMD Zen 4 (25/17/1), 2 CPUs", see [`Env::host_label`]): VMs
+    /// all call themselves "vm", and their CPU is what tells their figures apart. A label that
+    /// several runs share gets `#2`, `#3`, … on its later ones.
+    ///
+    /// [`Env::host_label`]: crate::env::Env::host_label
     pub fn label(runs: Vec<RunFile>) -> Vec<Self> {
         let mut out: Vec<HostRun> = Vec::new();
         for run in runs {
-            let host = &run.env.host;
-            let seen = out.iter().filter(|h| &h.run.env.host == host).count();
-            let label = if seen == 0 { host.clone() } else { format!("{host} #{}", seen + 1) };
+            let host = run.env.host_label();
+            let seen = out.iter().filter(|h| h.run.env.host_label() == host).count();
+            let label = if seen == 0 { host } else { format!("{host} #{}", seen + 1) };
             out.push(HostRun { label, summaries: summarize(&run.rows), run });
         }
         out
@@ -995,20 +1002,26 @@ mod tests {
     fn the_cross_host_report_has_a_column_per_host_and_each_environment() {
         let a = transition_run();
         let mut b = transition_run();
-        b.env.host = "other-box".into();
         b.env.cpu_model = "AMD EPYC 9654".into();
+        let cpu = b.env.cpu.as_mut().unwrap();
+        (cpu.family, cpu.model, cpu.stepping, cpu.microarchitecture) = (Some(26), Some(2), Some(1), "Zen 5".into());
         for r in &mut b.rows {
             r.ns_per_call *= 2.0;
         }
-        let hosts = HostRun::label(vec![a.clone(), b, a]);
+        let mut old = transition_run();
+        old.env.cpu = None;
+        let hosts = HostRun::label(vec![a.clone(), b, a, old]);
         let labels: Vec<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
-        let own = hosts[0].run.env.host.clone();
-        assert_eq!(labels, [own.as_str(), "other-box", &format!("{own} #2")]);
-        let md = hosts_markdown(&hosts, &[], None);
-        assert!(md.contains(&format!("| strategy | {own} | other-box | {own} #2 |")), "{md}");
+        // Labelled by the CPU, never by the host name that every VM shares; a run recorded before
+        // the CPU's identity by its model string and host.
+        let (zen4, zen5) = ("AMD Zen 4 (25/17/1), 2 CPUs", "AMD Zen 5 (26/2/1), 2 CPUs");
+        assert_eq!(labels, [zen4, zen5, &format!("{zen4} #2"), "AMD EPYC on test-host"]);
+        let md = hosts_markdown(&hosts[..3], &[], None);
+        assert!(md.contains(&format!("| strategy | {zen4} | {zen5} | {zen4} #2 |")), "{md}");
         assert!(md.contains("| klp | 1.50 (1.50-1.50) | 3.00 (3.00-3.00) | 1.50 (1.50-1.50) |"), "{md}");
-        assert!(md.contains("### other-box") && md.contains("AMD EPYC 9654"), "{md}");
-        assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| l.chars().count() <= MAX_WIDTH));
+        assert!(md.contains(&format!("### {zen5}")) && md.contains("AMD EPYC 9654"), "{md}");
+        assert!(md.contains("- **CPU**: AMD Zen 5 (26/2/1), 2 CPUs; microcode"), "{md}");
+        assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| l.chars().count() <= MAX_WIDTH), "{md}");
     }
 
     #[test]

@@ -137,7 +137,7 @@ fn an_unavailable_strategy_is_skipped_with_its_reason_and_the_run_goes_on() {
     // side make the rest inconclusive (5), not unusable (2).
     let o = tiny_command(&full, &[]).env_remove("DISPATCH_UNAVAILABLE").output().expect("run harness");
     assert!(o.status.success(), "{}", stderr(&o));
-    let host = run.env.host.clone();
+    let host = run.env.host_label();
     for (base, new, side) in [(&full, &skipping, "NEW"), (&skipping, &full, "BASE")] {
         let o = harness(&["compare", base.to_str().unwrap(), new.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&o.stdout);
@@ -360,6 +360,16 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let bad = scratch("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let json = std::fs::read_to_string(out.join("run.json")).unwrap();
+    // run.json names the CPU by what it is: every field of env.cpu is there (null where the
+    // machine does not say, which is a probe's answer and holds anywhere).
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for field in ["vendor", "family", "model", "stepping", "microcode", "microarchitecture", "l1i_kib", "l1d_kib"] {
+        assert!(parsed["env"]["cpu"].get(field).is_some(), "env.cpu.{field} missing: {}", parsed["env"]);
+    }
+    for field in ["l2_kib", "l3_kib", "base_mhz", "max_mhz", "cpus", "threads_per_core", "numa_nodes"] {
+        assert!(parsed["env"]["cpu"].get(field).is_some(), "env.cpu.{field} missing: {}", parsed["env"]);
+    }
+    let version = format!("\"schema_version\": {}", harness::record::SCHEMA_VERSION);
     let write = |name: &str, text: &str| {
         let p = bad.join(name);
         std::fs::write(&p, text).unwrap();
@@ -368,13 +378,10 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let cases = [
         (bad.join("missing.json"), "cannot read"),
         (write("empty.json", ""), "is empty"),
-        (write("corrupt.json", "{\"schema_version\": 4, "), "not valid JSON"),
+        (write("corrupt.json", &format!("{{{version}, ")), "not valid JSON"),
+        (write("schema.json", &json.replacen(&version, "\"schema_version\": 99", 1)), "schema_version 99"),
         (
-            write("schema.json", &json.replacen("\"schema_version\": 4", "\"schema_version\": 99", 1)),
-            "schema_version 99",
-        ),
-        (
-            write("schema-type.json", &json.replacen("\"schema_version\": 4", "\"schema_version\": \"4\"", 1)),
+            write("schema-type.json", &json.replacen(&version, "\"schema_version\": \"4\"", 1)),
             "schema_version of the wrong type (\"4\", a string)",
         ),
         (write("row-type.json", &with_row_field(&json, "ns_per_call", "\"fast\"")), "row 1 ("),
@@ -407,14 +414,25 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
 
     // Another machine or toolchain: refused with the fix named (exit 2), unless asked for; then
-    // every difference comes first.
+    // every difference comes first. Each value is made to differ from this machine's, whatever it
+    // is: another CPU family, a model string and a kernel no machine has.
     let mut other: serde_json::Value = serde_json::from_str(&json).unwrap();
-    other["env"]["cpu_model"] = "AMD EPYC 9654".into();
-    other["env"]["kernel"] = "6.1.0-other".into();
+    let family = other["env"]["cpu"]["family"].as_u64().map_or(6, |f| f + 1);
+    other["env"]["cpu"]["family"] = family.into();
+    other["env"]["cpu_model"] = "Another CPU 9999".into();
+    other["env"]["kernel"] = "0.0.1-other".into();
     let other_path = write("other.json", &other.to_string());
     let o = harness(&["compare", out.to_str().unwrap(), other_path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    for needle in ["CPU model: BASE", "\"AMD EPYC 9654\"", "kernel: BASE", "--allow-different-hosts"] {
+    let family = format!(", NEW {family} (");
+    for needle in [
+        "CPU family: BASE",
+        &family,
+        "CPU model string: BASE",
+        "\"Another CPU 9999\"",
+        "kernel: BASE",
+        "--allow-different-hosts",
+    ] {
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
     let o = harness(&["compare", out.to_str().unwrap(), other_path.to_str().unwrap(), "--allow-different-hosts"]);
@@ -524,8 +542,20 @@ fn env_reports_the_machine() {
     let o = harness(&["env", "--counters", "auto"]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    for key in ["cpu", "kernel", "governor", "perf_event_paranoid", "counters", "percpu cpu id"] {
+    for key in ["cpu", "cpu model string", "kernel", "governor", "perf_event_paranoid", "counters", "percpu cpu id"] {
         assert!(text.contains(key), "{key} missing: {text}");
+    }
+    // The CPU by what it is (a probe: this holds on every machine, known CPU or not): the label's
+    // family/model/stepping where cpuid answers, the microcode, every cache and the clocks, each
+    // with a value or "unknown".
+    let cpu = text.lines().find(|l| l.starts_with("cpu ")).unwrap_or_default();
+    let cpu_record = harness::cpu::CpuIdentity::capture();
+    assert!(cpu.contains(&cpu_record.label()), "{cpu}");
+    if let (Some(f), Some(m), Some(s)) = (cpu_record.family, cpu_record.model, cpu_record.stepping) {
+        assert!(cpu.contains(&format!("({f}/{m}/{s})")), "{cpu}");
+    }
+    for part in ["; microcode ", "; L1i ", ", L1d ", ", L2 ", ", L3 ", "; clock nominal ", " thread(s) per core"] {
+        assert!(cpu.contains(part), "{part} missing: {cpu}");
     }
 }
 
@@ -710,8 +740,9 @@ fn a_killed_run_leaves_no_output_directory() {
     assert!(!out.exists(), "a killed run must not leave {}", out.display());
 }
 
-/// Two runs as if from two machines (the second's host edited in its run.json): one report with a
-/// column per host and each host's environment; runs of different schema versions are refused.
+/// Two runs as if from two machines (the second's CPU edited in its run.json, to a CPU no
+/// machine has, its host name left the same, as two VMs' are): one report with a column per host,
+/// labelled by CPU, and each host's environment; runs of different schema versions are refused.
 #[test]
 fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     let (a, b, merged) = (scratch("host-a"), scratch("host-b"), scratch("merged"));
@@ -721,14 +752,19 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     }
     let mut run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(b.join("run.json")).unwrap()).unwrap();
-    run["env"]["host"] = "amd-box".into();
+    run["env"]["cpu"]["vendor"] = "AMD".into();
+    run["env"]["cpu"]["family"] = 99.into();
+    run["env"]["cpu"]["model"] = 1.into();
+    run["env"]["cpu"]["stepping"] = 0.into();
+    run["env"]["cpu"]["microarchitecture"] = "Zen 99".into();
     std::fs::write(b.join("run.json"), run.to_string()).unwrap();
     let o = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(merged.join("report.md")).unwrap();
-    let host = harness::output::load_run(&a).unwrap().env.host;
-    assert!(md.contains(&format!("| strategy | {host} | amd-box |")), "{md}");
-    assert!(md.contains("### amd-box") && md.contains(&format!("### {host}")), "{md}");
+    let host = harness::output::load_run(&a).unwrap().env.host_label();
+    let other = format!("AMD Zen 99 (99/1/0), {} CPUs", run["env"]["cpu"]["cpus"]);
+    assert!(md.contains(&format!("| strategy | {host} | {other} |")), "{md}");
+    assert!(md.contains(&format!("### {other}")) && md.contains(&format!("### {host}")), "{md}");
     // fnptr's ratio to itself on both hosts (a ` !` after either when a busy machine flagged it).
     let fnptr_ratio =
         |l: &&str| l.starts_with("| fnptr | 1.00 (1.00-1.00)") && l.matches("1.00 (1.00-1.00)").count() == 2;
