@@ -92,7 +92,11 @@ pub enum CountersMode {
     Require,
 }
 
-/// One point of every scenario dimension except the strategy.
+/// One point of every scenario dimension except the strategy: the harness's one parameter block,
+/// as refscale's module parameters are. The grid is built from it ([`Grid`]), every row and
+/// summary carries it, its name is derived from it in one place ([`Scenario::name`]), its rules
+/// are checked in one place ([`Scenario::in_regime`], [`validate`]), and every consumer selects by
+/// its fields, never by its name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scenario {
     pub call_sites: CallSites,
@@ -107,7 +111,23 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A compact name, e.g. `per-site_r2_1000hz_s8seq_d1_cycle_c4096`.
+    /// The default suite's point of every dimension: 8 sites, each called from its own call
+    /// instruction, in sequence, by 1 reader, steady; one patch below the one in transition,
+    /// enabled and disabled in turn; 4096 calls per critical section. `harness run`'s flags take
+    /// their defaults from here.
+    pub const DEFAULT: Scenario = Scenario {
+        call_sites: CallSites::PerSite,
+        readers: 1,
+        rate: Rate::Steady,
+        sites: 8,
+        order: Order::Seq,
+        depth: 1,
+        ops: Ops::Cycle,
+        calls_per_safepoint: 4096,
+    };
+
+    /// A compact name, e.g. `per-site_r2_1000hz_s8seq_d1_cycle_c4096`: for people and file
+    /// names. Code selects scenarios by their fields.
     pub fn name(&self) -> String {
         let order = match self.order {
             Order::Seq => "seq",
@@ -129,6 +149,65 @@ impl Scenario {
             ops,
             self.calls_per_safepoint
         )
+    }
+
+    /// Whether the scenario has no writer.
+    pub fn is_steady(&self) -> bool {
+        self.rate == Rate::Steady
+    }
+
+    /// This scenario in the regime `call_sites`, with the dimensions that regime fixes: the cold
+    /// section is generated for [`dispatch::sections::COLD_SITES`] sites, each called once per
+    /// section in a fixed random order. The one place that rule is written: [`Grid`] builds
+    /// scenarios with it and [`validate`] refuses any cold scenario it would change.
+    pub fn in_regime(&self, call_sites: CallSites) -> Scenario {
+        let base = Scenario { call_sites, ..self.clone() };
+        match call_sites {
+            CallSites::Cold => Scenario {
+                sites: dispatch::sections::COLD_SITES,
+                order: Order::Random,
+                calls_per_safepoint: dispatch::sections::COLD_SITES,
+                ..base
+            },
+            CallSites::PerSite | CallSites::Shared => base,
+        }
+    }
+}
+
+/// The scenarios a run asks for: a list of values for the dimensions a run sweeps, one value
+/// for the rest. `harness run`'s flags fill it; [`Grid::scenarios`] builds the run's scenarios.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub call_sites: Vec<CallSites>,
+    pub readers: Vec<usize>,
+    pub rates: Vec<Rate>,
+    /// Every other dimension's value (its `call_sites`, `readers` and `rate` are not used).
+    pub point: Scenario,
+    /// Beside the grid, the regimes it lacks once each: shared and cold, 1 reader, steady.
+    pub regime_rows: bool,
+}
+
+impl Grid {
+    /// Every combination of regime, readers and rate, in that order of nesting, then the regime
+    /// rows; scenarios asked for twice are kept once, and their names returned.
+    pub fn scenarios(&self) -> (Vec<Scenario>, Vec<String>) {
+        let mut scenarios = Vec::new();
+        for &regime in &self.call_sites {
+            for &readers in &self.readers {
+                for &rate in &self.rates {
+                    scenarios.push(Scenario { readers, rate, ..self.point.in_regime(regime) });
+                }
+            }
+        }
+        if self.regime_rows {
+            for regime in [CallSites::Shared, CallSites::Cold] {
+                if !self.call_sites.contains(&regime) {
+                    scenarios.push(Scenario { readers: 1, rate: Rate::Steady, ..self.point.in_regime(regime) });
+                }
+            }
+        }
+        let duplicates = dedup_scenarios(&mut scenarios);
+        (scenarios, duplicates)
     }
 }
 
@@ -439,11 +518,9 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
             "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site section calls every site equally often",
             s.calls_per_safepoint, s.sites
         ))),
-        CallSites::Cold if s.sites != COLD_SITES || s.calls_per_safepoint != COLD_SITES || s.order != Order::Random => {
-            Err(bad(format!(
-                "the cold regime calls its {COLD_SITES} sites once each per section in a fixed random order; it takes no --sites, --order or --calls-per-safepoint"
-            )))
-        }
+        CallSites::Cold if *s != s.in_regime(CallSites::Cold) => Err(bad(format!(
+            "the cold regime calls its {COLD_SITES} sites once each per section in a fixed random order; it takes no --sites, --order or --calls-per-safepoint"
+        ))),
         _ => Ok(()),
     }
 }
@@ -569,16 +646,7 @@ pub(crate) mod test_support {
     use super::*;
 
     pub(crate) fn scenario(readers: usize, rate: Rate) -> Scenario {
-        Scenario {
-            call_sites: CallSites::PerSite,
-            readers,
-            rate,
-            sites: 8,
-            order: Order::Seq,
-            depth: 1,
-            ops: Ops::Cycle,
-            calls_per_safepoint: 4096,
-        }
+        Scenario { readers, rate, ..Scenario::DEFAULT }
     }
 
     pub(crate) fn config(strategies: usize, scenarios: usize, runs: usize, secs: f64) -> RunConfig {

@@ -11,8 +11,11 @@
 //! 4. [`workload`]: a scenario's sites, call order and patches.
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
-//! 7. [`output`], [`compare`], [`report`](mod@report), then [`plot`]: atomic output, `harness compare`, the
-//!    tables and `report.md`, and the plots (of `report`'s summaries); they read only the records.
+//! 7. [`summary`]: the rows aggregated per scenario and strategy, and every verdict (the method
+//!    check, the failures that fail the run).
+//! 8. [`output`], [`compare`], [`report`](mod@report), [`export`], [`hosts`], then [`plot`]: atomic
+//!    output, `harness compare`, the tables and `report.md`, `bmf.json` and `rows.csv`, the
+//!    cross-host report, and the plots; they read only the records and the summaries.
 
 pub mod config;
 
@@ -31,8 +34,13 @@ pub mod measure;
 
 pub mod output;
 
+pub mod summary;
+
 pub mod compare;
+pub mod export;
 pub mod report;
+
+pub mod hosts;
 
 pub mod plot;
 
@@ -144,18 +152,9 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
     let host = sched::HostWatch::start();
     let rows = measure::run_all(&cfg, counters.kind, clock_ns).map_err(RunError::Failed)?;
     let host_load = host.finish();
-    let summaries = report::summarize(&rows);
-    let failures: Vec<String> = summaries
-        .iter()
-        .filter(|s| s.failed)
-        .map(|s| {
-            format!(
-                "{}/{}: {} violations, {} uses after reclaim, {} reads of a transition while Idle",
-                s.scenario, s.strategy, s.violations, s.use_after_reclaim, s.idle_in_transition
-            )
-        })
-        .collect();
-    let method_check = report::method_check(&rows);
+    let summaries = summary::summarize(&rows);
+    let failures = summary::failures(&summaries);
+    let method_check = summary::method_check(&rows);
     let run =
         RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check, host_load, skipped };
     let (saved, rescued, plot_note) = save(&run, &summaries, &dir);
@@ -169,7 +168,7 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
 /// Writes the run's files into `dir`, or, when `dir` cannot take `run.json` (a full disk), into
 /// [`output::rescue_dir`]. Returns what was saved, whether it went to the rescue directory, and
 /// why there are no plots, if there are none.
-fn save(run: &RunFile, summaries: &[report::Summary], dir: &Path) -> (Saved, bool, Option<String>) {
+fn save(run: &RunFile, summaries: &[summary::Summary], dir: &Path) -> (Saved, bool, Option<String>) {
     let why = match Staging::new(dir, run.config.full_disk_after_files) {
         Ok(mut staging) => {
             let plot_note = write_files(&mut staging, run, summaries);
@@ -205,7 +204,7 @@ fn save(run: &RunFile, summaries: &[report::Summary], dir: &Path) -> (Saved, boo
 
 /// Writes every file of a run into `staging`, `run.json` first (it alone holds every
 /// measurement); returns why there are no plots, if there are none.
-fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summary]) -> Option<String> {
+fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summary]) -> Option<String> {
     match serde_json::to_vec_pretty(run) {
         Ok(json) => staging.write("run.json", &json),
         Err(e) => staging.record("run.json", Err(e.to_string())),
@@ -218,12 +217,12 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[report::Summar
         staging.record(plot, Ok(()));
     }
     staging.write("report.md", report::markdown(run, summaries, &plots, plot_note.as_deref()).as_bytes());
-    match serde_json::to_vec_pretty(&report::bmf(summaries)) {
+    match serde_json::to_vec_pretty(&export::bmf(summaries)) {
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
     staging.write("run.schema.json", record::json_schema().as_bytes());
-    match report::rows_csv(&run.rows) {
+    match export::rows_csv(&run.rows) {
         Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
         Err(e) => staging.record("rows.csv", Err(e.to_string())),
     }
@@ -239,11 +238,11 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
     let refuse = |e: String| RunError::Config(ConfigError(e));
     let versions: Vec<(std::path::PathBuf, u64)> = paths
         .iter()
-        .map(|p| output::read_run_json(p).map(|(file, _, v)| (file, v)))
+        .map(|p| record::read_run_json(p).map(|(file, _, v)| (file, v)))
         .collect::<Result<_, _>>()
         .map_err(refuse)?;
-    // Every readable schema is read as this one (output::load_run): only the others differ.
-    let schema = |v: u64| if output::readable(v) { u64::from(SCHEMA_VERSION) } else { v };
+    // Every readable schema is read as this one (record::load_run): only the others differ.
+    let schema = |v: u64| if record::readable(v) { u64::from(SCHEMA_VERSION) } else { v };
     if versions.iter().any(|(_, v)| schema(*v) != schema(versions[0].1)) {
         let list: Vec<String> = versions.iter().map(|(f, v)| format!("{} has schema {v}", f.display())).collect();
         return Err(refuse(format!(
@@ -252,14 +251,14 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
             list.join(", ")
         )));
     }
-    let runs: Vec<RunFile> = paths.iter().map(|p| output::load_run(p)).collect::<Result<_, _>>().map_err(refuse)?;
+    let runs: Vec<RunFile> = paths.iter().map(|p| record::load_run(p)).collect::<Result<_, _>>().map_err(refuse)?;
     output::check_target(out).map_err(refuse)?;
     let mut staging = Staging::new(out, None).map_err(RunError::Failed)?;
     if let [run] = runs.as_slice() {
-        write_files(&mut staging, run, &report::summarize(&run.rows));
+        write_files(&mut staging, run, &summary::summarize(&run.rows));
         return Ok(staging.commit());
     }
-    let hosts = report::HostRun::label(runs);
+    let hosts = hosts::HostRun::label(runs);
     let (plots, plot_note) = match plot::draw_hosts(staging.path(), &hosts) {
         Ok(files) => (files, None),
         Err(why) => (Vec::new(), Some(why)),
@@ -267,6 +266,6 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
     for plot in &plots {
         staging.record(plot, Ok(()));
     }
-    staging.write("report.md", report::hosts_markdown(&hosts, &plots, plot_note.as_deref()).as_bytes());
+    staging.write("report.md", hosts::hosts_markdown(&hosts, &plots, plot_note.as_deref()).as_bytes());
     Ok(staging.commit())
 }

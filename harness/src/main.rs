@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use harness::config::{self, CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario, Skipped};
-use harness::{RunError, compare, counters, env, output};
+use harness::config::{self, CountersMode, Grid, Ops, Order, RunConfig, Scenario, Skipped};
+use harness::{RunError, compare, counters, env, output, record};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,19 +114,19 @@ struct RunArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     regime_rows: bool,
     /// Calls between two safe points: one critical section, timed as one batch; 1 to 2^20.
-    #[arg(long, default_value_t = 4096, value_parser = |v: &str| config::CALLS_PER_SAFEPOINT.parse(v), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = Scenario::DEFAULT.calls_per_safepoint, value_parser = |v: &str| config::CALLS_PER_SAFEPOINT.parse(v), allow_negative_numbers = true)]
     calls_per_safepoint: usize,
     /// Patched sites: 1 to 4096 (per-site: 1 to 64).
-    #[arg(long, default_value_t = 8, value_parser = |v: &str| config::SITES.parse(v), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = Scenario::DEFAULT.sites, value_parser = |v: &str| config::SITES.parse(v), allow_negative_numbers = true)]
     sites: usize,
     /// The order readers call the sites in (per-site: seq only).
-    #[arg(long, value_enum, default_value = "seq")]
+    #[arg(long, value_enum, default_value_t = Scenario::DEFAULT.order)]
     order: Order,
     /// Patches stacked below the one in transition: 0 to 64.
-    #[arg(long, default_value_t = 1, value_parser = |v: &str| config::DEPTH.parse(v), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = Scenario::DEFAULT.depth, value_parser = |v: &str| config::DEPTH.parse(v), allow_negative_numbers = true)]
     depth: usize,
     /// What the writer cycles through.
-    #[arg(long, value_enum, default_value = "cycle")]
+    #[arg(long, value_enum, default_value_t = Scenario::DEFAULT.ops)]
     ops: Ops,
     #[arg(long, value_enum, default_value = "auto")]
     counters: CountersMode,
@@ -171,45 +171,21 @@ impl RunArgs {
         let rates = config::parse_rates(&self.rate)?;
         let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 });
         let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
-        let regimes = config::parse_call_sites(&self.call_sites)?;
-        let scenario = |call_sites: CallSites, readers: usize, rate: Rate| {
-            let base = Scenario {
-                call_sites,
-                readers,
-                rate,
+        let grid = Grid {
+            call_sites: config::parse_call_sites(&self.call_sites)?,
+            readers,
+            rates,
+            point: Scenario {
                 sites: self.sites,
                 order: self.order,
                 depth: self.depth,
                 ops: self.ops,
                 calls_per_safepoint: self.calls_per_safepoint,
-            };
-            match call_sites {
-                // The cold section is generated for a fixed set of sites and order.
-                CallSites::Cold => Scenario {
-                    sites: dispatch::sections::COLD_SITES,
-                    order: Order::Random,
-                    calls_per_safepoint: dispatch::sections::COLD_SITES,
-                    ..base
-                },
-                _ => base,
-            }
+                ..Scenario::DEFAULT
+            },
+            regime_rows: self.regime_rows,
         };
-        let mut scenarios = Vec::new();
-        for &regime in &regimes {
-            for &r in &readers {
-                for &rate in &rates {
-                    scenarios.push(scenario(regime, r, rate));
-                }
-            }
-        }
-        if self.regime_rows {
-            for regime in [CallSites::Shared, CallSites::Cold] {
-                if !regimes.contains(&regime) {
-                    scenarios.push(scenario(regime, 1, Rate::Steady));
-                }
-            }
-        }
-        let duplicates = config::dedup_scenarios(&mut scenarios);
+        let (scenarios, duplicates) = grid.scenarios();
         let cfg = RunConfig {
             strategies,
             scenarios,
@@ -383,7 +359,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Compare { base, new, threshold, allow_different_hosts, filter }) => {
-            let load = |p: &PathBuf| output::load_run(p);
+            let load = |p: &PathBuf| record::load_run(p);
             let (b, n) = match (load(&base), load(&new)) {
                 (Ok(b), Ok(n)) => (b, n),
                 (Err(e), _) | (_, Err(e)) => {

@@ -17,7 +17,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::config::{CallSites, Rate, Scenario};
-use crate::report::{HostRun, Spread, Summary};
+use crate::hosts::HostRun;
+use crate::summary::{Spread, Summary};
 
 fn color(i: usize) -> RGBColor {
     const PALETTE: [RGBColor; 10] = [
@@ -247,7 +248,7 @@ fn ratio(runs: &[&[Summary]], legend: Vec<String>) -> Figure {
 const PERCENTILES: [&str; 4] = ["p50", "p99", "p99.9", "max"];
 
 fn latency(summaries: &[Summary]) -> Figure {
-    let names = crate::report::scenarios(summaries);
+    let names = crate::summary::scenarios(summaries);
     let values: Vec<fn(&Summary) -> Option<Spread>> =
         vec![|s| exact(s.p50), |s| exact(s.p99), |s| exact(s.p999), |s| exact(s.max)];
     Figure {

@@ -1,183 +1,13 @@
-//! What a run says: the terminal table, `report.md` and the Bencher Metric Format export, all
-//! computed from the rows (medians over runs, never a single run's figure).
+//! What a run says to a person: the terminal tables and `report.md`, rendered from the
+//! [`summary`](crate::summary) layer (which computes every figure and verdict).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-
-use serde_json::json;
 
 use dispatch::strategy::Consistency;
 
-use crate::config::{self, CallSites};
-use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, Percentiles, Row, RunFile};
-
-/// Median, minimum and maximum of a sample.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Self { median, min: v[0], max: v[n - 1] })
-    }
-}
-
-/// One strategy in one scenario, summarised over its runs.
-#[derive(Clone, Debug)]
-pub struct Summary {
-    pub strategy: String,
-    /// The strategy's consistency model, as the registry names it (`per-task`, `immediate`, `n/a`).
-    pub consistency: String,
-    pub scenario: String,
-    pub call_sites: CallSites,
-    pub readers: usize,
-    pub ns_per_call: Spread,
-    pub ratio: Option<Spread>,
-    pub calls_per_sec: Spread,
-    pub p50: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    /// The per-batch p99 over rounds (its median is `p99`).
-    pub p99_rounds: Option<Spread>,
-    pub transitions: u64,
-    /// Transition latency (end minus intended start), µs: each percentile's median over rounds.
-    pub transition_us: Option<Percentiles>,
-    /// Transition latency p99 over rounds, µs.
-    pub transition_p99: Option<Spread>,
-    /// Service time (start to completion) p99, µs.
-    pub service_p99_us: Option<f64>,
-    /// Whether the writer shared a CPU with a reader (`None`: no writer).
-    pub writer_shares_cpu: Option<bool>,
-    pub rate_kept: Option<bool>,
-    pub violations: u64,
-    pub use_after_reclaim: u64,
-    /// Reads that met a transition while their task was Idle (must be 0).
-    pub idle_in_transition: u64,
-    pub failed: bool,
-    /// Per call: counter name → median over runs of value / calls.
-    pub counters_per_call: BTreeMap<String, f64>,
-    /// Medians over runs of: the least share of its time any reader was on its CPU; context
-    /// switches, all and involuntary, summed over readers; migrations summed over readers.
-    pub on_cpu_share: Option<f64>,
-    pub switches: Option<f64>,
-    pub involuntary_switches: Option<f64>,
-    pub migrations: Option<f64>,
-    /// Clock overhead subtracted from every batch, ns (median over rounds).
-    pub clock_overhead_ns: f64,
-    /// Whether every round's readers were pinned, one to a CPU.
-    pub pinned: bool,
-    pub rounds: usize,
-    /// Rounds flagged for interference, and the kinds of reason, worst figure first seen.
-    pub flagged_rounds: usize,
-    pub interference: Vec<String>,
-}
-
-/// Sum over readers of one scheduler figure; `None` if any reader lacks it.
-fn sched_sum(r: &Row, f: fn(&crate::sched::ReaderSched) -> Option<u64>) -> Option<f64> {
-    r.sched.iter().map(f).sum::<Option<u64>>().map(|n| n as f64)
-}
-
-/// The interference of a group of rows in a few words: the worst figure of each kind flagged.
-fn interference_tags(rs: &[&Row]) -> Vec<String> {
-    let flagged: Vec<_> = rs.iter().map(|r| &r.interference).filter(|i| i.flagged()).collect();
-    let worst =
-        |f: fn(&crate::record::Interference) -> Option<f64>| flagged.iter().filter_map(|i| f(i)).reduce(f64::max);
-    let mut tags = Vec::new();
-    if let Some(lost) = worst(|i| i.lost_share.filter(|l| *l > LOST_SHARE_LIMIT)) {
-        tags.push(format!("off CPU {:.0}%", lost * 100.0));
-    }
-    if flagged.iter().any(|i| i.migrated_readers > 0) {
-        tags.push("migrated".to_owned());
-    }
-    if let Some(ratio) = worst(|i| i.mean_over_median.filter(|m| *m > MEAN_OVER_MEDIAN_LIMIT)) {
-        tags.push(format!("mean {ratio:.1}x median"));
-    }
-    tags
-}
-
-/// Groups rows by (scenario, strategy), in the order scenarios and strategies first appear.
-pub fn summarize(rows: &[Row]) -> Vec<Summary> {
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for r in rows {
-        let k = (r.scenario.clone(), r.strategy.clone());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    // Scenarios in run order, strategies in registry order (what the README's table lists).
-    let registry = |name: &str| dispatch::strategy::ALL.iter().position(|i| i.name == name);
-    keys.sort_by_key(|(sc, st)| (rows.iter().position(|r| &r.scenario == sc), registry(st)));
-    keys.into_iter()
-        .map(|(scenario, strategy)| {
-            let rs: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect();
-            let med = |f: &dyn Fn(&Row) -> Option<f64>| Spread::of(rs.iter().filter_map(|r| f(r))).map(|s| s.median);
-            let mut counters_per_call = BTreeMap::new();
-            let names: Vec<String> =
-                rs.iter().filter_map(|r| r.counters.as_ref()).flat_map(|c| c.values.keys().cloned()).collect();
-            for name in names {
-                let per_call = Spread::of(rs.iter().filter_map(|r| {
-                    r.counters.as_ref().and_then(|c| c.values.get(&name)).map(|v| v / r.calls.max(1) as f64)
-                }));
-                if let Some(s) = per_call {
-                    counters_per_call.insert(name, s.median);
-                }
-            }
-            Summary {
-                call_sites: rs[0].call_sites,
-                readers: rs[0].readers,
-                ns_per_call: Spread::of(rs.iter().map(|r| r.ns_per_call)).expect("at least one row"),
-                ratio: Spread::of(rs.iter().filter_map(|r| r.ratio_to_fnptr)),
-                calls_per_sec: Spread::of(rs.iter().map(|r| r.calls_per_sec)).expect("at least one row"),
-                p50: med(&|r| r.batch_ns.map(|p| p.p50)).unwrap_or(f64::NAN),
-                p99: med(&|r| r.batch_ns.map(|p| p.p99)).unwrap_or(f64::NAN),
-                p999: med(&|r| r.batch_ns.map(|p| p.p999)).unwrap_or(f64::NAN),
-                max: rs.iter().filter_map(|r| r.batch_ns.map(|p| p.max)).fold(f64::NAN, f64::max),
-                p99_rounds: Spread::of(rs.iter().filter_map(|r| r.batch_ns.map(|p| p.p99))),
-                transitions: rs.iter().map(|r| r.transitions).sum(),
-                transition_us: med(&|r| r.transition_us.map(|p| p.p50)).map(|p50| Percentiles {
-                    p50,
-                    p99: med(&|r| r.transition_us.map(|p| p.p99)).unwrap_or(f64::NAN),
-                    p999: med(&|r| r.transition_us.map(|p| p.p999)).unwrap_or(f64::NAN),
-                    max: rs.iter().filter_map(|r| r.transition_us.map(|p| p.max)).fold(f64::NAN, f64::max),
-                }),
-                transition_p99: Spread::of(rs.iter().filter_map(|r| r.transition_us.map(|p| p.p99))),
-                service_p99_us: med(&|r| r.transition_service_us.map(|p| p.p99)),
-                writer_shares_cpu: rs.iter().filter_map(|r| r.writer_shares_cpu).reduce(|a, b| a || b),
-                rate_kept: rs.iter().filter_map(|r| r.rate_kept).reduce(|a, b| a && b),
-                violations: rs.iter().map(|r| r.violations).sum(),
-                use_after_reclaim: rs.iter().map(|r| r.use_after_reclaim).sum(),
-                idle_in_transition: rs.iter().map(|r| r.idle_in_transition).sum(),
-                failed: rs.iter().any(|r| r.failed()),
-                counters_per_call,
-                on_cpu_share: med(&|r| r.sched.iter().filter_map(|s| s.on_cpu_share()).reduce(f64::min)),
-                switches: med(&|r| {
-                    Some(sched_sum(r, |s| s.voluntary_switches)? + sched_sum(r, |s| s.involuntary_switches)?)
-                }),
-                involuntary_switches: med(&|r| sched_sum(r, |s| s.involuntary_switches)),
-                migrations: med(&|r| sched_sum(r, |s| s.migrations)),
-                clock_overhead_ns: med(&|r| Some(r.clock_overhead_ns)).unwrap_or(f64::NAN),
-                pinned: rs.iter().all(|r| r.pinned),
-                consistency: rs[0].consistency.clone(),
-                rounds: rs.len(),
-                flagged_rounds: rs.iter().filter(|r| r.interference.flagged()).count(),
-                interference: interference_tags(&rs),
-                strategy,
-                scenario,
-            }
-        })
-        .collect()
-}
+use crate::config;
+use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, RunFile};
+use crate::summary::{Spread, Summary, scenarios};
 
 fn counters_cell(s: &Summary) -> String {
     let c = &s.counters_per_call;
@@ -355,17 +185,6 @@ pub fn markdown_table(header: &[&str], cells: &[Vec<String>]) -> String {
     md
 }
 
-/// The scenarios of `summaries`, in run order.
-pub fn scenarios(summaries: &[Summary]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for s in summaries {
-        if !out.contains(&s.scenario) {
-            out.push(s.scenario.clone());
-        }
-    }
-    out
-}
-
 /// The terminal table, one block per scenario and table (per-batch percentiles in ns per call).
 pub fn terminal(summaries: &[Summary]) -> String {
     let mut out = String::new();
@@ -401,39 +220,6 @@ fn flag_lines(group: &[&Summary]) -> Vec<String> {
         .map(|s| format!("FLAGGED {} {}/{}: {}", s.strategy, s.flagged_rounds, s.rounds, s.interference.join(", ")))
         .collect()
 }
-/// Above this `fnptr ÷ direct` in the per-site steady scenario, indirect calls are taken as not
-/// predicted: on the machines measured so far a predicted indirect call cost 0.9 to 1.1 times a
-/// direct one, a mispredicted one several times.
-pub const PREDICTED_LIMIT: f64 = 1.3;
-
-/// The run's check of its own method ([`MethodCheck`]): `fnptr ÷ direct` per round in the first
-/// per-site steady scenario that has both, and what `fnptr` costs in the shared steady scenario
-/// with the same readers.
-pub fn method_check(rows: &[Row]) -> Option<MethodCheck> {
-    let steady = |r: &Row, regime: CallSites| r.call_sites == regime && r.scenario.contains("_steady_");
-    let scenario = rows.iter().find(|r| steady(r, CallSites::PerSite) && r.strategy == "fnptr")?.scenario.clone();
-    let readers = rows.iter().find(|r| r.scenario == scenario)?.readers;
-    let ns = |scenario: &str, strategy: &str, run: usize| {
-        rows.iter().find(|r| r.scenario == scenario && r.strategy == strategy && r.run == run).map(|r| r.ns_per_call)
-    };
-    let runs: Vec<usize> = rows.iter().filter(|r| r.scenario == scenario).map(|r| r.run).collect();
-    let ratio =
-        Spread::of(runs.iter().filter_map(|&run| Some(ns(&scenario, "fnptr", run)? / ns(&scenario, "direct", run)?)))?;
-    let median_ns = |scenario: &str| {
-        Spread::of(rows.iter().filter(|r| r.scenario == scenario && r.strategy == "fnptr").map(|r| r.ns_per_call))
-            .map(|s| s.median)
-    };
-    let shared = rows.iter().find(|r| steady(r, CallSites::Shared) && r.readers == readers && r.strategy == "fnptr");
-    Some(MethodCheck {
-        fnptr_over_direct: ratio.median,
-        limit: PREDICTED_LIMIT,
-        predicted: ratio.median <= PREDICTED_LIMIT,
-        fnptr_ns_per_site: median_ns(&scenario)?,
-        fnptr_ns_shared: shared.and_then(|r| median_ns(&r.scenario)),
-        scenario,
-    })
-}
-
 /// The method check in one line (terminal and report.md).
 pub fn method_line(check: &MethodCheck) -> String {
     let shared = check.fnptr_ns_shared.map_or(String::new(), |ns| {
@@ -690,7 +476,7 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
 }
 
 /// The plots, PNG shown (the SVG beside each has the same name).
-fn plots_section(md: &mut String, plots: &[String], plot_note: Option<&str>) {
+pub fn plots_section(md: &mut String, plots: &[String], plot_note: Option<&str>) {
     let pngs: Vec<&String> = plots.iter().filter(|p| p.ends_with(".png")).collect();
     if !pngs.is_empty() {
         writeln!(md, "## Plots\n\nEach plot is also written as SVG under the same name.\n").unwrap();
@@ -703,233 +489,21 @@ fn plots_section(md: &mut String, plots: &[String], plot_note: Option<&str>) {
     }
 }
 
-/// Bencher Metric Format: `{"<scenario>/<strategy>": {"latency": {value, lower_value, upper_value}, ...}}`:
-/// ns/call, calls a second, the ratio to `fnptr`, the per-batch p99 (ns/call) and the transition
-/// latency p99 (µs), each the median over rounds with its range.
-pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for s in summaries {
-        let measure = |sp: Spread| json!({"value": sp.median, "lower_value": sp.min, "upper_value": sp.max});
-        let mut m = serde_json::Map::new();
-        m.insert("latency".into(), measure(s.ns_per_call));
-        m.insert("throughput".into(), measure(s.calls_per_sec));
-        for (name, value) in
-            [("ratio-to-fnptr", s.ratio), ("p99-latency", s.p99_rounds), ("transition-p99-us", s.transition_p99)]
-        {
-            if let Some(v) = value {
-                m.insert(name.into(), measure(v));
-            }
-        }
-        out.insert(format!("{}/{}", s.scenario, s.strategy), m.into());
-    }
-    out.into()
-}
-
-/// One run of a cross-host report: a label (its CPU by what it is, made unique) and its summaries.
-#[derive(Debug)]
-pub struct HostRun {
-    pub label: String,
-    pub run: RunFile,
-    pub summaries: Vec<Summary>,
-}
-
-impl HostRun {
-    /// Labels runs by their CPU ("AMD Zen 4 (25/17/1), 2 CPUs", see [`Env::host_label`]): VMs
-    /// all call themselves "vm", and their CPU is what tells their figures apart. A label that
-    /// several runs share gets `#2`, `#3`, … on its later ones.
-    ///
-    /// [`Env::host_label`]: crate::env::Env::host_label
-    pub fn label(runs: Vec<RunFile>) -> Vec<Self> {
-        let mut out: Vec<HostRun> = Vec::new();
-        for run in runs {
-            let host = run.env.host_label();
-            let seen = out.iter().filter(|h| h.run.env.host_label() == host).count();
-            let label = if seen == 0 { host } else { format!("{host} #{}", seen + 1) };
-            out.push(HostRun { label, summaries: summarize(&run.rows), run });
-        }
-        out
-    }
-}
-
-/// The cross-host `report.md`: each host's environment, then per scenario a table per figure with
-/// a column per host (`-`: not measured there).
-pub fn hosts_markdown(hosts: &[HostRun], plots: &[String], plot_note: Option<&str>) -> String {
-    let mut md = String::new();
-    let labels: Vec<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
-    writeln!(md, "# dispatch-bench across {} runs: {}\n", hosts.len(), labels.join(", ")).unwrap();
-    writeln!(
-        md,
-        "Each run was measured on its own machine; figures are medians over its rounds. Ratios to `fnptr` compare \
-         across machines best: each is taken within one round on one machine. Differences in the environments \
-         below (CPU, kernel, governor, a VM) explain differences in the figures.\n"
-    )
-    .unwrap();
-    writeln!(md, "## Hosts\n").unwrap();
-    for h in hosts {
-        writeln!(md, "### {} (run of {})\n", h.label, h.run.started).unwrap();
-        md.push_str(&environment(&h.run));
-        writeln!(md, "- {}\n", interference_line(&h.summaries)).unwrap();
-    }
-    md.push_str(&guide());
-    let mut names: Vec<String> = Vec::new();
-    for h in hosts {
-        for sc in scenarios(&h.summaries) {
-            if !names.contains(&sc) {
-                names.push(sc);
-            }
-        }
-    }
-    type Figure = (&'static str, fn(&Summary) -> String);
-    let figures: [Figure; 3] = [
-        ("x fnptr, median (min-max)", |s| {
-            s.ratio.map_or("-".into(), |r| format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max))
-        }),
-        ("ns/call, median (min-max)", |s| {
-            format!("{:.2} ({:.2}-{:.2})", s.ns_per_call.median, s.ns_per_call.min, s.ns_per_call.max)
-        }),
-        ("per-batch p99, ns/call", |s| if s.p99.is_finite() { format!("{:.2}", s.p99) } else { "-".into() }),
-    ];
-    for name in names {
-        writeln!(md, "## {name}\n").unwrap();
-        let scenario = hosts.iter().find_map(|h| h.run.config.scenarios.iter().find(|s| s.name() == name));
-        if let Some(sc) = scenario {
-            writeln!(md, "*{}.*\n", sc.describe()).unwrap();
-        }
-        let strategies: Vec<&str> = dispatch::strategy::ALL
-            .iter()
-            .map(|i| i.name)
-            .filter(|n| hosts.iter().any(|h| h.summaries.iter().any(|s| s.scenario == name && s.strategy == *n)))
-            .collect();
-        let mut header = vec!["strategy"];
-        header.extend(labels.iter().copied());
-        for (title, cell) in figures {
-            let cells: Vec<Vec<String>> = strategies
-                .iter()
-                .map(|st| {
-                    let mut row = vec![(*st).to_owned()];
-                    row.extend(hosts.iter().map(|h| {
-                        h.summaries.iter().find(|s| s.scenario == name && s.strategy == *st).map_or("-".into(), |s| {
-                            format!("{}{}", cell(s), if s.flagged_rounds > 0 { " !" } else { "" })
-                        })
-                    }));
-                    row
-                })
-                .collect();
-            writeln!(md, "{title}:\n").unwrap();
-            md.push_str(&markdown_table(&header, &cells));
-        }
-    }
-    writeln!(md, "A `!` marks a figure with rounds flagged for interference on that host (see its section).\n")
-        .unwrap();
-    plots_section(&mut md, plots, plot_note);
-    md
-}
-
-/// `rows.csv`: one line per row of `run.json`, every field a column, nested ones named by their
-/// path (`batch_ns.p99`, `sched.0.migrations`), lists of text joined with `; `. Generated from the
-/// serialized rows, so a field added to [`Row`] is a column without a change here.
-pub fn rows_csv(rows: &[Row]) -> Result<String, serde_json::Error> {
-    fn flatten(path: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
-        match v {
-            serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| flatten(join(k), v, out)),
-            serde_json::Value::Array(a) if a.iter().all(|x| x.is_string()) => {
-                out.push((path, a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")))
-            }
-            serde_json::Value::Array(a) => {
-                a.iter().enumerate().for_each(|(i, v)| flatten(join(&i.to_string()), v, out))
-            }
-            serde_json::Value::Null => out.push((path, String::new())),
-            serde_json::Value::String(s) => out.push((path, s.clone())),
-            other => out.push((path, other.to_string())),
-        }
-    }
-    let flat: Vec<Vec<(String, String)>> = rows
-        .iter()
-        .map(|r| {
-            let mut cells = Vec::new();
-            flatten(String::new(), &serde_json::to_value(r)?, &mut cells);
-            Ok(cells)
-        })
-        .collect::<Result<_, serde_json::Error>>()?;
-    // What identifies a row first, then columns in the order they first appear (serde_json sorts
-    // fields by name): rows with more readers add `sched.N` columns.
-    let mut columns: Vec<&str> = vec!["scenario", "strategy", "run"];
-    for (name, _) in flat.iter().flatten() {
-        if !columns.contains(&name.as_str()) {
-            columns.push(name);
-        }
-    }
-    // RFC 4180: quote a field holding a comma, quote or line break, doubling its quotes.
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
-    };
-    let mut csv = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n";
-    for cells in &flat {
-        let line: Vec<String> = columns
-            .iter()
-            .map(|c| cells.iter().find(|(n, _)| n == c).map_or(String::new(), |(_, v)| quote(v)))
-            .collect();
-        csv.push_str(&line.join(","));
-        csv.push('\n');
-    }
-    Ok(csv)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use crate::record::test_support::row;
-
-    /// Rows of three rounds: direct at 1 ns, fnptr at `fnptr` ns per site and 8 ns shared.
-    fn rows(fnptr: [f64; 3]) -> Vec<Row> {
-        let mut rows = Vec::new();
-        for (run, ns) in fnptr.into_iter().enumerate() {
-            rows.push(row("direct", CallSites::PerSite, run, 1.0));
-            rows.push(row("fnptr", CallSites::PerSite, run, ns));
-            rows.push(row("fnptr", CallSites::Shared, run, 8.0));
-        }
-        rows
-    }
+    use crate::record::test_support::{method_rows, transition_run};
+    use crate::summary::{method_check, summarize};
 
     #[test]
-    fn predicted_indirect_calls_pass_the_method_check() {
-        let check = method_check(&rows([1.02, 1.10, 0.98])).expect("a per-site steady scenario");
-        assert!(check.predicted);
-        assert_eq!(check.fnptr_over_direct, 1.02, "the median over rounds");
-        assert_eq!((check.fnptr_ns_per_site, check.fnptr_ns_shared), (1.02, Some(8.0)));
+    fn the_method_line_says_whether_indirect_calls_are_predicted() {
+        let check = method_check(&method_rows([1.02, 1.10, 0.98])).unwrap();
         assert!(method_line(&check).starts_with("method check: fnptr / direct = 1.02"));
         assert!(method_line(&check).contains("one shared call instruction costs fnptr 8.00 ns"));
-    }
-
-    #[test]
-    fn mispredicted_indirect_calls_are_warned_about() {
-        let check = method_check(&rows([5.7, 5.6, 5.9])).unwrap();
-        assert!(!check.predicted);
+        let check = method_check(&method_rows([5.7, 5.6, 5.9])).unwrap();
         let line = method_line(&check);
         assert!(line.starts_with("warning: fnptr / direct = 5.70") && line.contains("not predicted"), "{line}");
-    }
-
-    /// A run under transitions: `fnptr` (immediate) with violations, `klp` (per-task) with one,
-    /// and a scenario whose name the config describes.
-    fn transition_run() -> RunFile {
-        let mut rows = Vec::new();
-        for run in 0..3 {
-            for (strategy, consistency, violations) in [("fnptr", "immediate", 7404), ("klp", "per-task", 1)] {
-                let mut r = row(strategy, CallSites::PerSite, run, 1.5);
-                r.consistency = consistency.into();
-                r.violations = violations;
-                r.transitions = 1000;
-                r.rate_kept = Some(true);
-                r.ratio_to_fnptr = Some(if strategy == "fnptr" { 1.0 } else { 1.5 });
-                r.batch_ns = Some(Percentiles { p50: 1.4, p99: 2.0 + run as f64, p999: 9.0, max: 90.0 });
-                r.transition_us = Some(Percentiles { p50: 10.0, p99: 100.0 + run as f64, p999: 200.0, max: 300.0 });
-                r.clock_overhead_ns = 18.0;
-                rows.push(r);
-            }
-        }
-        crate::record::test_support::run(rows)
     }
 
     #[test]
@@ -968,65 +542,5 @@ mod tests {
         // A narrow table stays one.
         let narrow = markdown_table(&header[..2], &[vec!["klp".into(), "1".into()]]);
         assert_eq!(narrow, "| strategy | a |\n|---|---|\n| klp | 1 |\n\n");
-    }
-
-    #[test]
-    fn bmf_has_tail_and_transition_measures() {
-        let out = bmf(&summarize(&transition_run().rows));
-        let klp = &out["per-site_r1_steady_s8seq_d1_cycle_c4096/klp"];
-        assert_eq!(klp["p99-latency"], json!({"value": 3.0, "lower_value": 2.0, "upper_value": 4.0}));
-        assert_eq!(klp["transition-p99-us"], json!({"value": 101.0, "lower_value": 100.0, "upper_value": 102.0}));
-        assert_eq!(klp["ratio-to-fnptr"]["value"], 1.5);
-        let steady = bmf(&summarize(&rows([1.0; 3])));
-        let fnptr = &steady["per-site_r1_steady_s8seq_d1_cycle_c4096/fnptr"];
-        assert!(fnptr.get("transition-p99-us").is_none(), "no writer, no transition measure: {fnptr}");
-    }
-
-    #[test]
-    fn rows_csv_has_a_column_per_field_and_quotes_text() {
-        let mut run = transition_run();
-        run.rows[0].interference.reasons = vec!["a, b".into(), "say \"c\"".into()];
-        let csv = rows_csv(&run.rows).unwrap();
-        let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 1 + run.rows.len());
-        assert!(lines[0].starts_with("scenario,strategy,run,") && lines[0].contains(",batch_ns.p99,"), "{}", lines[0]);
-        assert!(lines[1].contains(",\"a, b; say \"\"c\"\"\","), "{}", lines[1]);
-        // Every line has the header's columns (the quoted comma is one field).
-        let fields = |l: &str| l.split(',').count() - l.matches("a, b").count();
-        assert!(lines.iter().all(|l| fields(l) == fields(lines[0])), "{csv}");
-        let p99 = lines[0].split(',').position(|c| c == "batch_ns.p99").unwrap();
-        assert_eq!(lines[2].split(',').nth(p99), Some("2.0"), "klp's first round: {}", lines[2]);
-    }
-
-    #[test]
-    fn the_cross_host_report_has_a_column_per_host_and_each_environment() {
-        let a = transition_run();
-        let mut b = transition_run();
-        b.env.cpu_model = "AMD EPYC 9654".into();
-        let cpu = b.env.cpu.as_mut().unwrap();
-        (cpu.family, cpu.model, cpu.stepping, cpu.microarchitecture) = (Some(26), Some(2), Some(1), "Zen 5".into());
-        for r in &mut b.rows {
-            r.ns_per_call *= 2.0;
-        }
-        let mut old = transition_run();
-        old.env.cpu = None;
-        let hosts = HostRun::label(vec![a.clone(), b, a, old]);
-        let labels: Vec<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
-        // Labelled by the CPU, never by the host name that every VM shares; a run recorded before
-        // the CPU's identity by its model string and host.
-        let (zen4, zen5) = ("AMD Zen 4 (25/17/1), 2 CPUs", "AMD Zen 5 (26/2/1), 2 CPUs");
-        assert_eq!(labels, [zen4, zen5, &format!("{zen4} #2"), "AMD EPYC on test-host"]);
-        let md = hosts_markdown(&hosts[..3], &[], None);
-        assert!(md.contains(&format!("| strategy | {zen4} | {zen5} | {zen4} #2 |")), "{md}");
-        assert!(md.contains("| klp | 1.50 (1.50-1.50) | 3.00 (3.00-3.00) | 1.50 (1.50-1.50) |"), "{md}");
-        assert!(md.contains(&format!("### {zen5}")) && md.contains("AMD EPYC 9654"), "{md}");
-        assert!(md.contains("- **CPU**: AMD Zen 5 (26/2/1), 2 CPUs; microcode"), "{md}");
-        assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| l.chars().count() <= MAX_WIDTH), "{md}");
-    }
-
-    #[test]
-    fn no_check_without_a_per_site_steady_scenario() {
-        let shared_only: Vec<Row> = rows([1.0; 3]).into_iter().filter(|r| r.call_sites == CallSites::Shared).collect();
-        assert!(method_check(&shared_only).is_none());
     }
 }

@@ -116,7 +116,7 @@ fn an_unavailable_strategy_is_skipped_with_its_reason_and_the_run_goes_on() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let skip_lines: Vec<String> = stderr(&o).lines().filter(|l| l.contains("skipped")).map(str::to_owned).collect();
     assert_eq!(skip_lines, [format!("harness: klp skipped: unavailable on this machine: {KLP_REASON}")]);
-    let run = harness::output::load_run(&skipping).unwrap();
+    let run = harness::record::load_run(&skipping).unwrap();
     assert_eq!(run.schema_version, harness::record::SCHEMA_VERSION);
     assert_eq!(run.skipped, [harness::config::Skipped { strategy: "klp".into(), reason: KLP_REASON.into() }]);
     assert_eq!(run.config.strategies, ["fnptr"]);
@@ -257,7 +257,7 @@ fn duplicate_scenarios_are_measured_once_saying_so() {
     let said = stderr(&o).matches("per-site_r1_steady_s8seq_d1_cycle_c4096 was asked for more than once").count();
     assert_eq!(said, 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("it is measured once"), "{}", stderr(&o));
-    let run = harness::output::load_run(&out).unwrap();
+    let run = harness::record::load_run(&out).unwrap();
     assert_eq!(run.config.scenarios.len(), 1);
     assert_eq!(run.rows.len(), 1);
     let _ = std::fs::remove_dir_all(&out);
@@ -338,7 +338,7 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
             }
         }
     }
-    let run = harness::output::load_run(&out).unwrap();
+    let run = harness::record::load_run(&out).unwrap();
     assert_eq!(run.rows.len(), 2 * 2 * 3, "strategies x scenarios x runs");
     assert!(run.rows.iter().all(|r| r.calls > 0 && r.ns_per_call > 0.0));
     assert!(run.rows.iter().filter(|r| r.strategy == "fnptr").all(|r| r.ratio_to_fnptr == Some(1.0)));
@@ -517,7 +517,7 @@ fn readers_sharing_a_cpu_are_flagged_and_strict_exits_4() {
         stdout.contains("FLAGGED fnptr 2/2: off CPU") && stdout.contains("interference: 1 of 1 rows flagged"),
         "{stdout}"
     );
-    let run = harness::output::load_run(&out).unwrap();
+    let run = harness::record::load_run(&out).unwrap();
     assert!(run.rows.iter().all(|r| r.interference.flagged() && r.sched.len() == cpus + 1), "{:?}", run.rows);
     assert!(run.rows.iter().all(|r| r.sched.iter().any(|s| s.involuntary_switches > Some(0))), "preemptions counted");
     let strict = scratch("shared-cpu-strict");
@@ -577,7 +577,7 @@ fn counters_fall_back_with_a_reason_unless_required() {
             let o = tiny_run(&auto, &[("--counters", "auto"), ("--strategies", "fnptr"), ("--rate", "0")]);
             assert!(o.status.success(), "{}", stderr(&o));
             assert_eq!(stderr(&o).matches("counters:").count(), 1, "{}", stderr(&o));
-            let run = harness::output::load_run(&auto).unwrap();
+            let run = harness::record::load_run(&auto).unwrap();
             let c = run.env.counters.unwrap();
             assert!(!c.available && c.reason.is_some());
             assert!(
@@ -761,7 +761,7 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     let o = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(merged.join("report.md")).unwrap();
-    let host = harness::output::load_run(&a).unwrap().env.host_label();
+    let host = harness::record::load_run(&a).unwrap().env.host_label();
     let other = format!("AMD Zen 99 (99/1/0), {} CPUs", run["env"]["cpu"]["cpus"]);
     assert!(md.contains(&format!("| strategy | {host} | {other} |")), "{md}");
     assert!(md.contains(&format!("### {other}")) && md.contains(&format!("### {host}")), "{md}");

@@ -100,7 +100,7 @@ fn a_target_that_appears_during_the_run_costs_no_measurement_and_is_said() {
     let moved = saved.moved.as_deref().unwrap();
     assert!(moved.contains("appeared while this run was measuring") && moved.contains("run-2"), "{moved}");
     // What the message says is true: the whole run is there, the other run untouched.
-    let run = harness::output::load_run(&root.join("run-2")).unwrap();
+    let run = harness::record::load_run(&root.join("run-2")).unwrap();
     assert_eq!(run.rows.len(), 1);
     assert_eq!(std::fs::read(out.join("run.json")).unwrap(), b"the other run");
     assert_eq!(names(&root), ["run", "run-2"], "no staging directory left");
@@ -130,7 +130,7 @@ fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
     let missing = ["report.md", "bmf.json", "run.schema.json", "rows.csv"];
     assert_eq!(unwritten, missing);
     assert!(saved.unwritten.iter().all(|u| u.contains("No space left on device")), "{saved:?}");
-    assert_eq!(harness::output::load_run(&out).unwrap().rows.len(), 1);
+    assert_eq!(harness::record::load_run(&out).unwrap().rows.len(), 1);
     assert!(missing.iter().all(|f| !out.join(f).exists()));
     assert_eq!(names(&root), ["run"], "no staging directory left");
     let _ = std::fs::remove_dir_all(&root);
@@ -148,7 +148,7 @@ fn a_disk_too_full_for_run_json_sends_the_run_to_a_rescue_directory() {
         "{moved}"
     );
     assert!(saved.unwritten.is_empty(), "{saved:?}");
-    assert_eq!(harness::output::load_run(&rescue).unwrap().rows.len(), 1);
+    assert_eq!(harness::record::load_run(&rescue).unwrap().rows.len(), 1);
     assert!(names(&root).is_empty(), "nothing half-written at the target: {:?}", names(&root));
     let _ = std::fs::remove_dir_all(&rescue);
     let _ = std::fs::remove_dir_all(&root);

@@ -9,6 +9,9 @@ use crate::counters::{CounterKind, CounterValues};
 use crate::env::Env;
 use crate::sched::{HostLoad, ReaderSched};
 
+mod load;
+pub use load::{load_run, read_run_json, readable};
+
 /// Bumped whenever a field of `run.json` changes meaning or disappears (results/SCHEMA.md), or
 /// when a harness that ignores a new field would misread the run: 4 added [`RunFile::skipped`],
 /// without which a schema-3 reader would take a skipped strategy for rows gone missing; 5 added
@@ -253,6 +256,37 @@ pub(crate) mod test_support {
             host_load: HostLoad::default(),
             skipped: Vec::new(),
         }
+    }
+    /// Rows of three rounds: direct at 1 ns, fnptr at `fnptr` ns per site and 8 ns shared.
+    pub(crate) fn method_rows(fnptr: [f64; 3]) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (run, ns) in fnptr.into_iter().enumerate() {
+            rows.push(row("direct", CallSites::PerSite, run, 1.0));
+            rows.push(row("fnptr", CallSites::PerSite, run, ns));
+            rows.push(row("fnptr", CallSites::Shared, run, 8.0));
+        }
+        rows
+    }
+
+    /// A run under transitions: `fnptr` (immediate) with violations, `klp` (per-task) with one,
+    /// and a scenario whose name the config describes.
+    pub(crate) fn transition_run() -> RunFile {
+        let mut rows = Vec::new();
+        for run in 0..3 {
+            for (strategy, consistency, violations) in [("fnptr", "immediate", 7404), ("klp", "per-task", 1)] {
+                let mut r = row(strategy, CallSites::PerSite, run, 1.5);
+                r.consistency = consistency.into();
+                r.violations = violations;
+                r.transitions = 1000;
+                r.rate_kept = Some(true);
+                r.ratio_to_fnptr = Some(if strategy == "fnptr" { 1.0 } else { 1.5 });
+                r.batch_ns = Some(Percentiles { p50: 1.4, p99: 2.0 + run as f64, p999: 9.0, max: 90.0 });
+                r.transition_us = Some(Percentiles { p50: 10.0, p99: 100.0 + run as f64, p999: 200.0, max: 300.0 });
+                r.clock_overhead_ns = 18.0;
+                rows.push(r);
+            }
+        }
+        run(rows)
     }
 }
 
