@@ -9,8 +9,10 @@
 
 use std::fmt::Write;
 
+use dispatch::strategy::BASELINE;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+use crate::config::Scenario;
 use crate::record::{Row, RunFile};
 
 /// One-sided significance level.
@@ -41,7 +43,7 @@ const METRICS: [Metric; 5] = [
     Metric { name: "ns/call", higher_is_better: false, value: |r| Some(r.ns_per_call) },
     // The headline: fnptr of the same round cancels what drifts between rounds and runs. fnptr's
     // own is 1 by definition.
-    Metric { name: "x fnptr", higher_is_better: false, value: |r| r.ratio_to_fnptr.filter(|_| r.strategy != "fnptr") },
+    Metric { name: "x fnptr", higher_is_better: false, value: |r| r.ratio_to_fnptr.filter(|_| r.strategy != BASELINE) },
     Metric { name: "calls/s", higher_is_better: true, value: |r| Some(r.calls_per_sec) },
     Metric { name: "batch p99 ns", higher_is_better: false, value: |r| r.batch_ns.map(|p| p.p99) },
     Metric { name: "transition p99 us", higher_is_better: false, value: |r| r.transition_us.map(|p| p.p99) },
@@ -49,7 +51,7 @@ const METRICS: [Metric; 5] = [
 
 #[derive(Clone, Debug)]
 pub struct Change {
-    pub scenario: String,
+    pub scenario: Scenario,
     pub strategy: String,
     pub metric: &'static str,
     pub base: f64,
@@ -141,7 +143,7 @@ pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
         }
     }
     let regimes = |f: &RunFile| {
-        let mut r: Vec<&str> = f.rows.iter().map(|r| r.call_sites.name()).collect();
+        let mut r: Vec<&str> = f.rows.iter().map(|r| r.scenario.call_sites.name()).collect();
         r.sort();
         r.dedup();
         r
@@ -176,13 +178,15 @@ pub fn differences(base: &RunFile, new: &RunFile) -> Vec<String> {
             }
         }
     }
-    let measured = |f: &RunFile| -> Vec<(String, String)> {
+    let measured = |f: &RunFile| -> Vec<(Scenario, String)> {
         keys(f).into_iter().filter(|(_, strategy)| !skipped.contains(strategy)).collect()
     };
     let (kb, kn) = (measured(base), measured(new));
     if kb != kn {
-        let only_base: Vec<_> = kb.iter().filter(|k| !kn.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
-        let only_new: Vec<_> = kn.iter().filter(|k| !kb.contains(k)).map(|(a, b)| format!("{a}/{b}")).collect();
+        let only_base: Vec<_> =
+            kb.iter().filter(|k| !kn.contains(k)).map(|(a, b)| format!("{}/{b}", a.name())).collect();
+        let only_new: Vec<_> =
+            kn.iter().filter(|k| !kb.contains(k)).map(|(a, b)| format!("{}/{b}", a.name())).collect();
         out.push(format!(
             "the runs measured different scenarios or strategies (only in BASE: {only_base:?}; only in NEW: {only_new:?})"
         ));
@@ -205,17 +209,21 @@ pub fn unchecked(base: &RunFile, new: &RunFile) -> Vec<String> {
     )]
 }
 
-/// The (scenario, strategy) pairs of a run, sorted.
-fn keys(f: &RunFile) -> Vec<(String, String)> {
-    let mut k: Vec<(String, String)> = f.rows.iter().map(|r| (r.scenario.clone(), r.strategy.clone())).collect();
-    k.sort();
-    k.dedup();
+/// The (scenario, strategy) pairs of a run, each once, sorted by scenario name and strategy.
+fn keys(f: &RunFile) -> Vec<(Scenario, String)> {
+    let mut k: Vec<(Scenario, String)> = Vec::new();
+    for r in &f.rows {
+        if !k.iter().any(|(sc, st)| sc == &r.scenario && st == &r.strategy) {
+            k.push((r.scenario.clone(), r.strategy.clone()));
+        }
+    }
+    k.sort_by_cached_key(|(sc, st)| (sc.name(), st.clone()));
     k
 }
 
 /// The rows (one per round) of one scenario and strategy.
-fn rows_of<'a>(f: &'a RunFile, scenario: &str, strategy: &str) -> Vec<&'a Row> {
-    f.rows.iter().filter(|r| r.scenario == scenario && r.strategy == strategy).collect()
+fn rows_of<'a>(f: &'a RunFile, scenario: &Scenario, strategy: &str) -> Vec<&'a Row> {
+    f.rows.iter().filter(|r| &r.scenario == scenario && r.strategy == strategy).collect()
 }
 
 /// Compares two runs; `Err` is unusable input or runs that differ without `allow_different`
@@ -302,7 +310,7 @@ pub fn compare(
         }
     }
     if let Some(f) = filter {
-        changes.retain(|c| format!("{}/{} {}", c.scenario, c.strategy, c.metric).contains(f));
+        changes.retain(|c| format!("{}/{} {}", c.scenario.name(), c.strategy, c.metric).contains(f));
     }
     let skipped = skipped(base, new);
     let unchecked = unchecked(base, new);
@@ -358,13 +366,13 @@ pub fn render(c: &Comparison) -> String {
         writeln!(
             s,
             "INCONCLUSIVE: BASE has {} round(s), NEW {} (the fewest of any scenario and strategy); no significance test \
-             is possible below {MIN_ROUNDS}: rerun with --runs {MIN_ROUNDS} or more.",
+             is possible below {MIN_ROUNDS}: rerun with --rounds {MIN_ROUNDS} or more.",
             c.rounds.0, c.rounds.1
         )
         .unwrap();
     }
     for r in c.changes.iter().filter(|c| c.verdict == Verdict::Regression) {
-        writeln!(s, "REGRESSION {}/{} {}: {}", r.scenario, r.strategy, r.metric, change_text(r)).unwrap();
+        writeln!(s, "REGRESSION {}/{} {}: {}", r.scenario.name(), r.strategy, r.metric, change_text(r)).unwrap();
     }
     writeln!(s, "\n| scenario | strategy | metric | base | new | change | p (worse) | verdict |").unwrap();
     writeln!(s, "|---|---|---|---|---|---|---|---|").unwrap();
@@ -378,7 +386,7 @@ pub fn render(c: &Comparison) -> String {
         writeln!(
             s,
             "| {} | {} | {} | {:.3} | {:.3} | {} | {:.3} | {v} |",
-            c.scenario,
+            c.scenario.name(),
             c.strategy,
             c.metric,
             c.base,
@@ -454,7 +462,7 @@ mod tests {
         assert!(change_pct(0.0, 5.0).is_nan() && change_pct(0.0, 0.0).is_nan());
         assert_eq!(change_pct(2.0, 3.0), 50.0);
         let c = Change {
-            scenario: "s".into(),
+            scenario: Scenario::DEFAULT,
             strategy: "klp".into(),
             metric: "violations",
             base: 0.0,
@@ -536,7 +544,7 @@ mod tests {
             assert_eq!(c.rounds, (b, n));
             let text = render(&c);
             assert!(
-                text.contains(&format!("INCONCLUSIVE: BASE has {b} round(s), NEW {n}")) && text.contains("--runs 3"),
+                text.contains(&format!("INCONCLUSIVE: BASE has {b} round(s), NEW {n}")) && text.contains("--rounds 3"),
                 "{text}"
             );
         }

@@ -259,7 +259,9 @@ pub struct RunConfig {
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
     pub warmup: Duration,
-    pub runs: usize,
+    /// Rounds per scenario: within a round every strategy is measured once, in a shuffled order.
+    #[serde(alias = "runs")]
+    pub rounds: usize,
     pub counters: CountersMode,
     pub oversubscribe: bool,
     pub seed: u64,
@@ -374,7 +376,7 @@ pub struct Range<T> {
 /// batches; an hour of one measurement is past any use.
 pub const DURATION: Range<f64> = Range { min: 0.001, max: 3600.0, unit: "seconds" };
 /// Rounds per scenario: enough for any significance test; rows are kept in memory.
-pub const RUNS: Range<usize> = Range { min: 1, max: 1000, unit: "rounds" };
+pub const ROUNDS: Range<usize> = Range { min: 1, max: 1000, unit: "rounds" };
 /// Readers per scenario: the patcher has 4096 task slots, two of them for the writer and the
 /// set-up.
 pub const READERS: Range<usize> = Range { min: 1, max: 4094, unit: "readers" };
@@ -537,7 +539,7 @@ pub const MAX_PLANNED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Strategies × scenarios × rounds (saturating: the sizes are checked against it).
 pub fn measurements(cfg: &RunConfig) -> usize {
-    cfg.strategies.len().saturating_mul(cfg.scenarios.len()).saturating_mul(cfg.runs)
+    cfg.strategies.len().saturating_mul(cfg.scenarios.len()).saturating_mul(cfg.rounds)
 }
 
 /// How long measuring will take: every measurement's `--duration` and `--warmup` plus its set-up.
@@ -561,13 +563,13 @@ fn check_size(cfg: &RunConfig) -> Result<Duration, ConfigError> {
     let n = measurements(cfg);
     if n > MAX_MEASUREMENTS {
         return Err(bad(format!(
-            "this run plans {n} measurements (strategies x scenarios x --runs), at most {MAX_MEASUREMENTS}; lower --runs or the scenarios"
+            "this run plans {n} measurements (strategies x scenarios x --rounds), at most {MAX_MEASUREMENTS}; lower --rounds or the scenarios"
         )));
     }
     let planned = planned(cfg);
     if planned > MAX_PLANNED {
         return Err(bad(format!(
-            "this run would measure for about {}, more than a week; lower --runs, --duration or the scenarios",
+            "this run would measure for about {}, more than a week; lower --rounds, --duration or the scenarios",
             human(planned)
         )));
     }
@@ -581,7 +583,7 @@ pub fn confirm(cfg: &RunConfig, yes: bool) -> Result<(), ConfigError> {
     if planned > CONFIRM_ABOVE && !yes {
         return Err(bad(format!(
             "this run would measure for about {} ({} measurements of {} s plus {} s of warm-up and about {} s of set-up each); \
-             pass --yes to start it, or lower --runs, --duration or the scenarios",
+             pass --yes to start it, or lower --rounds, --duration or the scenarios",
             human(planned),
             measurements(cfg),
             cfg.duration.as_secs_f64(),
@@ -595,7 +597,7 @@ pub fn confirm(cfg: &RunConfig, yes: bool) -> Result<(), ConfigError> {
 /// Checks a full config against the machine: readers vs CPUs, sizes, call-site regimes. (The
 /// output directory is checked by the caller, before anything is measured.)
 pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
-    RUNS.check("runs", cfg.runs)?;
+    ROUNDS.check("rounds", cfg.rounds)?;
     DURATION.check("duration", cfg.duration.as_secs_f64())?;
     WARMUP.check("warmup", cfg.warmup.as_secs_f64())?;
     if let Some(cpu) = cfg.writer_cpu {
@@ -649,13 +651,13 @@ pub(crate) mod test_support {
         Scenario { readers, rate, ..Scenario::DEFAULT }
     }
 
-    pub(crate) fn config(strategies: usize, scenarios: usize, runs: usize, secs: f64) -> RunConfig {
+    pub(crate) fn config(strategies: usize, scenarios: usize, rounds: usize, secs: f64) -> RunConfig {
         RunConfig {
             strategies: dispatch::strategy::ALL.iter().cycle().take(strategies).map(|i| i.name.to_owned()).collect(),
             scenarios: vec![scenario(1, Rate::Steady); scenarios],
             duration: Duration::from_secs_f64(secs),
             warmup: Duration::ZERO,
-            runs,
+            rounds,
             counters: CountersMode::Off,
             oversubscribe: false,
             seed: 1,
@@ -694,7 +696,7 @@ mod tests {
         }
         probe(DURATION, &["1"]);
         probe(WARMUP, &["0", "1", "1e-10", "1e-300"]);
-        probe(RUNS, &["1"]);
+        probe(ROUNDS, &["1"]);
         probe(READERS, &["1"]);
         probe(RATE_HZ, &["1", "1e9"]);
         probe(SITES, &["1"]);
@@ -702,8 +704,8 @@ mod tests {
         probe(DEPTH, &["0", "1"]);
         probe(THRESHOLD, &["0", "1", "1e-10", "1e-300"]);
         probe(SEED, &["0", "1", "18446744073709551615"]);
-        let e = RUNS.check("runs", 0).unwrap_err();
-        assert_eq!(e.0, "--runs 0 is out of range: give 1 to 1000 rounds");
+        let e = ROUNDS.check("rounds", 0).unwrap_err();
+        assert_eq!(e.0, "--rounds 0 is out of range: give 1 to 1000 rounds");
         let e = DURATION.check("duration", f64::NAN).unwrap_err();
         assert_eq!(e.0, "--duration NaN is out of range: give 0.001 to 3600 seconds");
     }
@@ -736,8 +738,8 @@ mod tests {
     fn validate_refuses_every_absurd_size_before_anything_is_allocated() {
         assert_eq!(validate(&config(2, 1, 3, 0.3)), Ok(()));
         let cases: Vec<(RunConfig, &str)> = vec![
-            (config(2, 1, 0, 0.3), "--runs 0"),
-            (config(2, 1, 1_000_000_000, 0.3), "--runs 1000000000"),
+            (config(2, 1, 0, 0.3), "--rounds 0"),
+            (config(2, 1, 1_000_000_000, 0.3), "--rounds 1000000000"),
             (config(2, 1, 3, 1e-10), "--duration 0 is out of range"),
             (config(2, 1, 3, 1e6), "--duration 1000000 is out of range"),
             // 10 x 10000 x 1000 measurements: past the ceiling whatever the duration.

@@ -16,21 +16,24 @@ pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("latency".into(), measure(s.ns_per_call));
         m.insert("throughput".into(), measure(s.calls_per_sec));
-        for (name, value) in
-            [("ratio-to-fnptr", s.ratio), ("p99-latency", s.p99_rounds), ("transition-p99-us", s.transition_p99)]
-        {
+        for (name, value) in [
+            ("ratio-to-fnptr", s.ratio_to_fnptr),
+            ("p99-latency", s.p99_rounds),
+            ("transition-p99-us", s.transition_p99),
+        ] {
             if let Some(v) = value {
                 m.insert(name.into(), measure(v));
             }
         }
-        out.insert(format!("{}/{}", s.scenario, s.strategy), m.into());
+        out.insert(format!("{}/{}", s.scenario.name(), s.strategy), m.into());
     }
     out.into()
 }
 
-/// `rows.csv`: one line per row of `run.json`, every field a column, nested ones named by their
-/// path (`batch_ns.p99`, `sched.0.migrations`), lists of text joined with `; `. Generated from the
-/// serialized rows, so a field added to [`Row`] is a column without a change here.
+/// `rows.csv`: one line per row of `run.json`, the scenario's name first, then every field a
+/// column, nested ones named by their path (`scenario.readers`, `batch_ns.p99`,
+/// `sched.0.migrations`), lists of text joined with `; `. Generated from the serialized rows, so a
+/// field added to [`Row`] or a dimension added to the scenario is a column without a change here.
 pub fn rows_csv(rows: &[Row]) -> Result<String, serde_json::Error> {
     fn flatten(path: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
         let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
@@ -50,14 +53,14 @@ pub fn rows_csv(rows: &[Row]) -> Result<String, serde_json::Error> {
     let flat: Vec<Vec<(String, String)>> = rows
         .iter()
         .map(|r| {
-            let mut cells = Vec::new();
+            let mut cells = vec![("scenario".to_owned(), r.scenario.name())];
             flatten(String::new(), &serde_json::to_value(r)?, &mut cells);
             Ok(cells)
         })
         .collect::<Result<_, serde_json::Error>>()?;
     // What identifies a row first, then columns in the order they first appear (serde_json sorts
     // fields by name): rows with more readers add `sched.N` columns.
-    let mut columns: Vec<&str> = vec!["scenario", "strategy", "run"];
+    let mut columns: Vec<&str> = vec!["scenario", "strategy", "round"];
     for (name, _) in flat.iter().flatten() {
         if !columns.contains(&name.as_str()) {
             columns.push(name);
@@ -105,7 +108,11 @@ mod tests {
         let csv = rows_csv(&run.rows).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 1 + run.rows.len());
-        assert!(lines[0].starts_with("scenario,strategy,run,") && lines[0].contains(",batch_ns.p99,"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("scenario,strategy,round,") && lines[0].contains(",batch_ns.p99,"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains(",\"a, b; say \"\"c\"\"\","), "{}", lines[1]);
         // Every line has the header's columns (the quoted comma is one field).
         let fields = |l: &str| l.split(',').count() - l.matches("a, b").count();

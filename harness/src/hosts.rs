@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::config::Scenario;
 use crate::record::RunFile;
 use crate::report::{environment, guide, interference_line, markdown_table, plots_section};
 use crate::summary::{Summary, scenarios, summarize};
@@ -52,34 +53,31 @@ pub fn hosts_markdown(hosts: &[HostRun], plots: &[String], plot_note: Option<&st
         writeln!(md, "- {}\n", interference_line(&h.summaries)).unwrap();
     }
     md.push_str(&guide());
-    let mut names: Vec<String> = Vec::new();
+    let mut all: Vec<Scenario> = Vec::new();
     for h in hosts {
         for sc in scenarios(&h.summaries) {
-            if !names.contains(&sc) {
-                names.push(sc);
+            if !all.contains(&sc) {
+                all.push(sc);
             }
         }
     }
     type Figure = (&'static str, fn(&Summary) -> String);
     let figures: [Figure; 3] = [
         ("x fnptr, median (min-max)", |s| {
-            s.ratio.map_or("-".into(), |r| format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max))
+            s.ratio_to_fnptr.map_or("-".into(), |r| format!("{:.2} ({:.2}-{:.2})", r.median, r.min, r.max))
         }),
         ("ns/call, median (min-max)", |s| {
             format!("{:.2} ({:.2}-{:.2})", s.ns_per_call.median, s.ns_per_call.min, s.ns_per_call.max)
         }),
         ("per-batch p99, ns/call", |s| if s.p99.is_finite() { format!("{:.2}", s.p99) } else { "-".into() }),
     ];
-    for name in names {
-        writeln!(md, "## {name}\n").unwrap();
-        let scenario = hosts.iter().find_map(|h| h.run.config.scenarios.iter().find(|s| s.name() == name));
-        if let Some(sc) = scenario {
-            writeln!(md, "*{}.*\n", sc.describe()).unwrap();
-        }
+    for scenario in all {
+        writeln!(md, "## {}\n", scenario.name()).unwrap();
+        writeln!(md, "*{}.*\n", scenario.describe()).unwrap();
         let strategies: Vec<&str> = dispatch::strategy::ALL
             .iter()
             .map(|i| i.name)
-            .filter(|n| hosts.iter().any(|h| h.summaries.iter().any(|s| s.scenario == name && s.strategy == *n)))
+            .filter(|n| hosts.iter().any(|h| h.summaries.iter().any(|s| s.scenario == scenario && s.strategy == *n)))
             .collect();
         let mut header = vec!["strategy"];
         header.extend(labels.iter().copied());
@@ -89,9 +87,12 @@ pub fn hosts_markdown(hosts: &[HostRun], plots: &[String], plot_note: Option<&st
                 .map(|st| {
                     let mut row = vec![(*st).to_owned()];
                     row.extend(hosts.iter().map(|h| {
-                        h.summaries.iter().find(|s| s.scenario == name && s.strategy == *st).map_or("-".into(), |s| {
-                            format!("{}{}", cell(s), if s.flagged_rounds > 0 { " !" } else { "" })
-                        })
+                        h.summaries
+                            .iter()
+                            .find(|s| s.scenario == scenario && s.strategy == *st)
+                            .map_or("-".into(), |s| {
+                                format!("{}{}", cell(s), if s.flagged_rounds > 0 { " !" } else { "" })
+                            })
                     }));
                     row
                 })

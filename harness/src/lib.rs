@@ -139,10 +139,10 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
     }
     let clock_ns = measure::calibrate_clock();
     log(&format!(
-        "{} strategies x {} scenarios x {} runs of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted); percpu CPU id via {}",
+        "{} strategies x {} scenarios x {} rounds of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted); percpu CPU id via {}",
         cfg.strategies.len(),
         cfg.scenarios.len(),
-        cfg.runs,
+        cfg.rounds,
         cfg.duration.as_secs_f64(),
         cfg.warmup.as_secs_f64(),
         config::writer_cpu_name(cfg.writer_cpu),
@@ -209,7 +209,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
         Ok(json) => staging.write("run.json", &json),
         Err(e) => staging.record("run.json", Err(e.to_string())),
     }
-    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries, &run.config.scenarios, &run.env.host) {
+    let (plots, plot_note) = match plot::draw_all(staging.path(), summaries, &run.env.host_label()) {
         Ok(files) => (files, None),
         Err(why) => (Vec::new(), Some(why)),
     };

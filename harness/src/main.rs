@@ -98,13 +98,14 @@ struct RunArgs {
     /// Transition rates: 0 (steady), 0.001 to 10^9 Hz, or `max` (back to back).
     #[arg(long, default_value = "0,1000,max")]
     rate: String,
-    /// Seconds each reader measures per strategy, scenario and run: 0.001 to 3600 [default: 0.3,
+    /// Seconds each reader measures per strategy, scenario and round: 0.001 to 3600 [default: 0.3,
     /// --quick 0.05].
     #[arg(long, value_parser = |v: &str| config::DURATION.parse(v), allow_negative_numbers = true)]
     duration: Option<f64>,
     /// Rounds per scenario (strategies shuffled per round): 1 to 1000 [default: 3, --quick 2].
-    #[arg(long, value_parser = |v: &str| config::RUNS.parse(v), allow_negative_numbers = true)]
-    runs: Option<usize>,
+    /// `--runs` is its old name.
+    #[arg(long, alias = "runs", value_parser = |v: &str| config::ROUNDS.parse(v), allow_negative_numbers = true)]
+    rounds: Option<usize>,
     /// Call-site regimes of the grid: per-site (each site its own call instruction), shared (one
     /// call instruction for every site) or cold (2048 sites, each its own call instruction, in a
     /// fixed random order; ignores --sites, --order and --calls-per-safepoint).
@@ -170,7 +171,7 @@ impl RunArgs {
         let writer_cpu = config::parse_writer_cpu(&self.writer_cpu, &cpus)?;
         let rates = config::parse_rates(&self.rate)?;
         let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 });
-        let runs = self.runs.unwrap_or(if self.quick { 2 } else { 3 });
+        let rounds = self.rounds.unwrap_or(if self.quick { 2 } else { 3 });
         let grid = Grid {
             call_sites: config::parse_call_sites(&self.call_sites)?,
             readers,
@@ -191,7 +192,7 @@ impl RunArgs {
             scenarios,
             duration: Duration::from_secs_f64(duration),
             warmup: Duration::from_secs_f64(self.warmup.unwrap_or(config::WARMUP_DEFAULT)),
-            runs,
+            rounds,
             counters: self.counters,
             oversubscribe: self.oversubscribe,
             seed: self.seed,
@@ -299,7 +300,11 @@ fn parse() -> Cli {
             let long = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
             let cli = Cli::command();
             let run = cli.find_subcommand("run").expect("run is a subcommand");
-            if run.get_arguments().any(|a| a.get_long() == Some(long)) {
+            // A run option by its name or an old one (`--runs` for `--rounds`).
+            let is_run_option = |a: &clap::Arg| {
+                a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|aliases| aliases.contains(&long))
+            };
+            if run.get_arguments().any(is_run_option) {
                 let _ = e.print();
                 let given = std::env::args().find(|a| a.starts_with(arg.as_str())).unwrap_or_else(|| arg.clone());
                 eprintln!("\nhint: --{long} is an option of `harness run`: harness run {given}");

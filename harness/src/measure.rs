@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use dispatch::check::UniverseLog;
 use dispatch::driver::Driver;
 use dispatch::rng::Rng;
+use dispatch::strategy::BASELINE;
 use dispatch::{PatchSpec, Patcher, PatcherConfig, Strategy, Visitor};
 use hdrhistogram::Histogram;
 
@@ -51,7 +52,7 @@ pub struct Measure<'a> {
     pub cfg: &'a RunConfig,
     pub scenario: &'a Scenario,
     pub work: &'a Workload,
-    pub run: usize,
+    pub round: usize,
     pub clock_ns: f64,
     pub counters: CounterKind,
 }
@@ -199,10 +200,8 @@ impl Measure<'_> {
         Row {
             strategy: S::INFO.name.to_owned(),
             consistency: S::INFO.consistency.name().to_owned(),
-            call_sites: s.call_sites,
-            scenario: s.name(),
-            run: self.run,
-            readers: s.readers,
+            scenario: s.clone(),
+            round: self.round,
             pinned: readers.iter().all(|r| r.pinned),
             oversubscribed: s.readers > self.cfg.cpus.len(),
             calls,
@@ -237,16 +236,17 @@ impl Measure<'_> {
     }
 }
 
-/// Runs every scenario: per scenario, `runs` rounds, each measuring every strategy once in a
-/// fresh random order. Fills in each row's ratio to fnptr from the same round.
+/// Runs every scenario: per scenario, `rounds` rounds, each measuring every strategy once in a
+/// fresh random order. Fills in each row's ratio to the baseline ([`BASELINE`]) from the same
+/// round.
 pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<Vec<Row>, String> {
     let mut rng = Rng::new(cfg.seed);
-    let total = cfg.scenarios.len() * cfg.runs * cfg.strategies.len();
+    let total = cfg.scenarios.len() * cfg.rounds * cfg.strategies.len();
     let progress = std::io::stderr().is_terminal();
     let mut rows = Vec::with_capacity(total);
     for scenario in &cfg.scenarios {
         let work = Workload::new(scenario, cfg.seed);
-        for run in 0..cfg.runs {
+        for round in 0..cfg.rounds {
             let mut order = cfg.strategies.clone();
             rng.shuffle(&mut order);
             let first = rows.len();
@@ -254,13 +254,13 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
                 if progress {
                     eprint!("\r\x1b[2K[{}/{}] {} {}", rows.len() + 1, total, scenario.name(), name);
                 }
-                let mut m = Measure { cfg, scenario, work: &work, run, clock_ns, counters };
+                let mut m = Measure { cfg, scenario, work: &work, round, clock_ns, counters };
                 let row = dispatch::strategy::visit(name, &mut m).map_err(|e| e.to_string())??;
                 rows.push(row);
             }
-            let round = &mut rows[first..];
-            if let Some(base) = round.iter().find(|r| r.strategy == "fnptr").map(|r| r.ns_per_call) {
-                for r in round.iter_mut() {
+            let this_round = &mut rows[first..];
+            if let Some(base) = this_round.iter().find(|r| r.strategy == BASELINE).map(|r| r.ns_per_call) {
+                for r in this_round.iter_mut() {
                     r.ratio_to_fnptr = Some(r.ns_per_call / base);
                 }
             }

@@ -207,13 +207,13 @@ fn strategies<'a>(summaries: impl Iterator<Item = &'a Summary> + Clone) -> Vec<S
         .collect()
 }
 
-fn find<'a>(summaries: &'a [Summary], scenario: &str, strategy: &str) -> Option<&'a Summary> {
-    summaries.iter().find(|s| s.scenario == scenario && s.strategy == strategy)
+fn find<'a>(summaries: &'a [Summary], scenario: &Scenario, strategy: &str) -> Option<&'a Summary> {
+    summaries.iter().find(|s| &s.scenario == scenario && s.strategy == strategy)
 }
 
 /// A panel per scenario of `names`, strategies along x, `value` per series of `runs`.
 fn per_scenario(
-    names: &[String],
+    names: &[Scenario],
     runs: &[&[Summary]],
     y_desc: &str,
     values: &[fn(&Summary) -> Option<Spread>],
@@ -227,7 +227,7 @@ fn per_scenario(
                 .flat_map(|r| values.iter().map(move |v| (r, v)))
                 .map(|(r, v)| xs.iter().map(|st| find(r, sc, st).and_then(v)).collect())
                 .collect();
-            Panel { title: sc.clone(), x_desc: String::new(), y_desc: y_desc.into(), xs, series, lines: false }
+            Panel { title: sc.name(), x_desc: String::new(), y_desc: y_desc.into(), xs, series, lines: false }
         })
         .collect()
 }
@@ -235,13 +235,14 @@ fn per_scenario(
 const RATIO_TITLE: &str = "Cost over a plain function pointer: ns/call ÷ fnptr's in the same round, per strategy";
 
 fn ratio(runs: &[&[Summary]], legend: Vec<String>) -> Figure {
-    let mut names: Vec<String> = Vec::new();
-    for s in runs.iter().flat_map(|r| r.iter()).filter(|s| s.ratio.is_some()) {
+    let mut names: Vec<Scenario> = Vec::new();
+    for s in runs.iter().flat_map(|r| r.iter()).filter(|s| s.ratio_to_fnptr.is_some()) {
         if !names.contains(&s.scenario) {
             names.push(s.scenario.clone());
         }
     }
-    Figure { title: RATIO_TITLE.into(), panels: per_scenario(&names, runs, "x fnptr (log)", &[|s| s.ratio]), legend }
+    let panels = per_scenario(&names, runs, "x fnptr (log)", &[|s| s.ratio_to_fnptr]);
+    Figure { title: RATIO_TITLE.into(), panels, legend }
 }
 
 /// The percentiles the latency plots show, in the order of their series.
@@ -260,7 +261,7 @@ fn latency(summaries: &[Summary]) -> Figure {
 }
 
 fn transitions(summaries: &[Summary]) -> Option<Figure> {
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<Scenario> = Vec::new();
     for s in summaries.iter().filter(|s| s.transition_us.is_some()) {
         if !names.contains(&s.scenario) {
             names.push(s.scenario.clone());
@@ -299,21 +300,17 @@ fn rate_key(rate: Rate) -> f64 {
     }
 }
 
-/// The per-site scenarios with their config.
-fn per_site<'a>(summaries: &'a [Summary], scenarios: &'a [Scenario]) -> Vec<(&'a Summary, &'a Scenario)> {
-    summaries
-        .iter()
-        .filter(|s| s.call_sites == CallSites::PerSite)
-        .filter_map(|s| scenarios.iter().find(|c| c.name() == s.scenario).map(|c| (s, c)))
-        .collect()
+/// The summaries of per-site scenarios, each with its scenario.
+fn per_site(summaries: &[Summary]) -> Vec<(&Summary, &Scenario)> {
+    summaries.iter().filter(|s| s.scenario.call_sites == CallSites::PerSite).map(|s| (s, &s.scenario)).collect()
 }
 
 /// Calls a second against readers, at the lowest rate the run has (steady state if it has it).
-fn throughput(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
-    let rows = per_site(summaries, scenarios);
+fn throughput(summaries: &[Summary]) -> Option<Figure> {
+    let rows = per_site(summaries);
     let rate = rows.iter().map(|(_, c)| c.rate).min_by(|a, b| rate_key(*a).total_cmp(&rate_key(*b)))?;
     let rows: Vec<_> = rows.into_iter().filter(|(_, c)| c.rate == rate).collect();
-    let mut readers: Vec<usize> = rows.iter().map(|(s, _)| s.readers).collect();
+    let mut readers: Vec<usize> = rows.iter().map(|(_, c)| c.readers).collect();
     readers.sort_unstable();
     readers.dedup();
     let names = strategies(rows.iter().map(|(s, _)| *s));
@@ -324,7 +321,7 @@ fn throughput(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
                 .iter()
                 .map(|r| {
                     rows.iter()
-                        .find(|(s, _)| &s.strategy == st && s.readers == *r)
+                        .find(|(s, c)| &s.strategy == st && c.readers == *r)
                         .map(|(s, _)| scale(s.calls_per_sec, 1e-6))
                 })
                 .collect()
@@ -346,8 +343,8 @@ fn throughput(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
 
 /// ns/call at each transition rate over the same strategy's steady ns/call, a panel per reader
 /// count; `None` without a steady scenario and another rate to set against it.
-fn slowdown(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
-    let rows = per_site(summaries, scenarios);
+fn slowdown(summaries: &[Summary]) -> Option<Figure> {
+    let rows = per_site(summaries);
     let mut rates: Vec<Rate> = Vec::new();
     for (_, c) in &rows {
         if !rates.contains(&c.rate) {
@@ -358,12 +355,12 @@ fn slowdown(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
     if rates.first() != Some(&Rate::Steady) || rates.len() < 2 {
         return None;
     }
-    let mut readers: Vec<usize> = rows.iter().map(|(s, _)| s.readers).collect();
+    let mut readers: Vec<usize> = rows.iter().map(|(_, c)| c.readers).collect();
     readers.sort_unstable();
     readers.dedup();
     let names = strategies(rows.iter().map(|(s, _)| *s));
     let at = |st: &str, r: usize, rate: Rate| {
-        rows.iter().find(|(s, c)| s.strategy == st && s.readers == r && c.rate == rate).map(|(s, _)| s)
+        rows.iter().find(|(s, c)| s.strategy == st && c.readers == r && c.rate == rate).map(|(s, _)| s)
     };
     let panels = readers
         .iter()
@@ -391,11 +388,11 @@ fn slowdown(summaries: &[Summary], scenarios: &[Scenario]) -> Option<Figure> {
 
 /// Per call-site regime, its first steady scenario with one reader: what `regimes` sets side by
 /// side.
-fn regime_scenarios(summaries: &[Summary]) -> Vec<(CallSites, String)> {
-    let mut out: Vec<(CallSites, String)> = Vec::new();
-    for s in summaries.iter().filter(|s| s.readers == 1 && s.scenario.contains("_steady_")) {
-        if !out.iter().any(|(c, _)| *c == s.call_sites) {
-            out.push((s.call_sites, s.scenario.clone()));
+fn regime_scenarios(summaries: &[Summary]) -> Vec<(CallSites, Scenario)> {
+    let mut out: Vec<(CallSites, Scenario)> = Vec::new();
+    for s in summaries.iter().filter(|s| s.scenario.readers == 1 && s.scenario.is_steady()) {
+        if !out.iter().any(|(c, _)| *c == s.scenario.call_sites) {
+            out.push((s.scenario.call_sites, s.scenario.clone()));
         }
     }
     out
@@ -426,12 +423,12 @@ fn regimes(summaries: &[Summary]) -> Option<Figure> {
 }
 
 /// Draws every plot of a run into `dir`; returns the file names written, or why none could be.
-pub fn draw_all(dir: &Path, summaries: &[Summary], scenarios: &[Scenario], host: &str) -> Result<Vec<String>, String> {
+pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<String>, String> {
     plotfont::register()?;
     let mut figures = vec![("ratio", ratio(&[summaries], vec![host.to_owned()])), ("latency", latency(summaries))];
     let optional = [
-        ("throughput", throughput(summaries, scenarios)),
-        ("slowdown", slowdown(summaries, scenarios)),
+        ("throughput", throughput(summaries)),
+        ("slowdown", slowdown(summaries)),
         ("transitions", transitions(summaries)),
         ("regimes", regimes(summaries)),
     ];

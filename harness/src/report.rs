@@ -86,7 +86,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
                 vec![
                     name(s),
                     spread(s.ns_per_call),
-                    s.ratio.map_or("-".into(), spread),
+                    s.ratio_to_fnptr.map_or("-".into(), spread),
                     f2(s.calls_per_sec.median / 1e6),
                     f2(s.p50),
                     f2(s.p99),
@@ -190,7 +190,7 @@ pub fn terminal(summaries: &[Summary]) -> String {
     let mut out = String::new();
     for sc in scenarios(summaries) {
         let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
-        writeln!(out, "\n== {sc}").unwrap();
+        writeln!(out, "\n== {}", sc.name()).unwrap();
         for t in tables(&group) {
             let widths: Vec<usize> = (0..t.header.len())
                 .map(|i| t.cells.iter().map(|c| c[i].len()).chain([t.header[i].len()]).max().unwrap_or(0))
@@ -331,7 +331,7 @@ pub fn environment(run: &RunFile) -> String {
         format!(
             "{} round(s) of {:.2} s after {:.2} s of warm-up per strategy and scenario, strategies in a random order \
              per round (seed {}); figures are medians over rounds, (min-max) their range",
-            c.runs,
+            c.rounds,
             c.duration.as_secs_f64(),
             c.warmup.as_secs_f64(),
             c.seed
@@ -431,11 +431,9 @@ pub fn guide() -> String {
 }
 
 /// One scenario's section of `report.md`: what it is, its tables, and its flagged rows.
-fn scenario_section(md: &mut String, name: &str, scenario: Option<&config::Scenario>, group: &[&Summary]) {
-    writeln!(md, "## {name}\n").unwrap();
-    if let Some(sc) = scenario {
-        writeln!(md, "*{}.*\n", sc.describe()).unwrap();
-    }
+fn scenario_section(md: &mut String, scenario: &config::Scenario, group: &[&Summary]) {
+    writeln!(md, "## {}\n", scenario.name()).unwrap();
+    writeln!(md, "*{}.*\n", scenario.describe()).unwrap();
     for t in tables(group) {
         writeln!(md, "{}:\n", t.title).unwrap();
         md.push_str(&markdown_table(&t.header, &t.cells));
@@ -469,7 +467,7 @@ pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_not
     md.push_str(&guide());
     for sc in scenarios(summaries) {
         let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
-        scenario_section(&mut md, &sc, run.config.scenarios.iter().find(|s| s.name() == sc), &group);
+        scenario_section(&mut md, &sc, &group);
     }
     plots_section(&mut md, plots, plot_note);
     md
@@ -512,7 +510,7 @@ mod tests {
         let summaries = summarize(&run.rows);
         let md = markdown(&run, &summaries, &[], Some("no font"));
         let scenario = &run.config.scenarios[0];
-        assert_eq!(scenario.name(), run.rows[0].scenario, "the test's rows belong to the config's scenario");
+        assert_eq!(scenario, &run.rows[0].scenario, "the test's rows belong to the config's scenario");
         assert!(md.contains(&format!("*{}.*", scenario.describe())), "{md}");
         assert!(md.contains("1 reader thread, no writer (steady state)"), "{md}");
         // Both consistency models of the run are explained, with the strategies that have them.

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::CallSites;
+use dispatch::strategy::BASELINE;
+
+use crate::config::{CallSites, Scenario};
 use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, Percentiles, Row};
 
 /// Median, minimum and maximum of a sample.
@@ -29,17 +31,16 @@ impl Spread {
     }
 }
 
-/// One strategy in one scenario, summarised over its runs.
+/// One strategy in one scenario, summarised over its rounds.
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub strategy: String,
     /// The strategy's consistency model, as the registry names it (`per-task`, `immediate`, `n/a`).
     pub consistency: String,
-    pub scenario: String,
-    pub call_sites: CallSites,
-    pub readers: usize,
+    pub scenario: Scenario,
     pub ns_per_call: Spread,
-    pub ratio: Option<Spread>,
+    /// ns/call over the baseline's ([`BASELINE`]) in the same round, over rounds.
+    pub ratio_to_fnptr: Option<Spread>,
     pub calls_per_sec: Spread,
     pub p50: f64,
     pub p99: f64,
@@ -105,7 +106,7 @@ fn interference_tags(rs: &[&Row]) -> Vec<String> {
 
 /// Groups rows by (scenario, strategy), in the order scenarios and strategies first appear.
 pub fn summarize(rows: &[Row]) -> Vec<Summary> {
-    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut keys: Vec<(Scenario, String)> = Vec::new();
     for r in rows {
         let k = (r.scenario.clone(), r.strategy.clone());
         if !keys.contains(&k) {
@@ -131,10 +132,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 }
             }
             Summary {
-                call_sites: rs[0].call_sites,
-                readers: rs[0].readers,
                 ns_per_call: Spread::of(rs.iter().map(|r| r.ns_per_call)).expect("at least one row"),
-                ratio: Spread::of(rs.iter().filter_map(|r| r.ratio_to_fnptr)),
+                ratio_to_fnptr: Spread::of(rs.iter().filter_map(|r| r.ratio_to_fnptr)),
                 calls_per_sec: Spread::of(rs.iter().map(|r| r.calls_per_sec)).expect("at least one row"),
                 p50: med(&|r| r.batch_ns.map(|p| p.p50)).unwrap_or(f64::NAN),
                 p99: med(&|r| r.batch_ns.map(|p| p.p99)).unwrap_or(f64::NAN),
@@ -177,8 +176,8 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
 }
 
 /// The scenarios of `summaries`, in run order.
-pub fn scenarios(summaries: &[Summary]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+pub fn scenarios(summaries: &[Summary]) -> Vec<Scenario> {
+    let mut out: Vec<Scenario> = Vec::new();
     for s in summaries {
         if !out.contains(&s.scenario) {
             out.push(s.scenario.clone());
@@ -196,7 +195,11 @@ pub fn failures(summaries: &[Summary]) -> Vec<String> {
         .map(|s| {
             format!(
                 "{}/{}: {} violations, {} uses after reclaim, {} reads of a transition while Idle",
-                s.scenario, s.strategy, s.violations, s.use_after_reclaim, s.idle_in_transition
+                s.scenario.name(),
+                s.strategy,
+                s.violations,
+                s.use_after_reclaim,
+                s.idle_in_transition
             )
         })
         .collect()
@@ -211,27 +214,29 @@ pub const PREDICTED_LIMIT: f64 = 1.3;
 /// per-site steady scenario that has both, and what `fnptr` costs in the shared steady scenario
 /// with the same readers.
 pub fn method_check(rows: &[Row]) -> Option<MethodCheck> {
-    let steady = |r: &Row, regime: CallSites| r.call_sites == regime && r.scenario.contains("_steady_");
-    let scenario = rows.iter().find(|r| steady(r, CallSites::PerSite) && r.strategy == "fnptr")?.scenario.clone();
-    let readers = rows.iter().find(|r| r.scenario == scenario)?.readers;
-    let ns = |scenario: &str, strategy: &str, run: usize| {
-        rows.iter().find(|r| r.scenario == scenario && r.strategy == strategy && r.run == run).map(|r| r.ns_per_call)
+    let steady = |r: &Row, regime: CallSites| r.scenario.call_sites == regime && r.scenario.is_steady();
+    let scenario = &rows.iter().find(|r| steady(r, CallSites::PerSite) && r.strategy == BASELINE)?.scenario;
+    let ns = |strategy: &str, round: usize| {
+        rows.iter()
+            .find(|r| &r.scenario == scenario && r.strategy == strategy && r.round == round)
+            .map(|r| r.ns_per_call)
     };
-    let runs: Vec<usize> = rows.iter().filter(|r| r.scenario == scenario).map(|r| r.run).collect();
-    let ratio =
-        Spread::of(runs.iter().filter_map(|&run| Some(ns(&scenario, "fnptr", run)? / ns(&scenario, "direct", run)?)))?;
-    let median_ns = |scenario: &str| {
-        Spread::of(rows.iter().filter(|r| r.scenario == scenario && r.strategy == "fnptr").map(|r| r.ns_per_call))
+    let rounds: Vec<usize> = rows.iter().filter(|r| &r.scenario == scenario).map(|r| r.round).collect();
+    let ratio = Spread::of(rounds.iter().filter_map(|&round| Some(ns(BASELINE, round)? / ns("direct", round)?)))?;
+    let median_ns = |scenario: &Scenario| {
+        Spread::of(rows.iter().filter(|r| &r.scenario == scenario && r.strategy == BASELINE).map(|r| r.ns_per_call))
             .map(|s| s.median)
     };
-    let shared = rows.iter().find(|r| steady(r, CallSites::Shared) && r.readers == readers && r.strategy == "fnptr");
+    let shared = rows
+        .iter()
+        .find(|r| steady(r, CallSites::Shared) && r.scenario.readers == scenario.readers && r.strategy == BASELINE);
     Some(MethodCheck {
         fnptr_over_direct: ratio.median,
         limit: PREDICTED_LIMIT,
         predicted: ratio.median <= PREDICTED_LIMIT,
-        fnptr_ns_per_site: median_ns(&scenario)?,
+        fnptr_ns_per_site: median_ns(scenario)?,
         fnptr_ns_shared: shared.and_then(|r| median_ns(&r.scenario)),
-        scenario,
+        scenario: scenario.name(),
     })
 }
 
@@ -258,7 +263,8 @@ mod tests {
 
     #[test]
     fn no_check_without_a_per_site_steady_scenario() {
-        let shared_only: Vec<Row> = rows([1.0; 3]).into_iter().filter(|r| r.call_sites == CallSites::Shared).collect();
+        let shared_only: Vec<Row> =
+            rows([1.0; 3]).into_iter().filter(|r| r.scenario.call_sites == CallSites::Shared).collect();
         assert!(method_check(&shared_only).is_none());
     }
 }

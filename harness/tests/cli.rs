@@ -32,7 +32,7 @@ fn tiny_command(out: &Path, overrides: &[(&str, &str)]) -> Command {
         ("--readers", "1"),
         ("--rate", "0,max"),
         ("--duration", "0.02"),
-        ("--runs", "2"),
+        ("--rounds", "2"),
         ("--regime-rows", "false"),
         ("--counters", "off"),
         ("--out", out.to_str().unwrap()),
@@ -177,7 +177,7 @@ fn bad_input_is_refused_with_code_2() {
         (&["run", "--rate", "0,fast"], "not a rate"),
         (&["run", "--duration", "0"], "'--duration <DURATION>': give 0.001 to 3600 seconds"),
         (&["run", "--duration=-1"], "'--duration <DURATION>': give 0.001 to 3600 seconds"),
-        (&["run", "--runs", "0"], "'--runs <RUNS>': give 1 to 1000 rounds"),
+        (&["run", "--rounds", "0"], "'--rounds <ROUNDS>': give 1 to 1000 rounds"),
         (&["run", "--readers", "4094"], "--oversubscribe"),
         (&["run", "--sites", "0"], "'--sites <SITES>': give 1 to 4096 sites"),
         (&["compare", "a", "b", "--threshold=-1"], "'--threshold <THRESHOLD>': give 0 to 1000 percent"),
@@ -195,13 +195,13 @@ fn bad_input_is_refused_with_code_2() {
 
 /// Every numeric option at 0, 1, tiny, huge, `u64::MAX`, NaN and infinities: a message naming the
 /// option and its range with exit 2, or (in range) a start; never a panic, an allocation abort
-/// or a run for ever. Values in range are given with `--runs 1000 --duration 3600`, so that the
+/// or a run for ever. Values in range are given with `--rounds 1000 --duration 3600`, so that the
 /// run would take days: refused before measuring (it needs --yes), which keeps this test fast.
 #[test]
 fn every_numeric_option_refuses_absurd_values_naming_its_range() {
     let options: &[(&str, &str)] = &[
         ("--duration", "0.001 to 3600 seconds"),
-        ("--runs", "1 to 1000 rounds"),
+        ("--rounds", "1 to 1000 rounds"),
         ("--readers", "1 to 4094 readers"),
         ("--rate", "0.001 to 1000000000 Hz"),
         ("--sites", "1 to 4096 sites"),
@@ -214,7 +214,7 @@ fn every_numeric_option_refuses_absurd_values_naming_its_range() {
     for (option, range) in options {
         for value in values {
             let mut args = vec!["run".to_owned(), "--oversubscribe".to_owned(), format!("{option}={value}")];
-            for long in ["--runs=1000", "--duration=3600"] {
+            for long in ["--rounds=1000", "--duration=3600"] {
                 if !long.starts_with(option) {
                     args.push(long.to_owned());
                 }
@@ -235,14 +235,14 @@ fn every_numeric_option_refuses_absurd_values_naming_its_range() {
 
 #[test]
 fn a_run_of_more_than_an_hour_says_so_and_needs_yes() {
-    let o = harness(&["run", "--runs", "100", "--duration", "10"]);
+    let o = harness(&["run", "--rounds", "100", "--duration", "10"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("hours") && stderr(&o).contains("pass --yes"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("clock overhead"));
     // With --yes the run is past the check (here refused by the next one, an existing --out).
     let out = scratch("yes");
     std::fs::create_dir_all(&out).unwrap();
-    let o = harness(&["run", "--runs", "100", "--duration", "10", "--yes", "--out", out.to_str().unwrap()]);
+    let o = harness(&["run", "--rounds", "100", "--duration", "10", "--yes", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&out);
@@ -252,7 +252,7 @@ fn a_run_of_more_than_an_hour_says_so_and_needs_yes() {
 fn duplicate_scenarios_are_measured_once_saying_so() {
     let out = scratch("dup");
     let o =
-        tiny_run(&out, &[("--strategies", "fnptr"), ("--rate", "0,steady,0"), ("--readers", "1,1"), ("--runs", "1")]);
+        tiny_run(&out, &[("--strategies", "fnptr"), ("--rate", "0,steady,0"), ("--readers", "1,1"), ("--rounds", "1")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let said = stderr(&o).matches("per-site_r1_steady_s8seq_d1_cycle_c4096 was asked for more than once").count();
     assert_eq!(said, 5, "{}", stderr(&o));
@@ -325,7 +325,7 @@ fn an_output_directory_the_final_write_could_not_create_is_refused_before_measur
 #[test]
 fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let out = scratch("run");
-    let o = tiny_run(&out, &[("--runs", "3")]);
+    let o = tiny_run(&out, &[("--rounds", "3")]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["run.json", "report.md", "bmf.json", "rows.csv"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -391,7 +391,7 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
         ),
         (write("negative.json", &with_row_field(&json, "ns_per_call", "-3.5")), "field ns_per_call: -3.5 is negative"),
         (write("infinite.json", &with_row_field(&json, "calls_per_sec", "1e999")), "not valid JSON"),
-        (write("scenario.json", &json.replace("r1_max", "r1_other")), "different scenarios"),
+        (write("scenario.json", &with_every_row(&json, |r| r["scenario"]["depth"] = 7.into())), "different scenarios"),
         (
             write("regime.json", &json.replace("\"call_sites\": \"per-site\"", "\"call_sites\": \"shared\"")),
             "different call-site regimes",
@@ -442,8 +442,8 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
 
     // Fewer than 3 rounds a side: no verdict, exit 5, even against itself.
     let mut two: serde_json::Value = serde_json::from_str(&json).unwrap();
-    two["rows"].as_array_mut().unwrap().retain(|r| r["run"].as_u64() < Some(2));
-    two["config"]["runs"] = 2.into();
+    two["rows"].as_array_mut().unwrap().retain(|r| r["round"].as_u64() < Some(2));
+    two["config"]["rounds"] = 2.into();
     let two_path = write("two.json", &two.to_string());
     let o = harness(&["compare", two_path.to_str().unwrap(), two_path.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -479,16 +479,16 @@ fn a_a_runs_compare_as_no_change() {
 /// compare's output when it does not say "no change".
 fn a_a_split_compares_as_no_change(attempt: u32) -> Result<(), String> {
     let out = scratch(&format!("aa-{attempt}"));
-    let o = tiny_run(&out, &[("--runs", "12"), ("--rate", "0"), ("--duration", "0.05")]);
+    let o = tiny_run(&out, &[("--rounds", "12"), ("--rate", "0"), ("--duration", "0.05")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     let half = |parity: u64| {
         let mut h = run.clone();
-        h["config"]["runs"] = 6.into();
+        h["config"]["rounds"] = 6.into();
         let rows = h["rows"].as_array_mut().unwrap();
-        rows.retain(|r| r["run"].as_u64().unwrap() % 2 == parity);
+        rows.retain(|r| r["round"].as_u64().unwrap() % 2 == parity);
         for r in rows.iter_mut() {
-            r["run"] = (r["run"].as_u64().unwrap() / 2).into();
+            r["round"] = (r["round"].as_u64().unwrap() / 2).into();
         }
         let path = out.join(format!("half-{parity}.json"));
         std::fs::write(&path, h.to_string()).unwrap();
@@ -526,6 +526,13 @@ fn readers_sharing_a_cpu_are_flagged_and_strict_exits_4() {
     assert!(stderr(&o).contains("--strict: rows were flagged for interference"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&strict);
+}
+
+/// `json` (a run.json) with `edit` applied to every row.
+fn with_every_row(json: &str, edit: impl Fn(&mut serde_json::Value)) -> String {
+    let mut run: serde_json::Value = serde_json::from_str(json).unwrap();
+    run["rows"].as_array_mut().unwrap().iter_mut().for_each(edit);
+    run.to_string()
 }
 
 /// `json` (a run.json) with `field` of its second row set to `value` (JSON text).
@@ -730,7 +737,7 @@ fn a_killed_run_leaves_no_output_directory() {
             "--counters",
             "off",
         ])
-        .args(["--duration", "30", "--runs", "1", "--out", out.to_str().unwrap()])
+        .args(["--duration", "30", "--rounds", "1", "--out", out.to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -26,7 +26,7 @@ fn config(
         }],
         duration,
         warmup: Duration::ZERO,
-        runs: 1,
+        rounds: 1,
         counters: CountersMode::Off,
         oversubscribe: true,
         seed: 1,

@@ -331,6 +331,11 @@ macro_rules! define_registry {
 
 for_each_strategy!(define_registry);
 
+/// The floor every ratio is taken against: a relaxed load of a function pointer and an indirect
+/// call, the cheapest redirection that can be patched at all. Harness, benches and reports name it
+/// through this constant.
+pub const BASELINE: &str = <fnptr::Fnptr as Strategy>::INFO.name;
+
 /// Looks a strategy up by name.
 pub fn info(name: &str) -> Result<Info, UnknownStrategy> {
     ALL.iter().copied().find(|i| i.name == name).ok_or_else(|| UnknownStrategy(name.to_owned()))

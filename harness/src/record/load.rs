@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{OLDEST_READABLE, Row, RunFile, SCHEMA_VERSION};
+use crate::config::Scenario;
 
 /// The `run.json` of a run directory (or the file itself), parsed as JSON but not yet checked
 /// against the schema, and its `schema_version`.
@@ -45,11 +46,16 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     let wrong = |place: String, e: serde_json::Error| {
         format!("{}: {place}: {e}; it does not match schema {version} (results/SCHEMA.md)", file.display())
     };
+    let mut value = value;
+    if version < 5 {
+        scenarios_by_name(&mut value).map_err(|e| format!("{}: {e}; it is corrupt", file.display()))?;
+    }
     // Rows first, one by one, so that a message names the row and its field.
     for (i, row) in value.get("rows").and_then(|r| r.as_array()).into_iter().flatten().enumerate() {
         let place = || {
-            let name = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-            format!("row {i} ({}/{})", name("scenario"), name("strategy"))
+            let scenario = row.get("scenario").and_then(|v| serde_json::from_value::<Scenario>(v.clone()).ok());
+            let strategy = row.get("strategy").and_then(|v| v.as_str()).unwrap_or("?");
+            format!("row {i} ({}/{strategy})", scenario.map_or_else(|| "?".to_owned(), |s| s.name()))
         };
         if let Err(e) = serde_json::from_value::<Row>(row.clone()) {
             let field = culprit::<Row>(row).map_or_else(String::new, |f| format!(", field {f}"));
@@ -71,6 +77,37 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     // 3: nothing skipped), so the run is this schema's: compare and report take it beside new ones.
     run.schema_version = SCHEMA_VERSION;
     Ok(run)
+}
+
+/// Rows of schema 4 and older name their scenario (`"scenario": "per-site_r1_steady_…"`) beside
+/// its `call_sites` and `readers`, and their round `run`. Each becomes the scenario of
+/// `config.scenarios` that has that name (a run's names are unique: the harness drops duplicate
+/// scenarios), and `run` becomes `round`. Names are matched, never parsed.
+fn scenarios_by_name(value: &mut serde_json::Value) -> Result<(), String> {
+    let scenarios: Vec<Scenario> = value
+        .pointer("/config/scenarios")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| format!("config.scenarios: {e}"))?
+        .unwrap_or_default();
+    let Some(rows) = value.get_mut("rows").and_then(|r| r.as_array_mut()) else { return Ok(()) };
+    for (i, row) in rows.iter_mut().enumerate() {
+        let Some(row) = row.as_object_mut() else { continue };
+        if let Some(name) = row.get("scenario").and_then(|v| v.as_str()) {
+            let scenario = scenarios
+                .iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| format!("row {i}: its scenario {name:?} is none of config.scenarios"))?;
+            row.insert("scenario".into(), serde_json::to_value(scenario).expect("a scenario serializes"));
+        }
+        for old in ["call_sites", "readers"] {
+            row.remove(old);
+        }
+        if let Some(round) = row.remove("run") {
+            row.insert("round".into(), round);
+        }
+    }
+    Ok(())
 }
 
 /// Whether this harness reads a `run.json` of schema `version` ([`OLDEST_READABLE`] to
@@ -125,21 +162,42 @@ mod tests {
     use super::*;
 
     /// A run of schema 3 (from before `skipped`) reads as a run of this schema that skipped
-    /// nothing, and a run of schema 3 or 4 (from before `env.cpu`) as one whose CPU was not
-    /// recorded. Schema 2 (other fields) is still refused, saying which schemas are read.
+    /// nothing, and a run of schema 3 or 4 (from before `env.cpu` and the rows' scenario objects)
+    /// as one whose CPU was not recorded, each row's scenario the config's of its name. Schema 2
+    /// (other fields) is still refused, saying which schemas are read.
     #[test]
-    fn a_schema_3_run_reads_as_this_schema_without_skipped_strategies_or_cpu() {
+    fn schema_3_and_4_runs_read_as_this_schema() {
         use crate::config::CallSites;
         use crate::record::test_support::{row, run};
-        let mut value = serde_json::to_value(run(vec![row("klp", CallSites::PerSite, 0, 2.0)])).unwrap();
+        let current = run(vec![row("klp", CallSites::PerSite, 0, 2.0), row("klp", CallSites::Shared, 1, 3.0)]);
+        let mut value = serde_json::to_value(&current).unwrap();
+        // Schema 4's form: no env.cpu, each row naming its scenario and round `run`.
         value["schema_version"] = 4.into();
         value["env"].as_object_mut().unwrap().remove("cpu");
+        value["config"]["scenarios"] =
+            serde_json::to_value([&current.rows[0].scenario, &current.rows[1].scenario]).unwrap();
+        for (row, r) in value["rows"].as_array_mut().unwrap().iter_mut().zip(&current.rows) {
+            let row = row.as_object_mut().unwrap();
+            row.insert("scenario".into(), r.scenario.name().into());
+            row.insert("call_sites".into(), r.scenario.call_sites.name().into());
+            row.insert("readers".into(), r.scenario.readers.into());
+            let round = row.remove("round").unwrap();
+            row.insert("run".into(), round);
+        }
         let root = std::env::temp_dir().join(format!("dispatch-bench-load-{}", std::process::id()));
         fs::create_dir_all(&root).unwrap();
         let old = root.join("run.json");
         fs::write(&old, value.to_string()).unwrap();
         let read = load_run(&old).unwrap();
         assert_eq!((read.schema_version, read.env.cpu), (SCHEMA_VERSION, None));
+        assert_eq!(read.rows, current.rows, "each row's scenario is config's of its name, its round its `run`");
+
+        // A row naming a scenario the config lacks is corrupt, said so with the row.
+        let mut stray = value.clone();
+        stray["rows"][1]["scenario"] = "per-site_r9_steady_s8seq_d1_cycle_c4096".into();
+        fs::write(&old, stray.to_string()).unwrap();
+        let e = load_run(&old).unwrap_err();
+        assert!(e.contains("row 1: its scenario \"per-site_r9_steady_s8seq_d1_cycle_c4096\" is none of config"), "{e}");
 
         value["schema_version"] = 3.into();
         value.as_object_mut().unwrap().remove("skipped");
@@ -147,7 +205,7 @@ mod tests {
         let read = load_run(&old).unwrap();
         assert_eq!(read.schema_version, SCHEMA_VERSION);
         assert!(read.skipped.is_empty() && read.env.cpu.is_none());
-        assert_eq!(read.rows.len(), 1);
+        assert_eq!(read.rows.len(), 2);
 
         value["schema_version"] = 2.into();
         fs::write(&old, value.to_string()).unwrap();

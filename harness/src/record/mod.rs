@@ -4,7 +4,7 @@
 use dispatch::strategy::Consistency;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CallSites, RunConfig, Skipped};
+use crate::config::{RunConfig, Scenario, Skipped};
 use crate::counters::{CounterKind, CounterValues};
 use crate::env::Env;
 use crate::sched::{HostLoad, ReaderSched};
@@ -16,12 +16,15 @@ pub use load::{load_run, read_run_json, readable};
 /// when a harness that ignores a new field would misread the run: 4 added [`RunFile::skipped`],
 /// without which a schema-3 reader would take a skipped strategy for rows gone missing; 5 added
 /// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
-/// the same host.
+/// the same host, and made each row carry its [`Scenario`] (`scenario` an object, `call_sites`
+/// and `readers` inside it) and name its round `round` (was `run`).
 pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
 /// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
-/// (`env.cpu` absent: compare says what it could not check), so both are read as this schema's.
+/// (`env.cpu` absent: compare says what it could not check) and whose rows name their scenario
+/// (the scenario of `config.scenarios` of that name: see `load::scenarios_by_name`), so both are
+/// read as this schema's.
 pub const OLDEST_READABLE: u32 = 3;
 
 /// The JSON Schema of `run.json`, generated from these types (schemars): committed as
@@ -79,16 +82,16 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-/// One strategy × scenario × run: the unit of `run.json` (see results/SCHEMA.md).
+/// One strategy × scenario × round: the unit of `run.json` (see results/SCHEMA.md).
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct Row {
     pub strategy: String,
     pub consistency: String,
-    /// The scenario's call-site regime (also the first part of its name).
-    pub call_sites: CallSites,
-    pub scenario: String,
-    pub run: usize,
-    pub readers: usize,
+    /// The scenario measured, every dimension of it: consumers select rows by its fields
+    /// (`scenario.name()` is for people and file names).
+    pub scenario: Scenario,
+    /// The round (0-based): within a round every strategy is measured once, in a shuffled order.
+    pub round: usize,
     pub pinned: bool,
     pub oversubscribed: bool,
     /// Calls timed, over all readers.
@@ -204,15 +207,15 @@ impl Interference {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use crate::config::CallSites;
 
-    pub(crate) fn row(strategy: &str, call_sites: CallSites, run: usize, ns_per_call: f64) -> Row {
+    /// A row of the default scenario in the regime `call_sites` (1 reader, steady).
+    pub(crate) fn row(strategy: &str, call_sites: CallSites, round: usize, ns_per_call: f64) -> Row {
         Row {
             strategy: strategy.into(),
             consistency: "n/a".into(),
-            call_sites,
-            scenario: format!("{}_r1_steady_s8seq_d1_cycle_c4096", call_sites.name()),
-            run,
-            readers: 1,
+            scenario: Scenario::DEFAULT.in_regime(call_sites),
+            round,
             pinned: true,
             oversubscribed: false,
             calls: 1000,
