@@ -678,7 +678,7 @@ mod tests {
     use super::*;
     use crate::check::code;
     use crate::model::FuncSpec;
-    use crate::strategy::{Consistency, Info, ReadSide, WriteSide, always_available};
+    use crate::strategy::{Consistency, Info, ReadSide, WriteSide, always_available, no_machine_fact};
     use crate::tasks::TaskState;
 
     /// What the engine told [`Recorder`], with whether the watched task was pending then.
@@ -728,6 +728,7 @@ mod tests {
             description: "records the engine's calls",
             consistency: Consistency::PerTask,
             probe: always_available,
+            machine_fact: no_machine_fact,
         };
         fn new(_originals: &[Code]) -> Self {
             Recorder

@@ -32,12 +32,43 @@ pub struct Env {
     pub rustc: String,
     pub git_commit: String,
     pub counters: Option<Availability>,
-    /// Where `percpu` reads the CPU id from (`rseq` or `sched_getcpu`).
-    pub percpu_path: String,
-    /// How `textpoke` made its call instructions writable, or why it could not (runs before
-    /// `textpoke` existed have none).
-    #[serde(default)]
-    pub textpoke_text: String,
+    /// What some strategies' figures depend on in this machine, from each strategy's
+    /// `Info::machine_fact` (how `percpu` reads the CPU id, how `textpoke` made its call
+    /// instructions writable), in registry order.
+    pub strategy_facts: Vec<StrategyFact>,
+}
+
+/// One strategy's fact about the machine (`dispatch::strategy::MachineFact`), as run.json keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct StrategyFact {
+    pub strategy: String,
+    /// What it is about (`cpu id`, `text`).
+    pub what: String,
+    pub value: String,
+    /// Why the strategy is slower or less representative here, and what to change.
+    pub warning: Option<String>,
+}
+
+impl StrategyFact {
+    /// Every strategy's fact about this machine, in registry order.
+    pub fn capture() -> Vec<Self> {
+        dispatch::strategy::ALL
+            .iter()
+            .filter_map(|info| {
+                (info.machine_fact)().map(|f| StrategyFact {
+                    strategy: info.name.to_owned(),
+                    what: f.what.to_owned(),
+                    value: f.value,
+                    warning: f.warning,
+                })
+            })
+            .collect()
+    }
+
+    /// `percpu cpu id: rseq`.
+    pub fn line(&self) -> String {
+        format!("{} {}: {}", self.strategy, self.what, self.value)
+    }
 }
 
 fn read(path: &str) -> Option<String> {
@@ -88,8 +119,7 @@ impl Env {
             rustc: env!("HARNESS_RUSTC").to_owned(),
             git_commit: env!("HARNESS_COMMIT").to_owned(),
             counters,
-            percpu_path: dispatch::strategy::percpu::cpu_source().name().to_owned(),
-            textpoke_text: dispatch::strategy::textpoke::describe(),
+            strategy_facts: StrategyFact::capture(),
         }
     }
 
@@ -115,12 +145,7 @@ impl Env {
         if self.turbo == "on" {
             w.push("turbo/boost is on: clock speed varies with load and temperature".to_owned());
         }
-        if self.percpu_path != "rseq" {
-            w.push(format!(
-                "percpu reads the CPU id with {} (no rseq): slower than on glibc >= 2.35",
-                self.percpu_path
-            ));
-        }
+        w.extend(self.strategy_facts.iter().filter_map(|f| f.warning.clone()));
         w
     }
 
@@ -149,10 +174,11 @@ impl Env {
             ("rustc", self.rustc.clone()),
             ("git commit", self.git_commit.clone()),
             ("counters", counters),
-            ("percpu cpu id", self.percpu_path.clone()),
-            ("textpoke text", self.textpoke_text.clone()),
         ] {
             s.push_str(&format!("{k:<20} {v}\n"));
+        }
+        for f in &self.strategy_facts {
+            s.push_str(&format!("{:<20} {}\n", format!("{} {}", f.strategy, f.what), f.value));
         }
         for w in self.warnings() {
             s.push_str(&format!("warning: {w}\n"));
@@ -185,8 +211,12 @@ pub(crate) mod test_support {
             rustc: "rustc 1.95.0".into(),
             git_commit: "0000000".into(),
             counters: None,
-            percpu_path: "rseq".into(),
-            textpoke_text: "memfd double mapping".into(),
+            strategy_facts: vec![StrategyFact {
+                strategy: "percpu".into(),
+                what: "cpu id".into(),
+                value: "rseq".into(),
+                warning: None,
+            }],
         }
     }
 }

@@ -138,15 +138,20 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
         log(n);
     }
     let clock_ns = measure::calibrate_clock();
+    let facts: String = env
+        .strategy_facts
+        .iter()
+        .filter(|f| cfg.strategies.contains(&f.strategy))
+        .map(|f| format!("; {}", f.line()))
+        .collect();
     log(&format!(
-        "{} strategies x {} scenarios x {} rounds of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted); percpu CPU id via {}",
+        "{} strategies x {} scenarios x {} rounds of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted){facts}",
         cfg.strategies.len(),
         cfg.scenarios.len(),
         cfg.rounds,
         cfg.duration.as_secs_f64(),
         cfg.warmup.as_secs_f64(),
         config::writer_cpu_name(cfg.writer_cpu),
-        env.percpu_path
     ));
     let started = output::utc_now();
     let host = sched::HostWatch::start();

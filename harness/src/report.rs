@@ -294,9 +294,9 @@ pub fn environment(run: &RunFile) -> String {
             a.reason.as_deref().unwrap_or("no reason recorded")
         ),
     };
-    item(&mut md, "Counters", format!("{counters}; percpu reads the CPU id with {}", e.percpu_path));
-    if !e.textpoke_text.is_empty() {
-        item(&mut md, "textpoke", format!("its call instructions: {}", e.textpoke_text));
+    item(&mut md, "Counters", counters);
+    for f in &e.strategy_facts {
+        item(&mut md, &format!("{} {}", f.strategy, f.what), f.value.clone());
     }
     let pinned = run.rows.iter().all(|r| r.pinned);
     let oversubscribed = run.rows.iter().any(|r| r.oversubscribed);

@@ -35,7 +35,9 @@ use arc_swap::{ArcSwap, Cache};
 
 use crate::check;
 use crate::model::{Code, Selection, SiteId};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::tasks::TaskState;
 
 #[derive(Debug)]
@@ -143,6 +145,7 @@ impl Strategy for ArcSwapStacks {
         description: "per-site immutable snapshot in `arc_swap::ArcSwap`, read through a per-task `arc_swap::Cache`: RCU-like without grace periods, a pointer compare per call, each task holding its last snapshots",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

@@ -15,7 +15,9 @@
 
 use crate::check;
 use crate::model::{Code, SiteId};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::tasks::TaskState;
 
 #[derive(Debug, Default)]
@@ -51,6 +53,7 @@ impl Strategy for Direct {
         description: "each site calls its own original function directly: the floor, not patchable",
         consistency: Consistency::NotPatchable,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     /// Panics unless site `i`'s original is `check::code(i)`: the only originals it can call

@@ -54,7 +54,9 @@ use crossbeam_epoch::{self as epoch, Atomic, Collector, Guard, LocalHandle, Owne
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::func_stack::{StackNode, handler};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
 use crate::tasks::TaskState;
 
@@ -312,6 +314,7 @@ impl Strategy for Epoch {
         description: "the kernel's func stack under crossbeam-epoch (its own collector, a pooled participant per task): reclamation without safe points, a pin and unpin (a full fence) per critical section",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

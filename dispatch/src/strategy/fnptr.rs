@@ -11,7 +11,9 @@
 
 use crate::model::{Code, PatchState, SiteId, select};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::sync::Ordering;
 use crate::tasks::TaskState;
 
@@ -50,6 +52,7 @@ impl Strategy for Fnptr {
         description: "one atomic code pointer per site, swapped at once: the floor of runtime redirection; tasks can mix versions",
         consistency: Consistency::Immediate,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

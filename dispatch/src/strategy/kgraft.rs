@@ -28,7 +28,9 @@ use std::ptr;
 
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::klp::Klp;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::sync::{AtomicPtr, Ordering};
 use crate::tasks::TaskState;
 
@@ -122,6 +124,7 @@ impl Strategy for Kgraft {
         description: "kGraft's fast and slow stubs in data: a per-site word holds the code every task runs, cleared while a transition covers the site, when calls take klp's handler instead: steady state is fnptr plus one test",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

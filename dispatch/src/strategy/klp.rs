@@ -37,7 +37,9 @@ use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::func_stack::{StackNode, handler};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
 use crate::tasks::TaskState;
 
@@ -236,6 +238,7 @@ impl Strategy for Klp {
         description: "the kernel's handler: func-stack head, `transition` flag, task state, all plain loads; the writer waits for every task's safe point before reclaiming",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

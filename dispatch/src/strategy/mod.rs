@@ -67,6 +67,26 @@ pub struct Info {
     /// `textpoke` needs x86-64 Linux and an OS that lets it patch its own code. Consumers call
     /// [`Info::availability`], which adds the `DISPATCH_UNAVAILABLE` override.
     pub probe: fn() -> Result<(), Unavailable>,
+    /// What the strategy's figures depend on in this machine, for the run's environment record
+    /// (`harness env`, run.json, report.md): how `percpu` reads the CPU id, how `textpoke` made its
+    /// call instructions writable. Most depend on nothing of the kind ([`no_machine_fact`]).
+    pub machine_fact: fn() -> Option<MachineFact>,
+}
+
+/// A fact about this machine that one strategy's figures depend on ([`Info::machine_fact`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineFact {
+    /// What it is about, in a few words (`cpu id`, `text`).
+    pub what: &'static str,
+    pub value: String,
+    /// Set where the fact makes the strategy slower or less representative here than it is
+    /// elsewhere, saying so and what to change.
+    pub warning: Option<String>,
+}
+
+/// The machine fact of every strategy that depends on nothing a machine may lack.
+pub fn no_machine_fact() -> Option<MachineFact> {
+    None
 }
 
 impl Info {

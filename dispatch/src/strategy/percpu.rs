@@ -43,7 +43,7 @@ use crossbeam_utils::CachePadded;
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::cache::Source;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
 use crate::tasks::TaskState;
 
@@ -137,6 +137,17 @@ fn sched_getcpu() -> usize {
 pub fn cpu_source() -> CpuSource {
     static SOURCE: OnceLock<CpuSource> = OnceLock::new();
     *SOURCE.get_or_init(CpuSource::detect)
+}
+
+/// `percpu`'s [`Info::machine_fact`]: where it reads the CPU id from, with a warning where that
+/// is the slower system call.
+fn machine_fact() -> Option<MachineFact> {
+    let source = cpu_source();
+    let warning = matches!(source, CpuSource::SchedGetcpu).then(|| {
+        "percpu reads the CPU id with sched_getcpu (no rseq): slower than on glibc >= 2.35, which registers rseq"
+            .to_owned()
+    });
+    Some(MachineFact { what: "cpu id", value: source.name().to_owned(), warning })
 }
 
 /// Possible CPUs (`/sys/devices/system/cpu/possible`, e.g. "0-15"), so that every CPU id has a slot.
@@ -280,6 +291,7 @@ impl Strategy for PerCpu {
         description: "a cache slot per CPU (CPU id from rseq, else `sched_getcpu`), taken once per critical section and validated by a writer generation: memory bounded by CPUs, a stamp check and re-check per call",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

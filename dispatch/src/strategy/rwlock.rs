@@ -13,7 +13,9 @@
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use crate::model::{Code, Selection, SiteId};
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::sync::RwLock;
 use crate::tasks::TaskState;
 
@@ -51,6 +53,7 @@ impl Strategy for RwLockStacks {
         description: "each site's selection behind a reader-writer lock: the naive baseline, a shared atomic write per call, that stops scaling at two readers",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

@@ -8,7 +8,9 @@
 
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::seqlock_sites::SeqLockSites;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::tasks::TaskState;
 
 #[derive(Debug)]
@@ -43,6 +45,7 @@ impl Strategy for SeqLock {
         description: "a per-site sequence lock over atomic words: no reclamation and no reader writes, but extra loads and retries while a writer runs",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

@@ -65,7 +65,7 @@ use seq_macro::seq;
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::text::{MAX_SITES, Target, Text};
 use crate::strategy::klp::Klp;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
+use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
 use crate::sync::thread_token;
 use crate::tasks::TaskState;
 
@@ -75,13 +75,17 @@ pub fn probe() -> Result<(), Unavailable> {
     Text::get().map(|_| ())
 }
 
-/// What `harness env` prints about `textpoke`: how its call instructions were made writable, or
-/// why they could not be.
+/// How `textpoke`'s call instructions were made writable, or why they could not be.
 pub fn describe() -> String {
     match Text::get() {
         Ok(text) => text.describe(),
         Err(why) => format!("unavailable: {why}"),
     }
+}
+
+/// `textpoke`'s [`Info::machine_fact`]: [`describe`], for the run's environment record.
+fn machine_fact() -> Option<MachineFact> {
+    Some(MachineFact { what: "text", value: describe(), warning: None })
 }
 
 /// The strategy that owns the text, for [`slow_path`]: null when none does.
@@ -221,6 +225,7 @@ impl Strategy for Textpoke {
         description: "each site's call instructions are re-pointed while threads run them: a direct call to the current code outside transitions, a per-site slow path into klp's handler during one; x86-64 Linux",
         consistency: Consistency::PerTask,
         probe,
+        machine_fact,
     };
 
     /// Waits until no other `Textpoke` owns the text, then points every call instruction at its

@@ -18,7 +18,9 @@ use std::cell::Cell;
 
 use crate::model::{Code, Selection, SiteId};
 use crate::strategy::blocks::cache::Source;
-use crate::strategy::{Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available};
+use crate::strategy::{
+    Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
+};
 use crate::tasks::TaskState;
 
 /// One site's cached selection.
@@ -99,6 +101,7 @@ impl Strategy for Tls {
         description: "the same cache per task, its generation loaded once per critical section: the cheapest hit (one stamp compare), but every writer change costs every task one miss per site",
         consistency: Consistency::PerTask,
         probe: always_available,
+        machine_fact: no_machine_fact,
     };
 
     fn new(originals: &[Code]) -> Self {

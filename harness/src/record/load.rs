@@ -48,7 +48,7 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     };
     let mut value = value;
     if version < 5 {
-        scenarios_by_name(&mut value).map_err(|e| format!("{}: {e}; it is corrupt", file.display()))?;
+        to_schema_5(&mut value).map_err(|e| format!("{}: {e}; it is corrupt", file.display()))?;
     }
     // Rows first, one by one, so that a message names the row and its field.
     for (i, row) in value.get("rows").and_then(|r| r.as_array()).into_iter().flatten().enumerate() {
@@ -79,17 +79,28 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
     Ok(run)
 }
 
-/// Rows of schema 4 and older name their scenario (`"scenario": "per-site_r1_steady_…"`) beside
-/// its `call_sites` and `readers`, and their round `run`. Each becomes the scenario of
-/// `config.scenarios` that has that name (a run's names are unique: the harness drops duplicate
-/// scenarios), and `run` becomes `round`. Names are matched, never parsed.
-fn scenarios_by_name(value: &mut serde_json::Value) -> Result<(), String> {
+/// Reads a run of schema 4 or older as schema 5. Its env has `percpu_path` and `textpoke_text`
+/// where schema 5 has `strategy_facts`; its rows name their scenario (`"scenario":
+/// "per-site_r1_steady_…"`) beside its `call_sites` and `readers`, and their round `run`. Each
+/// row's scenario becomes the one of `config.scenarios` that has that name (a run's names are
+/// unique: the harness drops duplicate scenarios), and `run` becomes `round`. Names are matched,
+/// never parsed.
+fn to_schema_5(value: &mut serde_json::Value) -> Result<(), String> {
     let scenarios: Vec<Scenario> = value
         .pointer("/config/scenarios")
         .map(|v| serde_json::from_value(v.clone()))
         .transpose()
         .map_err(|e| format!("config.scenarios: {e}"))?
         .unwrap_or_default();
+    if let Some(env) = value.get_mut("env").and_then(|e| e.as_object_mut()) {
+        let mut facts = Vec::new();
+        for (field, strategy, what) in [("percpu_path", "percpu", "cpu id"), ("textpoke_text", "textpoke", "text")] {
+            if let Some(v) = env.remove(field).filter(|v| v.as_str().is_some_and(|v| !v.is_empty())) {
+                facts.push(serde_json::json!({"strategy": strategy, "what": what, "value": v, "warning": null}));
+            }
+        }
+        env.insert("strategy_facts".into(), facts.into());
+    }
     let Some(rows) = value.get_mut("rows").and_then(|r| r.as_array_mut()) else { return Ok(()) };
     for (i, row) in rows.iter_mut().enumerate() {
         let Some(row) = row.as_object_mut() else { continue };
@@ -173,7 +184,10 @@ mod tests {
         let mut value = serde_json::to_value(&current).unwrap();
         // Schema 4's form: no env.cpu, each row naming its scenario and round `run`.
         value["schema_version"] = 4.into();
-        value["env"].as_object_mut().unwrap().remove("cpu");
+        let env = value["env"].as_object_mut().unwrap();
+        env.remove("cpu");
+        env.remove("strategy_facts");
+        env.insert("percpu_path".into(), "rseq".into());
         value["config"]["scenarios"] =
             serde_json::to_value([&current.rows[0].scenario, &current.rows[1].scenario]).unwrap();
         for (row, r) in value["rows"].as_array_mut().unwrap().iter_mut().zip(&current.rows) {
@@ -191,6 +205,7 @@ mod tests {
         let read = load_run(&old).unwrap();
         assert_eq!((read.schema_version, read.env.cpu), (SCHEMA_VERSION, None));
         assert_eq!(read.rows, current.rows, "each row's scenario is config's of its name, its round its `run`");
+        assert_eq!(read.env.strategy_facts, current.env.strategy_facts, "percpu_path became percpu's fact");
 
         // A row naming a scenario the config lacks is corrupt, said so with the row.
         let mut stray = value.clone();

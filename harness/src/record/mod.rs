@@ -23,7 +23,8 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
 /// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
 /// (`env.cpu` absent: compare says what it could not check) and whose rows name their scenario
-/// (the scenario of `config.scenarios` of that name: see `load::scenarios_by_name`), so both are
+/// (the scenario of `config.scenarios` of that name) and whose strategies' facts about the machine
+/// were two fields of env (see `load::to_schema_5`), so both are
 /// read as this schema's.
 pub const OLDEST_READABLE: u32 = 3;
 
