@@ -18,18 +18,17 @@
 //! per-site path fails the gate on any CPU, even when it costs no instruction. Writer
 //! benchmarks (one operation, 11 to 23 `Bim` each) are reported but not limited on `Bim`: their
 //! indirect branches are the engine's, none of them a measured call, and the count moves with
-//! layout changes elsewhere (a padding function moved three of them by one misprediction, adding
-//! the `textpoke` strategy moved `rwlock`'s replace by three, with no change of their code).
+//! layout changes elsewhere in the binary (by one to three mispredictions, with no change of
+//! their own code).
 //!
 //! Callgrind predicts indirect branches with an untagged table of 512 targets indexed by the low
 //! nine bits of the branch's address (valgrind's `cg_branchpred.c`), so two call instructions of
 //! one section whose addresses are equal modulo 512 evict each other: every pair costs two
 //! mispredictions per round of 8 sites. That is why a per-site path can show 0.25 or 0.75 per
-//! call (at one baseline `epoch` showed 0.751, 8 call sites on 5 distinct addresses modulo 512;
-//! at the current one `epoch` 0.250 and `klp` 0.251, every other per-site path 0.009 or less). It
-//! depends only on the section's own layout, so it
-//! moves only when that code changes: then look at the section's disassembly (each site its own
-//! `call`) and update the baseline on purpose.
+//! call (8 call sites on 5 distinct addresses modulo 512 give 0.75) where most show under 0.01.
+//! It depends only on the section's own layout, so it moves only when that code changes: then
+//! look at the section's disassembly (each site its own `call`) and update the baseline on
+//! purpose.
 //!
 //! A strategy this machine cannot run (`dispatch::strategy::Info::availability`) is skipped by the
 //! suite, which records it with its reason in a file (`benches::available`); given that record,

@@ -37,8 +37,8 @@ pub const MAX_PER_SITE: usize = 64;
 /// Measured in a release build on x86-64, one inlined call takes 11 bytes of code for `direct`,
 /// 68 for `fnptr` and 150 to 430 for the others, so 2048 calls are 22 KiB for `direct` and 140 KiB
 /// to 880 KiB for the rest: more than a 32 KiB L1 instruction cache for every redirection. 4096
-/// would put `direct` over it too, at twice the build time (the nine cold sections are most of
-/// the harness's build: 2.7 minutes with 4096, against 1.1 without a cold section).
+/// would put `direct` over it too, at twice the build time (the cold sections, one per strategy,
+/// are most of the harness's build: 2.7 minutes with 4096, against 1.1 without a cold section).
 pub const COLD_SITES: usize = 2048;
 
 /// The order the cold section calls its sites in: a permutation of `0..COLD_SITES`, fixed at
@@ -134,9 +134,10 @@ fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &Task
 /// instruction. The patcher must have at least `COLD_SITES` sites.
 ///
 /// The calls are laid out in [`COLD_CHUNKS`] functions of [`COLD_CHUNK`] calls each, called one
-/// after the other (16 extra calls per section): the same instructions in the same order, but
-/// functions small enough that the optimizer's cost stays linear (an earlier version, one function
-/// of 4096 inlined read paths, made the release build of the harness take over 9 minutes).
+/// after the other (16 extra calls per section): the same instructions in the same order, in
+/// functions small enough that the optimizer's cost stays linear in the number of sites (its
+/// passes grow faster than linearly with a function's size: one function of 4096 inlined read
+/// paths took the release build of the harness past 9 minutes).
 #[inline(never)]
 pub fn cold<S: Strategy>(task: &mut Task<S>, _rounds: usize) -> u64 {
     let section = task.enter();

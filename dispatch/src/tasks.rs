@@ -349,6 +349,12 @@ impl Tasks {
         // Acquire: pairs with the AcqRel `fetch_add` in `gp_start`.
         let gp = self.gp.load(Ordering::Acquire);
         slot.qs.store(gp, Ordering::Relaxed);
+        // SeqCst: the task's half of a store-buffering pair with the writer's fences in
+        // `gp_start` and `gp_elapsed`. The task stores its `qs` and then reads the stacks; the
+        // writer unlinks, starts a grace period and then reads every `qs`. With a fence on each
+        // side, either the writer sees this `qs` (and waits for the task's next safe point) or the
+        // task sees the unlink. Without them the writer could still read the slot OFFLINE while
+        // the task reads a func unlinked before the grace period, and reclaim it under the task.
         fence(Ordering::SeqCst);
     }
 
@@ -521,6 +527,9 @@ impl Tasks {
     /// Whether grace period `gp` has elapsed: every task has passed a safe point since it started,
     /// or is offline (`poll_state_synchronize_rcu`).
     pub(crate) fn gp_elapsed(&self, gp: u64) -> bool {
+        // SeqCst: the writer's half of the store-buffering pair with the fence in `online` (see
+        // there), as the fence in `gp_start` is; this one also orders what the writer stored since
+        // the grace period started (a poison pass) before the `qs` loads below.
         fence(Ordering::SeqCst);
         self.slots.iter().all(|s| {
             // Acquire: pairs with the Release store of `qs` in `safe_point`, `park` and `release`.

@@ -395,8 +395,9 @@ pub const WARMUP: Range<f64> = Range { min: 0.0, max: 60.0, unit: "seconds" };
 /// The default warm-up, s: cpufreq governors raise a busy CPU's clock within a few of their
 /// sampling periods (intel_pstate and schedutil: 1 to 10 ms; ondemand: 10 ms and up), so 50 ms
 /// covers five of the slowest; measurements follow each other back to back, so a CPU that
-/// ramped up for one stays up for the next. It adds 0.05 s to each of the default suite's 240
-/// measurements on 2 CPUs (12 s on about 72 s of measuring, with ten strategies).
+/// ramped up for one stays up for the next. On 2 CPUs the default suite plans 8 scenarios (1 and
+/// 2 readers at three rates, one shared and one cold) × 11 strategies × 3 rounds = 264
+/// measurements, so the warm-up adds 13 s to 79 s of measuring.
 pub const WARMUP_DEFAULT: f64 = 0.05;
 /// Any seed will do.
 pub const SEED: Range<u64> = Range { min: 0, max: u64::MAX, unit: "(any 64-bit number)" };
@@ -783,9 +784,10 @@ mod tests {
 
     #[test]
     fn a_run_of_more_than_an_hour_needs_yes_and_says_how_long() {
-        // 9 strategies x 8 scenarios x 3 runs x 0.3 s: the default suite's 216 measurements.
-        let default = config(9, 8, 3, 0.3);
-        assert_eq!(planned(&default), Duration::from_secs_f64(216.0 * 0.35));
+        // Every strategy x 8 scenarios x 3 rounds x 0.3 s: the default suite on 2 CPUs.
+        let strategies = dispatch::strategy::ALL.len();
+        let default = config(strategies, 8, 3, 0.3);
+        assert_eq!(planned(&default), Duration::from_secs_f64((strategies * 8 * 3) as f64 * 0.35));
         assert_eq!(confirm(&default, false), Ok(()));
         let long = config(9, 8, 100, 10.0);
         let e = confirm(&long, false).unwrap_err().0;

@@ -11,10 +11,10 @@
 //! The price moves to memory and to registration: a task's caches load every site's snapshot when
 //! the task registers (one shared reference-count increment per site), and each holds the last
 //! snapshot it loaded until the task calls that site again or exits, so a replaced snapshot lives
-//! as long as the slowest task's next call of its site. A plain `ArcSwap::load` at every call
-//! instead (a debt slot taken and released) cost 15.4× `fnptr` per site on the Intel Xeon dev VM
-//! (median of three interleaved harness runs, one reader, 8 sites, steady); with the cache it cost
-//! 1.2× in the same runs.
+//! as long as the slowest task's next call of its site. The cache is there because a plain
+//! `ArcSwap::load` at every call takes and releases a debt slot: 15.4× `fnptr` per site against
+//! 1.2× with the cache (Intel Xeon VM, median of three interleaved harness runs, one reader,
+//! 8 sites, steady).
 //!
 //! # Synchronization
 //!

@@ -1,5 +1,6 @@
-//! `rwlock`: what each site resolves to, behind a reader-writer lock. The naive baseline every
-//! plot is measured against: each call takes and releases a shared lock, an atomic RMW on a word
+//! `rwlock`: what each site resolves to, behind a reader-writer lock. The naive lock baseline
+//! (every ratio is to `fnptr`, the floor; `rwlock` shows what the simplest correct design costs):
+//! each call takes and releases a shared lock, an atomic RMW on a word
 //! that every reader thread writes, so it stops scaling at two readers (as the kernel's refscale
 //! and perfbook's measurements of rwlock readers show).
 //!
