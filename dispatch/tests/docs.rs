@@ -102,6 +102,29 @@ fn nothing_refers_to_a_document_outside_the_repository() {
                 );
             }
         }
+        // Another project's issue, cited by number (`bustle#9`, `crossbeam-epoch #65`): the
+        // reader of a fresh clone cannot follow it; say in our words what it stands for.
+        if !path.ends_with("dispatch/tests/docs.rs") {
+            for (n, line) in text.lines().enumerate() {
+                let words: Vec<&str> = line.split(|c: char| c.is_whitespace() || "()[]:;,".contains(c)).collect();
+                for (i, w) in words.iter().enumerate() {
+                    let (name, number) = match w.split_once('#') {
+                        Some((name, number)) if !name.is_empty() => (name, number),
+                        Some(_) if i > 0 => (words[i - 1], &w[1..]),
+                        _ => continue,
+                    };
+                    let cited = name.starts_with(|c: char| c.is_ascii_lowercase())
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && number.starts_with(|c: char| c.is_ascii_digit());
+                    assert!(
+                        !cited,
+                        "{}:{}: cites {name}#{number}, an issue of another project; say in our words what it shows",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
         // This file names the needles themselves.
         let needles: &[&str] = if path.ends_with("dispatch/tests/docs.rs") { &[] } else { &["\u{a7}", "rmb #"] };
         for needle in needles {

@@ -24,7 +24,8 @@ use crate::sched::{ReaderSched, ThreadSample};
 use crate::workload::{PatchIndexes, Workload};
 
 /// Coordination between readers, the writer and the runner. Every wait checks `abort`, so a
-/// panicking thread ends the run instead of hanging it (bustle#9).
+/// panicking thread ends the run instead of hanging it: a benchmark whose barrier waits for a
+/// thread that has died waits for ever, the classic way such harnesses hang.
 #[derive(Debug, Default)]
 pub(crate) struct Control {
     pub(crate) arrived: AtomicUsize,

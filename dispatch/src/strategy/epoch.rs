@@ -65,14 +65,16 @@ use crate::tasks::TaskState;
 struct Participant(LocalHandle);
 
 // SAFETY: `LocalHandle` is !Send because its `Local` keeps counters in `Cell`s and a bag of
-// deferred functions that only the thread using the handle may touch (crossbeam-epoch #65/#70:
-// the bug was two clones of one handle on two threads). A `Participant` is unique (handles are no
-// longer Clone, and this type is not), it is moved only while none of its guards is alive
-// (every guard is dropped while a borrow of it is held: the section that `enter` returns
-// borrows it, and `apply`, `reclaim` and `flush_cold` drop theirs before they return), and each move is
-// ordered by what moves it (a thread spawn, or the pool's mutex): its `Local` is used by one
-// thread at a time, with happens-before between consecutive users, exactly as for a `Cell` in a
-// `Send` type. Nothing in a `Local` depends on the identity of the thread.
+// deferred functions that only the thread using the handle may touch: two clones of one handle
+// used from two threads at once corrupt them (which is why handles are no longer Clone). A
+// `Participant` is unique (handles are not Clone, and this type is not), it is moved only while
+// none of its guards is alive (every guard is dropped while a borrow of it is held: the section
+// that `enter` returns borrows it, and `apply`, `reclaim` and `flush_cold` drop theirs before
+// they return), and each move is ordered by what moves it (a thread spawn, or the pool's mutex):
+// its `Local` is used by one thread at a time, with happens-before between consecutive users,
+// exactly as for a `Cell` in a `Send` type. Nothing in a `Local` depends on the identity of the
+// thread. This rests on crossbeam-epoch's private `Local`, so the workspace pins the version
+// this was checked against (Cargo.toml): review this argument before moving the pin.
 unsafe impl Send for Participant {}
 
 /// An unused participant in the pool, and how many transitions it has sat through unused

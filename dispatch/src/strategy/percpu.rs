@@ -15,7 +15,8 @@
 //! The CPU id comes from the rseq area glibc ≥ 2.35 registers for every thread (`__rseq_offset`
 //! from the thread pointer, field `cpu_id`; a plain load, ~0.7 ns here), or from `sched_getcpu`
 //! (~4 ns) when rseq is not registered. [`cpu_source`] says which one is active: a per-CPU fast
-//! path that silently falls back is a known trap (tcmalloc#158), so the harness prints it.
+//! path that silently falls back to a system call runs several times slower with nothing to say
+//! why (per-CPU allocators have shipped that way), so the harness prints it.
 //!
 //! # Synchronization
 //!
