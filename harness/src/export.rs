@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::record::Row;
+use crate::record::{Row, leaves};
 use crate::summary::{Spread, Summary};
 
 /// Bencher Metric Format: `{"<scenario>/<strategy>": {"latency": {value, lower_value, upper_value}, ...}}`:
@@ -35,26 +35,18 @@ pub fn bmf(summaries: &[Summary]) -> serde_json::Value {
 /// `sched.0.migrations`), lists of text joined with `; `. Generated from the serialized rows, so a
 /// field added to [`Row`] or a dimension added to the scenario is a column without a change here.
 pub fn rows_csv(rows: &[Row]) -> Result<String, serde_json::Error> {
-    fn flatten(path: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
-        match v {
-            serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| flatten(join(k), v, out)),
-            serde_json::Value::Array(a) if a.iter().all(|x| x.is_string()) => {
-                out.push((path, a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")))
-            }
-            serde_json::Value::Array(a) => {
-                a.iter().enumerate().for_each(|(i, v)| flatten(join(&i.to_string()), v, out))
-            }
-            serde_json::Value::Null => out.push((path, String::new())),
-            serde_json::Value::String(s) => out.push((path, s.clone())),
-            other => out.push((path, other.to_string())),
-        }
-    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "),
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let flat: Vec<Vec<(String, String)>> = rows
         .iter()
         .map(|r| {
             let mut cells = vec![("scenario".to_owned(), r.scenario.name())];
-            flatten(String::new(), &serde_json::to_value(r)?, &mut cells);
+            let value = serde_json::to_value(r)?;
+            cells.extend(leaves(&value).into_iter().map(|(path, leaf)| (path, text(leaf))));
             Ok(cells)
         })
         .collect::<Result<_, serde_json::Error>>()?;

@@ -61,7 +61,7 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
             let field = culprit::<Row>(row).map_or_else(String::new, |f| format!(", field {f}"));
             return Err(wrong(format!("{}{field}", place()), e));
         }
-        if let Some((field, v)) = negative(row, String::new()) {
+        if let Some((field, v)) = negative(row) {
             return Err(format!(
                 "{}: {}, field {field}: {v} is negative; every count, time and rate of a run is 0 or more: it is corrupt",
                 file.display(),
@@ -158,14 +158,8 @@ fn culprit<T: serde::de::DeserializeOwned>(object: &serde_json::Value) -> Option
 }
 
 /// The first negative number in `v` and its path (e.g. `batch_ns.p99`).
-fn negative(v: &serde_json::Value, path: String) -> Option<(String, f64)> {
-    let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
-    match v {
-        serde_json::Value::Number(n) => n.as_f64().filter(|x| *x < 0.0).map(|x| (path, x)),
-        serde_json::Value::Object(o) => o.iter().find_map(|(k, v)| negative(v, join(k))),
-        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| negative(v, join(&i.to_string()))),
-        _ => None,
-    }
+fn negative(v: &serde_json::Value) -> Option<(String, f64)> {
+    super::leaves(v).into_iter().find_map(|(path, leaf)| leaf.as_f64().filter(|x| *x < 0.0).map(|x| (path, x)))
 }
 
 #[cfg(test)]

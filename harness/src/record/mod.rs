@@ -28,6 +28,25 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// read as this schema's.
 pub const OLDEST_READABLE: u32 = 3;
 
+/// Every leaf of a JSON value with its dotted path (`batch_ns.p99`, `sched.0.migrations`), in
+/// order: the one walk of a record that `rows.csv` and the reader's check for negative numbers
+/// share. A list of text (or an empty list) is one leaf, which `rows.csv` joins.
+pub fn leaves(v: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    fn walk<'v>(path: String, v: &'v serde_json::Value, out: &mut Vec<(String, &'v serde_json::Value)>) {
+        let join = |k: &str| if path.is_empty() { k.to_owned() } else { format!("{path}.{k}") };
+        match v {
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| walk(join(k), v, out)),
+            serde_json::Value::Array(a) if !a.iter().all(|x| x.is_string()) => {
+                a.iter().enumerate().for_each(|(i, v)| walk(join(&i.to_string()), v, out))
+            }
+            leaf => out.push((path, leaf)),
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), v, &mut out);
+    out
+}
+
 /// The JSON Schema of `run.json`, generated from these types (schemars): committed as
 /// results/run.schema.json (a test keeps it current) and written into every run directory.
 pub fn json_schema() -> String {
