@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::config::{CallSites, CountersMode, Ops, Order, Rate, RunConfig, Scenario};
+use harness::config::{CountersMode, Rate, RunConfig, Scenario};
 
 /// One klp scenario on 8 hot sites, into `out`.
 fn config(
@@ -14,16 +14,7 @@ fn config(
 ) -> RunConfig {
     RunConfig {
         strategies: vec!["klp".into()],
-        scenarios: vec![Scenario {
-            call_sites: CallSites::PerSite,
-            readers,
-            rate,
-            sites: 8,
-            order: Order::Seq,
-            depth: 1,
-            ops: Ops::Cycle,
-            calls_per_safepoint: 256,
-        }],
+        scenarios: vec![Scenario { readers, rate, calls_per_safepoint: 256, ..Scenario::DEFAULT }],
         duration,
         warmup: Duration::ZERO,
         rounds: 1,
