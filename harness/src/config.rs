@@ -626,17 +626,16 @@ pub fn validate(cfg: &RunConfig) -> Result<(), ConfigError> {
 }
 
 /// Drops scenarios asked for more than once (`--rate 0,steady`, `--readers 1,2,1`): each would be
-/// measured again and its rows merged under the same name. Returns the names dropped.
+/// measured again and its rows merged with the first's. Returns the names of those dropped.
 pub fn dedup_scenarios(scenarios: &mut Vec<Scenario>) -> Vec<String> {
-    let mut seen = Vec::new();
+    let mut seen: Vec<Scenario> = Vec::new();
     let mut dropped = Vec::new();
     scenarios.retain(|s| {
-        let name = s.name();
-        if seen.contains(&name) {
-            dropped.push(name);
+        if seen.contains(s) {
+            dropped.push(s.name());
             false
         } else {
-            seen.push(name);
+            seen.push(s.clone());
             true
         }
     });
@@ -836,16 +835,27 @@ mod tests {
             scenario(1, Rate::Hz(1000.0)),
             scenario(1, Rate::Hz(1e3)),
         ];
+        let expected = [scenario(1, Rate::Steady), scenario(2, Rate::Steady), scenario(1, Rate::Hz(1000.0))];
         let dropped = dedup_scenarios(&mut scenarios);
-        assert_eq!(dropped, ["per-site_r1_steady_s8seq_d1_cycle_c4096", "per-site_r1_1000hz_s8seq_d1_cycle_c4096"]);
-        let names: Vec<String> = scenarios.iter().map(Scenario::name).collect();
-        assert_eq!(
-            names,
-            [
-                "per-site_r1_steady_s8seq_d1_cycle_c4096",
-                "per-site_r2_steady_s8seq_d1_cycle_c4096",
-                "per-site_r1_1000hz_s8seq_d1_cycle_c4096"
-            ]
-        );
+        assert_eq!(dropped, [expected[0].name(), expected[2].name()]);
+        assert_eq!(scenarios, expected);
+    }
+
+    /// The one test that pins the name's format: every other test derives names from scenarios.
+    #[test]
+    fn a_scenario_is_named_by_every_dimension() {
+        assert_eq!(Scenario::DEFAULT.name(), "per-site_r1_steady_s8seq_d1_cycle_c4096");
+        let other = Scenario {
+            call_sites: CallSites::Shared,
+            readers: 2,
+            rate: Rate::Hz(1000.0),
+            sites: 16,
+            order: Order::Random,
+            depth: 0,
+            ops: Ops::Replace,
+            calls_per_safepoint: 256,
+        };
+        assert_eq!(other.name(), "shared_r2_1000hz_s16rand_d0_replace_c256");
+        assert_eq!(Scenario::DEFAULT.in_regime(CallSites::Cold).name(), "cold_r1_steady_s2048rand_d1_cycle_c2048");
     }
 }

@@ -84,12 +84,13 @@ mod tests {
     #[test]
     fn bmf_has_tail_and_transition_measures() {
         let out = bmf(&summarize(&transition_run().rows));
-        let klp = &out["per-site_r1_steady_s8seq_d1_cycle_c4096/klp"];
+        let name = crate::config::Scenario::DEFAULT.name();
+        let klp = &out[format!("{name}/klp")];
         assert_eq!(klp["p99-latency"], json!({"value": 3.0, "lower_value": 2.0, "upper_value": 4.0}));
         assert_eq!(klp["transition-p99-us"], json!({"value": 101.0, "lower_value": 100.0, "upper_value": 102.0}));
         assert_eq!(klp["ratio-to-fnptr"]["value"], 1.5);
         let steady = bmf(&summarize(&rows([1.0; 3])));
-        let fnptr = &steady["per-site_r1_steady_s8seq_d1_cycle_c4096/fnptr"];
+        let fnptr = &steady[format!("{name}/fnptr")];
         assert!(fnptr.get("transition-p99-us").is_none(), "no writer, no transition measure: {fnptr}");
     }
 
