@@ -11,6 +11,17 @@ use crate::config::Scenario;
 /// against the schema, and its `schema_version`.
 pub fn read_run_json(path: &Path) -> Result<(PathBuf, serde_json::Value, u64), String> {
     let file = if path.is_dir() { path.join("run.json") } else { path.to_path_buf() };
+    // Before opening it: a FIFO would block the open until a writer came, a device would be read
+    // for ever. Neither is a run.
+    if let Ok(meta) = fs::metadata(&file)
+        && !meta.is_file()
+    {
+        return Err(format!(
+            "{} is neither a run directory nor a regular file (a FIFO, socket or device?); give a run directory or \
+             its run.json",
+            file.display()
+        ));
+    }
     let text = fs::read_to_string(&file)
         .map_err(|e| format!("cannot read {}: {e}; give a run directory or its run.json", file.display()))?;
     if text.trim().is_empty() {
@@ -165,6 +176,21 @@ fn negative(v: &serde_json::Value) -> Option<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO as BASE once hung `compare` (the open waits for a writer); a device would be read
+    /// for ever. Both are refused at once, before opening.
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_opening_it() {
+        let fifo = std::env::temp_dir().join(format!("dispatch-bench-fifo-{}", std::process::id()));
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let e = read_run_json(&fifo).unwrap_err();
+        let _ = fs::remove_file(&fifo);
+        assert!(e.contains("neither a run directory nor a regular file"), "{e}");
+        let e = read_run_json(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("neither a run directory nor a regular file"), "{e}");
+    }
 
     /// A run of schema 3 (from before `skipped`) reads as a run of this schema that skipped
     /// nothing, and a run of schema 3 or 4 (from before `env.cpu` and the rows' scenario objects)
