@@ -379,7 +379,9 @@ fn judge(changes: &mut [Change], threshold_pct: f64) -> usize {
     family.sort_by(|&a, &b| changes[a].p.total_cmp(&changes[b].p));
     let m = family.len();
     for (k, &i) in family.iter().enumerate() {
-        if !(changes[i].p < ALPHA / (m - k) as f64) {
+        // A NaN p (no variance to test) is never significant.
+        let significant = changes[i].p < ALPHA / (m - k) as f64;
+        if !significant {
             break;
         }
         let c = &mut changes[i];
