@@ -66,6 +66,12 @@ fn software_events() -> [(&'static str, Builder<'static>); 3] {
     ]
 }
 
+/// The name of every counter this harness may open, hardware ones first: what a row's
+/// `counters.values` may hold (rows.csv has a column for each).
+pub fn counter_names() -> impl Iterator<Item = &'static str> {
+    hardware_events().into_iter().chain(software_events()).map(|(name, _)| name)
+}
+
 /// Explains an open failure in the terms a user can act on.
 fn reason(e: &io::Error) -> String {
     match e.raw_os_error() {

@@ -227,7 +227,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
     staging.write("run.schema.json", record::json_schema().as_bytes());
-    match export::rows_csv(&run.rows) {
+    match export::rows_csv(&[run]) {
         Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
         Err(e) => staging.record("rows.csv", Err(e.to_string())),
     }
@@ -272,5 +272,21 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
         staging.record(plot, Ok(()));
     }
     staging.write("report.md", hosts::hosts_markdown(&hosts, &plots, plot_note.as_deref()).as_bytes());
+    let runs: Vec<&RunFile> = hosts.iter().map(|h| &h.run).collect();
+    match export::rows_csv(&runs) {
+        Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
+        Err(e) => staging.record("rows.csv", Err(e.to_string())),
+    }
+    // Each host's benchmarks under its label: Bencher's testbeds are the hosts.
+    let mut bmf = serde_json::Map::new();
+    for h in &hosts {
+        if let serde_json::Value::Object(benchmarks) = export::bmf(&h.summaries) {
+            bmf.extend(benchmarks.into_iter().map(|(name, m)| (format!("{}/{name}", h.label), m)));
+        }
+    }
+    match serde_json::to_vec_pretty(&serde_json::Value::Object(bmf)) {
+        Ok(bmf) => staging.write("bmf.json", &bmf),
+        Err(e) => staging.record("bmf.json", Err(e.to_string())),
+    }
     Ok(staging.commit())
 }

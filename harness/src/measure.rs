@@ -225,7 +225,7 @@ impl Measure<'_> {
             violations: sum(|r| r.violations),
             use_after_reclaim: sum(|r| r.poison),
             idle_in_transition: sum(|r| r.idle_in_transition),
-            cache_misses: sum(|r| r.cache_misses),
+            stale_cache_refills: sum(|r| r.cache_misses),
             counter_kind: self.counters,
             counters,
             clock_overhead_ns: self.clock_ns,

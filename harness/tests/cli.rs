@@ -803,6 +803,18 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     if plotfont::register().is_ok() {
         assert!(merged.join("ratio.png").is_file() && merged.join("ratio.svg").is_file(), "plot missing");
     }
+    // rows.csv and bmf.json of the merge: every host's rows under one header, each benchmark
+    // under its host's label.
+    let csv = std::fs::read_to_string(merged.join("rows.csv")).unwrap();
+    let runs = [&a, &b].map(|d| harness::record::load_run(d).unwrap());
+    let lines: usize = runs.iter().map(|r| r.rows.iter().map(|row| row.sched.len().max(1)).sum::<usize>()).sum();
+    assert_eq!(csv.lines().count(), 1 + lines, "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.starts_with("host,")).count(), 1);
+    assert!(csv.contains(&format!("\"{other}\"")), "{csv}");
+    let bmf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("bmf.json")).unwrap()).unwrap();
+    assert!(bmf.as_object().unwrap().keys().any(|k| k.starts_with(&format!("{other}/"))), "{bmf}");
+    assert!(bmf.as_object().unwrap().keys().any(|k| k.starts_with(&format!("{host}/"))), "{bmf}");
     // The same report again would overwrite: refused.
     let again = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));

@@ -147,7 +147,11 @@ pub struct Row {
     pub violations: u64,
     pub use_after_reclaim: u64,
     pub idle_in_transition: u64,
-    pub cache_misses: u64,
+    /// Refills of `percpu`'s or `tls`'s cache that found it stale (its generation behind the
+    /// writer's), summed over readers: not hardware cache misses (those are `counters`). Named
+    /// `cache_misses` before schema 5.
+    #[serde(alias = "cache_misses")]
+    pub stale_cache_refills: u64,
     pub counter_kind: CounterKind,
     /// Counter totals over readers' measured spans; `None` when no counters were opened.
     pub counters: Option<CounterValues>,
@@ -257,7 +261,7 @@ pub(crate) mod test_support {
             violations: 0,
             use_after_reclaim: 0,
             idle_in_transition: 0,
-            cache_misses: 0,
+            stale_cache_refills: 0,
             counter_kind: CounterKind::None,
             counters: None,
             clock_overhead_ns: 0.0,
