@@ -12,7 +12,8 @@
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
 //! 7. [`summary`]: the rows aggregated per scenario and strategy, and every verdict (the method
-//!    check, the failures that fail the run).
+//!    check, the failures that fail the run); [`answer`]: from them, the ranked strategy × regime
+//!    matrix and the notable findings that every report opens with.
 //! 8. [`output`], [`compare`], [`report`](mod@report), [`export`], [`hosts`], then [`plot`]: atomic
 //!    output, `harness compare`, the tables and `report.md`, `bmf.json` and `rows.csv`, the
 //!    cross-host report, and the plots; they read only the records and the summaries.
@@ -34,6 +35,7 @@ pub mod measure;
 
 pub mod output;
 
+pub mod answer;
 pub mod summary;
 
 pub mod compare;
@@ -167,7 +169,9 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
     if let Some(note) = plot_note {
         notes.push(format!("plots: {note}"));
     }
-    Ok(Outcome { table: report::terminal(&summaries), run, saved, complete, failures, notes })
+    // The answer last: it is what stays on the screen.
+    let table = report::terminal(&summaries) + &report::answer_terminal(&summaries, run.method_check.as_ref());
+    Ok(Outcome { table, run, saved, complete, failures, notes })
 }
 
 /// Writes the run's files into `dir`, or, when `dir` cannot take `run.json` (a full disk), into

@@ -233,9 +233,6 @@ fn run(args: RunArgs, available: &Availability) -> ExitCode {
         Ok(outcome) => {
             // The table first, whatever became of the files: it may be all that is left.
             print!("{}", outcome.table);
-            if let Some(check) = &outcome.run.method_check {
-                println!("\n{}", harness::report::method_line(check));
-            }
             let saved = &outcome.saved;
             if let Some(dir) = &saved.dir {
                 println!("\nwrote {}", dir.display());

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use dispatch::strategy::Consistency;
 
+use crate::answer::{self, Matrix};
 use crate::config;
 use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, RunFile};
 use crate::summary::{Spread, Summary, scenarios};
@@ -60,8 +61,12 @@ pub fn interference_line(summaries: &[Summary]) -> String {
 #[derive(Debug)]
 pub struct Table {
     pub title: &'static str,
-    pub header: Vec<&'static str>,
+    pub header: Vec<String>,
     pub cells: Vec<Vec<String>>,
+}
+
+fn header(columns: &[&str]) -> Vec<String> {
+    columns.iter().map(|c| c.to_string()).collect()
 }
 
 /// Whether a scenario's rows had a writer or showed violations: only then is its transitions
@@ -79,7 +84,16 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
     let name = |s: &Summary| format!("{}{}", s.strategy, if s.failed { " FAIL" } else { "" });
     let mut out = vec![Table {
         title: "Cost of a call",
-        header: vec!["strategy", "ns/call (min-max)", "x fnptr (min-max)", "Mcalls/s", "p50", "p99", "p99.9", "max"],
+        header: header(&[
+            "strategy",
+            "ns/call (min-max)",
+            "x fnptr (min-max)",
+            "Mcalls/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+        ]),
         cells: group
             .iter()
             .map(|s| {
@@ -100,7 +114,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
         let us = |x: Option<f64>| x.filter(|x| x.is_finite()).map_or("-".into(), |x| format!("{x:.1}"));
         out.push(Table {
             title: "Transitions and consistency",
-            header: vec![
+            header: header(&[
                 "strategy",
                 "consistency",
                 "transitions",
@@ -109,7 +123,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
                 "svc p99 us",
                 "viol",
                 "uar",
-            ],
+            ]),
             cells: group
                 .iter()
                 .map(|s| {
@@ -129,7 +143,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
     }
     out.push(Table {
         title: "What the scheduler did",
-        header: vec!["strategy", "counters/call", "on-CPU %", "ctx sw (inv)", "migr", "flagged rounds"],
+        header: header(&["strategy", "counters/call", "on-CPU %", "ctx sw (inv)", "migr", "flagged rounds"]),
         cells: group
             .iter()
             .map(|s| {
@@ -156,10 +170,13 @@ pub const MAX_WIDTH: usize = 120;
 
 /// A Markdown table, split into several (each repeating the first column) where one would be
 /// wider than [`MAX_WIDTH`].
-pub fn markdown_table(header: &[&str], cells: &[Vec<String>]) -> String {
+pub fn markdown_table<S: AsRef<str>>(header: &[S], cells: &[Vec<String>]) -> String {
     // `| a | b |`: every column takes its width plus 3, the line one more.
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| cells.iter().map(|c| c[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0) + 3)
+        .map(|i| {
+            cells.iter().map(|c| c[i].chars().count()).chain([header[i].as_ref().chars().count()]).max().unwrap_or(0)
+                + 3
+        })
         .collect();
     let mut parts: Vec<Vec<usize>> = vec![vec![0]];
     for i in 1..header.len() {
@@ -175,7 +192,7 @@ pub fn markdown_table(header: &[&str], cells: &[Vec<String>]) -> String {
         let line = |row: &dyn Fn(usize) -> String| {
             format!("| {} |", cols.iter().map(|&c| row(c)).collect::<Vec<_>>().join(" | "))
         };
-        writeln!(md, "{}", line(&|c| header[c].to_owned())).unwrap();
+        writeln!(md, "{}", line(&|c| header[c].as_ref().to_owned())).unwrap();
         writeln!(md, "|{}|", cols.iter().map(|_| "---").collect::<Vec<_>>().join("|")).unwrap();
         for row in cells {
             writeln!(md, "{}", line(&|c| row[c].clone())).unwrap();
@@ -185,6 +202,88 @@ pub fn markdown_table(header: &[&str], cells: &[Vec<String>]) -> String {
     md
 }
 
+/// The answer's matrix as a table: the strategy, its consistency, then its ratio to `fnptr` in
+/// each column (`!`: a round was flagged for interference; `-`: not measured).
+fn answer_table(m: &Matrix) -> Table {
+    let mut header = vec!["strategy".to_owned(), "consistency".to_owned()];
+    header.extend(m.columns.iter().map(|c| c.title.clone()));
+    let cells =
+        m.rows
+            .iter()
+            .map(|(name, consistency, cells)| {
+                let mut row = vec![name.clone(), consistency.clone()];
+                row.extend(cells.iter().map(|c| {
+                    c.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
+                }));
+                row
+            })
+            .collect();
+    Table { title: "The answer", header, cells }
+}
+
+/// The lines under the answer's matrix: the method check, then the findings.
+fn answer_lines(check: Option<&MethodCheck>, summaries: &[Summary]) -> Vec<String> {
+    check.map(method_line).into_iter().chain(answer::findings(summaries, check)).collect()
+}
+
+/// What the run found, for the terminal's last screen: the ranked matrix of ratios to `fnptr`,
+/// the method check and one line per finding.
+pub fn answer_terminal(summaries: &[Summary], check: Option<&MethodCheck>) -> String {
+    let m = answer::matrix(summaries);
+    let mut out = String::new();
+    if !m.rows.is_empty() {
+        writeln!(
+            out,
+            "\n== the answer: ratio to fnptr (median over rounds; ! flagged for interference), cheapest first"
+        )
+        .unwrap();
+        out.push_str(&aligned(&answer_table(&m)));
+    }
+    for line in answer_lines(check, summaries) {
+        writeln!(out, "- {line}").unwrap();
+    }
+    out
+}
+
+/// What the run found, at the top of report.md: as [`answer_terminal`], in Markdown.
+pub fn answer_markdown(summaries: &[Summary], check: Option<&MethodCheck>) -> String {
+    let m = answer::matrix(summaries);
+    let mut md = String::new();
+    writeln!(md, "## The answer\n").unwrap();
+    if !m.rows.is_empty() {
+        writeln!(
+            md,
+            "Each strategy's ns/call over `fnptr`'s in the same round (median over rounds), cheapest per site first; \
+             `!` marks a figure with rounds flagged for interference, `-` one not measured. The columns are the run's \
+             scenarios: {}.\n",
+            m.columns.iter().map(|c| format!("{} = `{}`", c.title, c.scenario.name())).collect::<Vec<_>>().join(", ")
+        )
+        .unwrap();
+        let t = answer_table(&m);
+        md.push_str(&markdown_table(&t.header, &t.cells));
+    }
+    for line in answer_lines(check, summaries) {
+        writeln!(md, "- {line}").unwrap();
+    }
+    md.push('\n');
+    md
+}
+
+/// A table for the terminal: columns right-aligned to their widest cell.
+fn aligned(t: &Table) -> String {
+    let widths: Vec<usize> = (0..t.header.len())
+        .map(|i| t.cells.iter().map(|c| c[i].len()).chain([t.header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line =
+        |cols: &[String]| cols.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ");
+    let mut out = format!("{}\n", line(&t.header));
+    for c in &t.cells {
+        out.push_str(&line(c));
+        out.push('\n');
+    }
+    out
+}
+
 /// The terminal table, one block per scenario and table (per-batch percentiles in ns per call).
 pub fn terminal(summaries: &[Summary]) -> String {
     let mut out = String::new();
@@ -192,17 +291,8 @@ pub fn terminal(summaries: &[Summary]) -> String {
         let group: Vec<&Summary> = summaries.iter().filter(|s| s.scenario == sc).collect();
         writeln!(out, "\n== {}", sc.name()).unwrap();
         for t in tables(&group) {
-            let widths: Vec<usize> = (0..t.header.len())
-                .map(|i| t.cells.iter().map(|c| c[i].len()).chain([t.header[i].len()]).max().unwrap_or(0))
-                .collect();
-            let line = |cols: Vec<String>| {
-                cols.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ")
-            };
             writeln!(out, "-- {}", t.title.to_lowercase()).unwrap();
-            writeln!(out, "{}", line(t.header.iter().map(|h| h.to_string()).collect())).unwrap();
-            for c in t.cells {
-                writeln!(out, "{}", line(c)).unwrap();
-            }
+            out.push_str(&aligned(&t));
         }
         for line in flag_lines(&group) {
             writeln!(out, "{line}").unwrap();
@@ -462,6 +552,8 @@ fn scenario_section(md: &mut String, scenario: &config::Scenario, group: &[&Summ
 pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_note: Option<&str>) -> String {
     let mut md = String::new();
     writeln!(md, "# dispatch-bench run {}\n", run.started).unwrap();
+    md.push_str(&answer_markdown(summaries, run.method_check.as_ref()));
+    writeln!(md, "## The machine and the method\n").unwrap();
     md.push_str(&environment(run));
     writeln!(md, "- {}\n", interference_line(summaries)).unwrap();
     md.push_str(&guide());
@@ -493,6 +585,29 @@ mod tests {
 
     use crate::record::test_support::{method_rows, transition_run};
     use crate::summary::{method_check, summarize};
+
+    /// report.md opens with the answer, and the terminal ends with it: the ranked matrix, the
+    /// method check, the findings.
+    #[test]
+    fn the_answer_comes_first_in_report_md_and_last_on_the_terminal() {
+        let mut run = transition_run();
+        run.method_check = method_check(&method_rows([1.02, 1.10, 0.98]));
+        let summaries = summarize(&run.rows);
+        let md = markdown(&run, &summaries, &[], None);
+        let (answer, machine) = (md.find("## The answer").unwrap(), md.find("## The machine and the method").unwrap());
+        assert!(answer < machine && md[..answer].lines().all(|l| !l.starts_with("## ")), "{md}");
+        let block = &md[answer..machine];
+        assert!(block.contains("| strategy | consistency | per site |"), "{block}");
+        assert!(
+            block.contains("| fnptr | immediate | 1.00 |") && block.contains("| klp | per-task | 1.50 |"),
+            "{block}"
+        );
+        assert!(block.contains("- method check: fnptr / direct = 1.02"), "{block}");
+        assert!(block.contains("- the cheapest per-task redirection per site is klp: 1.50x fnptr"), "{block}");
+        let terminal = terminal(&summaries) + &answer_terminal(&summaries, run.method_check.as_ref());
+        let last = &terminal[terminal.rfind("== the answer").unwrap()..];
+        assert!(last.contains("klp") && last.ends_with("1.50x fnptr\n"), "{last}");
+    }
 
     #[test]
     fn the_method_line_says_whether_indirect_calls_are_predicted() {

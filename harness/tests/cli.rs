@@ -125,7 +125,9 @@ fn an_unavailable_strategy_is_skipped_with_its_reason_and_the_run_goes_on() {
         serde_json::from_str(&std::fs::read_to_string(skipping.join("run.json")).unwrap()).unwrap();
     assert_eq!(json["skipped"][0]["strategy"], "klp");
     let report = std::fs::read_to_string(skipping.join("report.md")).unwrap();
-    let header = &report[..report.find("## ").unwrap()];
+    // The machine and the method: the section after the answer, up to the next one.
+    let machine = &report[report.find("## The machine and the method").unwrap()..];
+    let header = &machine[..machine[3..].find("## ").unwrap() + 3];
     assert!(
         header.contains(&format!(
             "- **Skipped**: unavailable on this machine, so not measured and in no table: `klp` ({KLP_REASON})"
