@@ -221,9 +221,11 @@ fn answer_table(m: &Matrix) -> Table {
     Table { title: "The answer", header, cells }
 }
 
-/// The lines under the answer's matrix: the method check, then the findings.
+/// The lines under the answer's matrix: the method check where it passed (a failed one is the
+/// first finding), then the findings.
 fn answer_lines(check: Option<&MethodCheck>, summaries: &[Summary]) -> Vec<String> {
-    check.map(method_line).into_iter().chain(answer::findings(summaries, check)).collect()
+    let passed = check.filter(|c| c.predicted).map(method_line);
+    passed.into_iter().chain(answer::findings(summaries, check)).collect()
 }
 
 /// What the run found, for the terminal's last screen: the ranked matrix of ratios to `fnptr`,
