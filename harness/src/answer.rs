@@ -14,6 +14,9 @@ use crate::summary::{PREDICTED_LIMIT, Summary};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Column {
     pub title: String,
+    /// What the column stands for on any machine ("every reader" where the title says "16
+    /// readers"): how the columns of several hosts' runs are matched.
+    pub key: String,
     pub scenario: Scenario,
 }
 
@@ -52,9 +55,10 @@ fn columns(summaries: &[Summary]) -> Vec<Column> {
     let fewest = summaries.iter().filter(|s| per_site(&s.scenario)).map(|s| s.scenario.readers).min();
     let most = summaries.iter().filter(|s| per_site(&s.scenario)).map(|s| s.scenario.readers).max();
     let mut out = Vec::new();
-    let mut add = |title: String, scenario: Option<Scenario>| {
+    let mut add = |title: String, key: &str, scenario: Option<Scenario>| {
         if let Some(scenario) = scenario.filter(|sc| !out.iter().any(|c: &Column| &c.scenario == sc)) {
-            out.push(Column { title, scenario });
+            let key = if key.is_empty() { title.clone() } else { key.to_owned() };
+            out.push(Column { title, key, scenario });
         }
     };
     for (regime, title) in
@@ -63,11 +67,16 @@ fn columns(summaries: &[Summary]) -> Vec<Column> {
         let readers = if regime == CallSites::PerSite { fewest } else { None };
         add(
             title.to_owned(),
+            "",
             first(summaries, |s| s.call_sites == regime && s.is_steady() && readers.is_none_or(|r| s.readers == r)),
         );
     }
     if let Some(most) = most.filter(|m| Some(*m) != fewest) {
-        add(format!("{most} readers"), first(summaries, |s| per_site(s) && s.is_steady() && s.readers == most));
+        add(
+            format!("{most} readers"),
+            "every reader",
+            first(summaries, |s| per_site(s) && s.is_steady() && s.readers == most),
+        );
     }
     let mut rates: Vec<Rate> = Vec::new();
     for s in summaries.iter().filter(|s| per_site(&s.scenario) && Some(s.scenario.readers) == fewest) {
@@ -81,7 +90,7 @@ fn columns(summaries: &[Summary]) -> Vec<Column> {
             Rate::Max => "back-to-back transitions".to_owned(),
             Rate::Steady => unreachable!("steady rates were left out"),
         };
-        add(title, first(summaries, |s| per_site(s) && Some(s.readers) == fewest && s.rate == rate));
+        add(title, "", first(summaries, |s| per_site(s) && Some(s.readers) == fewest && s.rate == rate));
     }
     out
 }
@@ -183,6 +192,101 @@ pub fn findings(summaries: &[Summary], check: Option<&MethodCheck>) -> Vec<Strin
     out
 }
 
+/// One host's run, as the cross-host answer reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Host<'a> {
+    pub label: &'a str,
+    pub summaries: &'a [Summary],
+    pub check: Option<&'a MethodCheck>,
+}
+
+/// One strategy's ratio in one column on every host that measured it, and how far apart the
+/// hosts are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    pub strategy: String,
+    pub key: String,
+    /// (host label, cell), in the hosts' order.
+    pub cells: Vec<(String, Cell)>,
+    /// The largest ratio over the smallest.
+    pub spread: f64,
+    /// What the runs themselves say about why, where they say anything.
+    pub cause: Option<String>,
+}
+
+/// Across hosts: for every (strategy, column) that two hosts or more measured, how far apart
+/// their ratios to `fnptr` are, the largest first; with a likely cause where the runs know one
+/// (calls one host does not predict at all, a shared call site one host mispredicts, figures
+/// flagged for interference). Only ratios compare across machines.
+pub fn differences(hosts: &[Host<'_>]) -> Vec<Difference> {
+    let matrices: Vec<Matrix> = hosts.iter().map(|h| matrix(h.summaries)).collect();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for m in &matrices {
+        for (strategy, _, _) in &m.rows {
+            for c in &m.columns {
+                let k = (strategy.clone(), c.key.clone());
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Difference> = keys
+        .into_iter()
+        .filter(|(strategy, _)| strategy != BASELINE)
+        .filter_map(|(strategy, key)| {
+            let cells: Vec<(String, Cell)> = hosts
+                .iter()
+                .zip(&matrices)
+                .filter_map(|(h, m)| {
+                    let i = m.columns.iter().position(|c| c.key == key)?;
+                    let (_, _, cells) = m.rows.iter().find(|(name, _, _)| *name == strategy)?;
+                    Some((h.label.to_owned(), cells[i]?))
+                })
+                .collect();
+            if cells.len() < 2 {
+                return None;
+            }
+            let ratios = cells.iter().map(|(_, c)| c.ratio);
+            let spread = ratios.clone().fold(f64::MIN, f64::max) / ratios.fold(f64::MAX, f64::min);
+            let cause = cause(hosts, &key, &cells);
+            Some(Difference { strategy, key, cells, spread, cause })
+        })
+        .filter(|d| d.spread.is_finite())
+        .collect();
+    out.sort_by(|a, b| b.spread.total_cmp(&a.spread));
+    out
+}
+
+/// Why a strategy's ratio differs between hosts, where the runs say: one host does not predict
+/// indirect calls, or mispredicts a shared call site, or its figure was flagged for interference.
+fn cause(hosts: &[Host<'_>], key: &str, cells: &[(String, Cell)]) -> Option<String> {
+    let check = |label: &str| hosts.iter().find(|h| h.label == label).and_then(|h| h.check);
+    let unpredicted: Vec<&str> =
+        cells.iter().filter(|(l, _)| check(l).is_some_and(|c| !c.predicted)).map(|(l, _)| l.as_str()).collect();
+    if !unpredicted.is_empty() {
+        return Some(format!("indirect calls are not predicted on {}", unpredicted.join(", ")));
+    }
+    if key == "shared site" {
+        let lost: Vec<String> = cells
+            .iter()
+            .filter_map(|(l, _)| {
+                let c = check(l)?;
+                let x = c.fnptr_ns_shared? / c.fnptr_ns_per_site;
+                (x > MISPREDICTED_SHARED).then(|| format!("{l} ({x:.1}x fnptr's per-site cost)"))
+            })
+            .collect();
+        if !lost.is_empty() {
+            return Some(format!(
+                "a shared call site is mispredicted on {}, which compresses its ratios",
+                lost.join(", ")
+            ));
+        }
+    }
+    let flagged: Vec<&str> = cells.iter().filter(|(_, c)| c.flagged).map(|(l, _)| l.as_str()).collect();
+    (!flagged.is_empty()).then(|| format!("flagged for interference on {}", flagged.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +361,45 @@ mod tests {
             "{found:#?}"
         );
         assert!(found.iter().any(|f| f.starts_with("1 of 12 cells are flagged")), "{found:#?}");
+    }
+
+    #[test]
+    fn hosts_differences_are_ranked_with_their_cause() {
+        let per_site = Scenario::DEFAULT;
+        let shared = Scenario::DEFAULT.in_regime(CallSites::Shared);
+        let host = |rwlock: f64, klp_shared: f64| {
+            summarize(&rows(&[
+                ("fnptr", "immediate", per_site.clone(), 1.0),
+                ("fnptr", "immediate", shared.clone(), 1.0),
+                ("rwlock", "per-task", per_site.clone(), rwlock),
+                ("klp", "per-task", per_site.clone(), 1.5),
+                ("klp", "per-task", shared.clone(), klp_shared),
+            ]))
+        };
+        let (intel, zen4) = (host(11.4, 1.5), host(3.65, 1.1));
+        let check = MethodCheck {
+            scenario: per_site.name(),
+            fnptr_over_direct: 1.0,
+            limit: PREDICTED_LIMIT,
+            predicted: true,
+            fnptr_ns_per_site: 1.19,
+            fnptr_ns_shared: Some(7.61),
+        };
+        let hosts = [
+            Host { label: "Intel Emerald Rapids", summaries: &intel, check: None },
+            Host { label: "AMD Zen 4", summaries: &zen4, check: Some(&check) },
+        ];
+        let d = differences(&hosts);
+        assert_eq!((d[0].strategy.as_str(), d[0].key.as_str()), ("rwlock", "per site"), "{d:#?}");
+        assert!((d[0].spread - 11.4 / 3.65).abs() < 1e-9 && d[0].cause.is_none(), "{d:#?}");
+        assert_eq!((d[1].strategy.as_str(), d[1].key.as_str()), ("klp", "shared site"), "{d:#?}");
+        assert_eq!(
+            d[1].cause.as_deref(),
+            Some(
+                "a shared call site is mispredicted on AMD Zen 4 (6.4x fnptr's per-site cost), which compresses its ratios"
+            )
+        );
+        assert!(d.iter().all(|x| x.strategy != "fnptr"), "fnptr is 1 everywhere");
     }
 
     #[test]

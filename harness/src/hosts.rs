@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::answer::{self, Host, Matrix};
 use crate::config::Scenario;
 use crate::record::RunFile;
 use crate::report::{environment, guide, interference_line, markdown_table, plots_section};
@@ -33,6 +34,75 @@ impl HostRun {
     }
 }
 
+/// How many of the largest differences between hosts the report lists.
+pub const DIFFERENCES_LISTED: usize = 12;
+
+/// The answer with a column per host: for each of the answer's columns (per site, shared site,
+/// cold, every reader, under transitions), each strategy's ratio to `fnptr` on each host; then
+/// the largest differences between hosts, with their likely cause where the runs know it.
+fn answer_by_host(hosts: &[HostRun]) -> String {
+    let mut md = String::new();
+    writeln!(md, "## The answer, host by host\n").unwrap();
+    writeln!(
+        md,
+        "Each strategy's ns/call over `fnptr`'s in the same round (median over rounds) on each host; `!` marks a \
+         figure with rounds flagged for interference, `-` one not measured there.\n"
+    )
+    .unwrap();
+    let matrices: Vec<Matrix> = hosts.iter().map(|h| answer::matrix(&h.summaries)).collect();
+    let mut keys: Vec<String> = Vec::new();
+    for m in &matrices {
+        for c in &m.columns {
+            if !keys.contains(&c.key) {
+                keys.push(c.key.clone());
+            }
+        }
+    }
+    let mut header = vec!["strategy".to_owned()];
+    header.extend(hosts.iter().map(|h| h.label.clone()));
+    for key in keys {
+        let mut strategies: Vec<&str> = Vec::new();
+        for m in &matrices {
+            for (name, _, _) in &m.rows {
+                if !strategies.contains(&name.as_str()) {
+                    strategies.push(name);
+                }
+            }
+        }
+        let cells: Vec<Vec<String>> = strategies
+            .iter()
+            .map(|st| {
+                let mut row = vec![(*st).to_owned()];
+                row.extend(matrices.iter().map(|m| {
+                    let cell =
+                        m.columns.iter().position(|c| c.key == key).and_then(|i| {
+                            m.rows.iter().find(|(name, _, _)| name == st).and_then(|(_, _, cells)| cells[i])
+                        });
+                    cell.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
+                }));
+                row
+            })
+            .collect();
+        writeln!(md, "{key}:\n").unwrap();
+        md.push_str(&markdown_table(&header, &cells));
+    }
+    let views: Vec<Host<'_>> = hosts
+        .iter()
+        .map(|h| Host { label: &h.label, summaries: &h.summaries, check: h.run.method_check.as_ref() })
+        .collect();
+    let differences = answer::differences(&views);
+    if !differences.is_empty() {
+        writeln!(md, "### The largest differences between hosts\n").unwrap();
+        for d in differences.iter().take(DIFFERENCES_LISTED) {
+            let cells: Vec<String> = d.cells.iter().map(|(label, c)| format!("{:.2}x on {label}", c.ratio)).collect();
+            let cause = d.cause.as_ref().map_or(String::new(), |c| format!("; {c}"));
+            writeln!(md, "- {}, {}: {} ({:.1}x apart){cause}", d.strategy, d.key, cells.join(", "), d.spread).unwrap();
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// The cross-host `report.md`: each host's environment, then per scenario a table per figure with
 /// a column per host (`-`: not measured there).
 pub fn hosts_markdown(hosts: &[HostRun], plots: &[String], plot_note: Option<&str>) -> String {
@@ -46,6 +116,17 @@ pub fn hosts_markdown(hosts: &[HostRun], plots: &[String], plot_note: Option<&st
          below (CPU, kernel, governor, a VM) explain differences in the figures.\n"
     )
     .unwrap();
+    let commits: Vec<String> = hosts.iter().map(|h| format!("{} at {}", h.label, h.run.env.git_commit)).collect();
+    if hosts.iter().any(|h| h.run.env.git_commit != hosts[0].run.env.git_commit) {
+        writeln!(
+            md,
+            "**The runs were made by different commits** ({}): a difference below may be the code's, not the \
+             machine's.\n",
+            commits.join(", ")
+        )
+        .unwrap();
+    }
+    md.push_str(&answer_by_host(hosts));
     writeln!(md, "## Hosts\n").unwrap();
     for h in hosts {
         writeln!(md, "### {} (run of {})\n", h.label, h.run.started).unwrap();
@@ -137,6 +218,24 @@ mod tests {
         assert!(md.contains("| klp | 1.50 (1.50-1.50) | 3.00 (3.00-3.00) | 1.50 (1.50-1.50) |"), "{md}");
         assert!(md.contains(&format!("### {zen5}")) && md.contains("AMD EPYC 9654"), "{md}");
         assert!(md.contains("- **CPU**: AMD Zen 5 (26/2/1), 2 CPUs; microcode"), "{md}");
+        // The answer host by host comes before the hosts' sections, then the ranked differences.
+        let (answer, hosts_at) = (md.find("## The answer, host by host").unwrap(), md.find("## Hosts").unwrap());
+        assert!(answer < hosts_at, "{md}");
+        assert!(md.contains(&format!("| strategy | {zen4} | {zen5} | {zen4} #2 |")), "{md}");
+        assert!(
+            md.contains("| klp | 1.50 | 1.50 | 1.50 |"),
+            "ratios are per round, so twice the ns is the same ratio: {md}"
+        );
+        assert!(!md.contains("different commits"), "{md}");
+        let mut newer = transition_run();
+        newer.env.git_commit = "1111111".into();
+        let md = hosts_markdown(&HostRun::label(vec![transition_run(), newer]), &[], None);
+        assert!(
+            md.contains(&format!(
+                "**The runs were made by different commits** ({zen4} at 0000000, {zen4} #2 at 1111111)"
+            )),
+            "{md}"
+        );
         assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| l.chars().count() <= MAX_WIDTH), "{md}");
     }
 }
