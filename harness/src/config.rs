@@ -437,18 +437,35 @@ pub fn sweep(cpus: usize) -> Vec<usize> {
     counts
 }
 
-/// `1,2`, `all` (every CPU of the affinity mask) or `sweep` ([`sweep`]: 1, 2, 4, … up to all).
+/// 1, 2, half the CPUs and every CPU, each once: the default suite's readers. Four counts on
+/// any machine, so that the default stays a few minutes on a 128-CPU box (the full [`sweep`]
+/// plans 8 there), and still shows 1 against 2 (where a shared cache line starts to cost) and
+/// the whole machine.
+pub fn spread(cpus: usize) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for n in [1, 2.min(cpus), (cpus / 2).max(1), cpus.max(1)] {
+        if !counts.contains(&n) {
+            counts.push(n);
+        }
+    }
+    counts
+}
+
+/// `1,2`, `all` (every CPU of the affinity mask), `half` (half of them), `spread` ([`spread`]:
+/// 1, 2, half, all; the default) or `sweep` ([`sweep`]: 1, 2, 4, … up to all).
 pub fn parse_readers(s: &str, cpus: usize) -> Result<Vec<usize>, ConfigError> {
     let mut out = Vec::new();
     for x in s.split(',') {
         match x.trim() {
             "all" => out.push(cpus),
+            "half" => out.push((cpus / 2).max(1)),
+            "spread" => out.extend(spread(cpus)),
             "sweep" => out.extend(sweep(cpus)),
             x => match x.parse::<u64>() {
                 Ok(n) => out.push(READERS.check("readers", usize::try_from(n).unwrap_or(usize::MAX))?),
                 Err(_) => {
                     return Err(bad(format!(
-                        "--readers: {x:?} is not a count; give counts of {} to {} readers, e.g. `1,2`, `all` or `sweep`",
+                        "--readers: {x:?} is not a count; give counts of {} to {} readers, e.g. `1,2`, `all`, `half`, `spread` or `sweep`",
                         READERS.min, READERS.max
                     )));
                 }
@@ -721,6 +738,12 @@ mod tests {
         assert_eq!(parse_readers("sweep", 1).unwrap(), [1]);
         assert_eq!(parse_readers("sweep", 6).unwrap(), [1, 2, 4, 6]);
         assert_eq!(parse_readers("sweep,3", 8).unwrap(), [1, 2, 4, 8, 3]);
+        // The default: four counts at most on any machine, each once.
+        assert_eq!(parse_readers("spread", 1).unwrap(), [1]);
+        assert_eq!(parse_readers("spread", 2).unwrap(), [1, 2]);
+        assert_eq!(parse_readers("spread", 16).unwrap(), [1, 2, 8, 16]);
+        assert_eq!(parse_readers("spread", 128).unwrap(), [1, 2, 64, 128]);
+        assert_eq!(parse_readers("half,all", 6).unwrap(), [3, 6]);
         for v in ["1e-19", "1e-4", "2e9", "1e300", "inf", "nan", "-5", "fast", ""] {
             let e = parse_rates(v).unwrap_err().0;
             assert!(e.contains("--rate") && e.contains("0.001 to 1000000000 Hz"), "{v}: {e}");

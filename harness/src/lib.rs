@@ -147,12 +147,13 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
         .map(|f| format!("; {}", f.line()))
         .collect();
     log(&format!(
-        "{} strategies x {} scenarios x {} rounds of {:.2} s after {:.2} s of warm-up; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted){facts}",
+        "{} strategies x {} scenarios x {} rounds of {:.2} s after {:.2} s of warm-up: about {} of measuring; writer on {}; clock overhead {clock_ns:.1} ns per batch (subtracted){facts}",
         cfg.strategies.len(),
         cfg.scenarios.len(),
         cfg.rounds,
         cfg.duration.as_secs_f64(),
         cfg.warmup.as_secs_f64(),
+        config::human(config::planned(&cfg)),
         config::writer_cpu_name(cfg.writer_cpu),
     ));
     let started = output::utc_now();

@@ -78,9 +78,10 @@ struct RunArgs {
     /// is skipped, saying why on stderr and in run.json; none left to run is bad input.
     #[arg(long, default_value = "all")]
     strategies: String,
-    /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask;
-    /// `sweep` = 1, 2, 4, … up to every CPU of the mask.
-    #[arg(long, default_value = "sweep")]
+    /// Reader counts, 1 to 4094 each, e.g. `1,2`; `all` = every CPU of the affinity mask; `half`
+    /// = half of them; `spread` = 1, 2, half and all (four counts at most, so the default stays
+    /// minutes on a 128-CPU box); `sweep` = 1, 2, 4, … up to every CPU of the mask.
+    #[arg(long, default_value = "spread")]
     readers: String,
     /// The CPU the writer is pinned to (one of the affinity mask), or `any` (unpinned). A writer
     /// on a reader's CPU waits for the scheduler: the report says so next to transition latency.

@@ -243,6 +243,7 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
     let mut rng = Rng::new(cfg.seed);
     let total = cfg.scenarios.len() * cfg.rounds * cfg.strategies.len();
     let progress = std::io::stderr().is_terminal();
+    let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
     for scenario in &cfg.scenarios {
         let work = Workload::new(scenario, cfg.seed);
@@ -252,7 +253,8 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
             let first = rows.len();
             for name in &order {
                 if progress {
-                    eprint!("\r\x1b[2K[{}/{}] {} {}", rows.len() + 1, total, scenario.name(), name);
+                    let eta = eta(started.elapsed(), rows.len(), total);
+                    eprint!("\r\x1b[2K[{}/{}] {eta} {} {}", rows.len() + 1, total, scenario.name(), name);
                 }
                 let mut m = Measure { cfg, scenario, work: &work, round, clock_ns, counters };
                 let row = dispatch::strategy::visit(name, &mut m).map_err(|e| e.to_string())??;
@@ -272,9 +274,27 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
     Ok(rows)
 }
 
+/// The progress line's time: elapsed, and what is left at the pace so far (`0:14, ~1:32 left`;
+/// nothing to go on before the first measurement).
+pub fn eta(elapsed: Duration, done: usize, total: usize) -> String {
+    let clock = |d: Duration| format!("{}:{:02}", d.as_secs() / 60, d.as_secs() % 60);
+    if done == 0 {
+        return clock(elapsed);
+    }
+    let left = elapsed.mul_f64((total - done.min(total)) as f64 / done as f64);
+    format!("{}, ~{} left", clock(elapsed), clock(left))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_eta_extrapolates_the_pace_so_far() {
+        assert_eq!(eta(Duration::from_secs(3), 0, 10), "0:03");
+        assert_eq!(eta(Duration::from_secs(30), 10, 40), "0:30, ~1:30 left");
+        assert_eq!(eta(Duration::from_secs(125), 5, 5), "2:05, ~0:00 left");
+    }
 
     #[test]
     fn the_writer_shares_a_cpu_when_pinned_to_a_readers_or_when_readers_fill_the_mask() {

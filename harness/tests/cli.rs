@@ -330,6 +330,8 @@ fn a_short_run_writes_its_directory_and_compares_clean_against_itself() {
     let out = scratch("run");
     let o = tiny_run(&out, &[("--rounds", "3")]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The plan, before measuring: how long the measuring will take.
+    assert!(stderr(&o).contains("x 3 rounds of 0.02 s after 0.05 s of warm-up: about "), "{}", stderr(&o));
     for f in ["run.json", "report.md", "bmf.json", "rows.csv"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
