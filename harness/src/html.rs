@@ -317,7 +317,7 @@ fn checks(run: &RunFile, summaries: &[Summary]) -> String {
 }
 
 /// The top of the page: what a reader needs first, from the summary layer. A block the summary
-/// layer adds (the strategy × regime matrix of issue 26) is one more call here.
+/// layer adds (a ranked strategy × regime matrix, for one) is one more call here.
 pub fn summary_block(run: &RunFile, summaries: &[Summary]) -> String {
     let mut h = String::from("<section id=\"summary\">\n<h2>Summary</h2>\n");
     h.push_str(&checks(run, summaries));
