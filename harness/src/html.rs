@@ -105,7 +105,7 @@ struct Row {
     cells: Vec<Cell>,
 }
 
-/// A sortable table; `id` names it for the self-test's reader.
+/// A table, sortable by a click on a header (the page's script finds it by its class).
 fn table(caption: &str, header: &[String], rows: &[Row]) -> String {
     let mut h = String::from("<div class=\"scroll\"><table class=\"sortable\">\n");
     writeln!(h, "<caption>{}</caption>", esc(caption)).unwrap();
@@ -302,7 +302,7 @@ fn checks(run: &RunFile, summaries: &[Summary]) -> String {
         Some(check) => line(check.predicted, &report::method_line(check)),
         None => line(
             false,
-            "method check: not made; it needs `direct` and `fnptr` in a per-site steady scenario (the default run has them)",
+            "method check: not made; it needs direct and fnptr in a per-site steady scenario (the default run has them)",
         ),
     }
     line(summaries.iter().all(|s| s.flagged_rounds == 0), &report::interference_line(summaries));
