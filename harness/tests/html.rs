@@ -218,7 +218,8 @@ fn a_page_that_throws_is_caught_by_both_error_checks() {
 }
 
 /// `harness report` of two runs (the second's CPU edited to one no machine has) writes a
-/// report.html that loads, names each host by its CPU, sorts, and inlines the merged plot.
+/// report.html that loads, names each host by its CPU, sorts, and inlines the merged plot; of one
+/// run, that run's report.html.
 #[test]
 fn the_cross_host_report_loads_in_a_browser_with_each_host() {
     let Some(chromium) = chromium("the_cross_host_report_loads_in_a_browser") else { return };
@@ -246,5 +247,16 @@ fn the_cross_host_report_loads_in_a_browser_with_each_host() {
     assert!(dom.contains(&format!("<th scope=\"col\" title=\"click to sort\">{host}</th>")), "{dom}");
     assert!(dom.contains(&format!("<h3>{other} (run of ")), "{dom}");
     assert_eq!(dom.matches("<svg ").count(), svg_files(&merged), "the merged plot inlined");
+
+    // Given one run, `harness report` writes its report.html again, as a run does.
+    let single = root.join("single");
+    let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["report", a.to_str().unwrap(), "--out", single.to_str().unwrap()])
+        .output()
+        .expect("run harness");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(single.join("report.html")).expect("report.html of one run");
+    assert!(page.contains("<section id=\"summary\">") && page.contains(&host), "{page}");
+    assert_eq!(page.matches("<svg ").count(), svg_files(&single), "every plot inlined");
     let _ = std::fs::remove_dir_all(&root);
 }
