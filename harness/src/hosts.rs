@@ -38,70 +38,87 @@ impl HostRun {
 pub const DIFFERENCES_LISTED: usize = 12;
 
 /// The answer with a column per host: for each of the answer's columns (per site, shared site,
-/// cold, every reader, under transitions), each strategy's ratio to `fnptr` on each host; then
-/// the largest differences between hosts, with their likely cause where the runs know it.
-fn answer_by_host(hosts: &[HostRun]) -> String {
-    let mut md = String::new();
-    writeln!(md, "## The answer, host by host\n").unwrap();
-    writeln!(
-        md,
-        "Each strategy's ns/call over `fnptr`'s in the same round (median over rounds) on each host; `!` marks a \
-         figure with rounds flagged for interference, `-` one not measured there.\n"
-    )
-    .unwrap();
+/// cold, every reader, under transitions), a table of each strategy's ratio to `fnptr` on each
+/// host: (what the column stands for, header, cells).
+pub fn answer_tables(hosts: &[HostRun]) -> Vec<(String, Vec<String>, Vec<Vec<String>>)> {
     let matrices: Vec<Matrix> = hosts.iter().map(|h| answer::matrix(&h.summaries)).collect();
     let mut keys: Vec<String> = Vec::new();
+    let mut strategies: Vec<&str> = Vec::new();
     for m in &matrices {
         for c in &m.columns {
             if !keys.contains(&c.key) {
                 keys.push(c.key.clone());
             }
         }
+        for (name, _, _) in &m.rows {
+            if !strategies.contains(&name.as_str()) {
+                strategies.push(name);
+            }
+        }
     }
     let mut header = vec!["strategy".to_owned()];
     header.extend(hosts.iter().map(|h| h.label.clone()));
-    for key in keys {
-        let mut strategies: Vec<&str> = Vec::new();
-        for m in &matrices {
-            for (name, _, _) in &m.rows {
-                if !strategies.contains(&name.as_str()) {
-                    strategies.push(name);
-                }
-            }
-        }
-        let cells: Vec<Vec<String>> = strategies
-            .iter()
-            .map(|st| {
-                let mut row = vec![(*st).to_owned()];
-                row.extend(matrices.iter().map(|m| {
-                    let cell =
-                        m.columns.iter().position(|c| c.key == key).and_then(|i| {
+    keys.into_iter()
+        .map(|key| {
+            let cells = strategies
+                .iter()
+                .map(|st| {
+                    let mut row = vec![(*st).to_owned()];
+                    row.extend(matrices.iter().map(|m| {
+                        let cell = m.columns.iter().position(|c| c.key == key).and_then(|i| {
                             m.rows.iter().find(|(name, _, _)| name == st).and_then(|(_, _, cells)| cells[i])
                         });
-                    cell.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
-                }));
-                row
-            })
-            .collect();
-        writeln!(md, "{key}:\n").unwrap();
-        md.push_str(&markdown_table(&header, &cells));
-    }
+                        cell.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
+                    }));
+                    row
+                })
+                .collect();
+            (key, header.clone(), cells)
+        })
+        .collect()
+}
+
+/// The largest differences between hosts, one line each, with their likely cause where the runs
+/// know it (at most [`DIFFERENCES_LISTED`]).
+pub fn difference_lines(hosts: &[HostRun]) -> Vec<String> {
     let views: Vec<Host<'_>> = hosts
         .iter()
         .map(|h| Host { label: &h.label, summaries: &h.summaries, check: h.run.method_check.as_ref() })
         .collect();
-    let differences = answer::differences(&views);
-    if !differences.is_empty() {
-        writeln!(md, "### The largest differences between hosts\n").unwrap();
-        for d in differences.iter().take(DIFFERENCES_LISTED) {
+    answer::differences(&views)
+        .iter()
+        .take(DIFFERENCES_LISTED)
+        .map(|d| {
             let cells: Vec<String> = d.cells.iter().map(|(label, c)| format!("{:.2}x on {label}", c.ratio)).collect();
             let cause = d.cause.as_ref().map_or(String::new(), |c| format!("; {c}"));
-            writeln!(md, "- {}, {}: {} ({:.1}x apart){cause}", d.strategy, d.key, cells.join(", "), d.spread).unwrap();
+            format!("{}, {}: {} ({:.1}x apart){cause}", d.strategy, d.key, cells.join(", "), d.spread)
+        })
+        .collect()
+}
+
+/// [`answer_tables`] and [`difference_lines`] as report.md's first section.
+fn answer_by_host(hosts: &[HostRun]) -> String {
+    let mut md = String::new();
+    writeln!(md, "## The answer, host by host\n").unwrap();
+    writeln!(md, "{}\n", ANSWER_NOTE).unwrap();
+    for (key, header, cells) in answer_tables(hosts) {
+        writeln!(md, "{key}:\n").unwrap();
+        md.push_str(&markdown_table(&header, &cells));
+    }
+    let lines = difference_lines(hosts);
+    if !lines.is_empty() {
+        writeln!(md, "### The largest differences between hosts\n").unwrap();
+        for line in lines {
+            writeln!(md, "- {line}").unwrap();
         }
         md.push('\n');
     }
     md
 }
+
+/// What the host-by-host tables hold.
+pub const ANSWER_NOTE: &str = "Each strategy's ns/call over `fnptr`'s in the same round (median over rounds) on each \
+     host; `!` marks a figure with rounds flagged for interference, `-` one not measured there.";
 
 /// The cross-host `report.md`: each host's environment, then per scenario a table per figure with
 /// a column per host (`-`: not measured there).

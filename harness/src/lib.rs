@@ -17,6 +17,8 @@
 //! 8. [`output`], [`compare`], [`report`](mod@report), [`export`], [`hosts`], then [`plot`]: atomic
 //!    output, `harness compare`, the tables and `report.md`, `bmf.json` and `rows.csv`, the
 //!    cross-host report, and the plots; they read only the records and the summaries.
+//! 9. [`html`]: `report.html`, the tables and the environment of [`report`](mod@report) with the
+//!    plots inlined, in one self-contained page.
 
 pub mod config;
 
@@ -45,6 +47,8 @@ pub mod report;
 pub mod hosts;
 
 pub mod plot;
+
+pub mod html;
 
 use std::fmt::Write;
 use std::path::Path;
@@ -227,6 +231,8 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
         staging.record(plot, Ok(()));
     }
     staging.write("report.md", report::markdown(run, summaries, &plots, plot_note.as_deref()).as_bytes());
+    let page = html::run_page(run, summaries, staging.path(), &plots, plot_note.as_deref());
+    staging.write("report.html", page.as_bytes());
     match serde_json::to_vec_pretty(&export::bmf(summaries)) {
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
@@ -240,9 +246,9 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
 }
 
 /// `harness report RUN_DIR...`: one run's files written again from its `run.json` by this harness
-/// (report.md, plots, rows.csv, bmf.json and the run.json itself), or, from several runs (made on
-/// different machines), one cross-host report: report.md with a column per host and the ratio
-/// plot with a series per host. Refuses (as [`RunError::Config`]) unreadable runs and runs of
+/// (report.md, report.html, plots, rows.csv, bmf.json and the run.json itself), or, from several
+/// runs (made on different machines), one cross-host report: report.md and report.html with a
+/// column per host and the ratio plot with a series per host. Refuses (as [`RunError::Config`]) unreadable runs and runs of
 /// different schema versions; returns what became of the files.
 pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunError> {
     let refuse = |e: String| RunError::Config(ConfigError(e));
@@ -293,5 +299,6 @@ pub fn report(paths: &[std::path::PathBuf], out: &Path) -> Result<Saved, RunErro
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
+    staging.write("report.html", html::hosts_page(&hosts, staging.path(), &plots, plot_note.as_deref()).as_bytes());
     Ok(staging.commit())
 }

@@ -118,7 +118,7 @@ fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
     assert_eq!(saved.dir.as_deref(), Some(out.as_path()));
     assert!(saved.written.iter().any(|f| f == "run.json"), "{saved:?}");
     let unwritten: Vec<&str> = saved.unwritten.iter().map(|u| u.split(' ').next().unwrap()).collect();
-    let missing = ["report.md", "bmf.json", "run.schema.json", "rows.csv"];
+    let missing = ["report.md", "report.html", "bmf.json", "run.schema.json", "rows.csv"];
     assert_eq!(unwritten, missing);
     assert!(saved.unwritten.iter().all(|u| u.contains("No space left on device")), "{saved:?}");
     assert_eq!(harness::record::load_run(&out).unwrap().rows.len(), 1);
