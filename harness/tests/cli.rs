@@ -2,6 +2,8 @@
 //! fix and exit code 2 before anything is measured; a short run writes its directory atomically;
 //! `compare` exits 0 / 1 / 2.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -785,14 +787,7 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
         let o = tiny_run(dir, &[("--rate", "0")]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let mut run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(b.join("run.json")).unwrap()).unwrap();
-    run["env"]["cpu"]["vendor"] = "AMD".into();
-    run["env"]["cpu"]["family"] = 99.into();
-    run["env"]["cpu"]["model"] = 1.into();
-    run["env"]["cpu"]["stepping"] = 0.into();
-    run["env"]["cpu"]["microarchitecture"] = "Zen 99".into();
-    std::fs::write(b.join("run.json"), run.to_string()).unwrap();
+    let mut run = common::as_another_cpu(&b, "Zen 99");
     let o = harness(&["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(merged.join("report.md")).unwrap();

@@ -6,6 +6,8 @@
 //! Chromium is required where `CI` is set (scripts/setup installs it; .ci/run runs setup before
 //! the tests): a missing browser fails there, and is a printed skip only on a developer's machine.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -234,14 +236,7 @@ fn the_cross_host_report_loads_in_a_browser_with_each_host() {
     let (a, b, merged) = (root.join("a"), root.join("b"), root.join("merged"));
     tiny_run(&a, "fnptr,klp", true);
     tiny_run(&b, "fnptr,klp", true);
-    let mut run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(b.join("run.json")).unwrap()).unwrap();
-    run["env"]["cpu"]["vendor"] = "AMD".into();
-    run["env"]["cpu"]["family"] = 99.into();
-    run["env"]["cpu"]["model"] = 1.into();
-    run["env"]["cpu"]["stepping"] = 0.into();
-    run["env"]["cpu"]["microarchitecture"] = "Zen <99>".into();
-    std::fs::write(b.join("run.json"), run.to_string()).unwrap();
+    let run = common::as_another_cpu(&b, "Zen <99>");
     let o = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["report", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()])
         .output()
