@@ -1,6 +1,7 @@
 //! gungraun (iai-callgrind's current name): instruction counts of every strategy in the
 //! registry on every read path (per `GATE_CALLS` calls, each site from its own call instruction;
-//! `shared_steady`: the same calls from one shared instruction) and of the writer operations. Deterministic,
+//! `shared_steady`: the same calls from one shared instruction), of the kernel's handler and its
+//! floors written in C (`c_steady`), and of the writer operations. Deterministic,
 //! so they are what CI gates on (`scripts/gate`); run with `cargo bench -p benches --bench
 //! instructions` once `scripts/setup` has installed valgrind and gungraun-runner.
 //!
@@ -16,6 +17,7 @@
 use std::hint::black_box;
 
 use benches::{Fixture, Path, SKIPPED_LOG_VAR, WriterFixture, WriterOp};
+use dispatch::kernel_c::{C_SITES, CSection, CSections};
 use dispatch::{Strategy, TransitionStats};
 use gungraun::Callgrind;
 use gungraun::prelude::*;
@@ -96,9 +98,31 @@ macro_rules! benchmarks {
 
 dispatch::for_each_strategy!(benchmarks);
 
+const _: () =
+    assert!(C_SITES == benches::SITES, "the C sections have the fixtures' sites, so GATE_CALLS counts them too");
+
+/// A C section's fixture: the sections (set up here, outside the count) and which to run.
+fn c_fixture(which: CSection) -> (CSections, CSection) {
+    (CSections::new(), which)
+}
+
+// The kernel's handler written in C and its two floors in C (`dispatch::kernel_c`), in the
+// per-site section shape, for as many calls as every read path: the gate holds `klp`'s steady
+// count to the C handler's (`benches::gate::fidelity`). (A plain comment: gungraun's attribute
+// takes no doc comment.)
+#[library_benchmark]
+#[bench::c_direct(c_fixture(CSection::Direct))]
+#[bench::c_fnptr(c_fixture(CSection::Fnptr))]
+#[bench::c_handler(c_fixture(CSection::Handler))]
+fn c_steady(fixture: (CSections, CSection)) -> (u64, CSections) {
+    let (mut sections, which) = fixture;
+    let sum = black_box(sections.run(which, ROUNDS));
+    (sum, sections)
+}
+
 library_benchmark_group!(
     name = read_path;
-    benchmarks = steady, transition_patched, transition_unpatched, nop, depth2, shared_steady
+    benchmarks = steady, transition_patched, transition_unpatched, nop, depth2, shared_steady, c_steady
 );
 
 library_benchmark_group!(

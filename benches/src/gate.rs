@@ -477,6 +477,72 @@ pub fn bmf(measured: &BTreeMap<String, Count>) -> serde_json::Value {
     out.into()
 }
 
+/// The gungraun benchmark of `klp`'s per-site steady read path.
+pub const KLP_STEADY: &str = "read_path::steady::klp";
+
+/// The gungraun benchmark of the kernel's handler written in C (`dispatch::kernel_c`), in the
+/// same section shape and calling the same functions as [`KLP_STEADY`].
+pub const C_HANDLER_STEADY: &str = "read_path::c_steady::c_handler";
+
+/// How many instructions per call `klp`'s steady read path may take beyond the kernel's own
+/// handler in C: one, for the loop's own bookkeeping, which two compilers lay out differently.
+/// More is work per call the kernel does not do.
+pub const FIDELITY_MARGIN_PER_CALL: f64 = 1.0;
+
+/// `klp` against the kernel's handler in C, per call (steady, per site).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fidelity {
+    /// Both measured: instructions per call of each, and whether `klp` is within the margin.
+    Measured { klp: f64, c_handler: f64, within: bool },
+    /// `klp` cannot run here (the suite skipped it): nothing to hold it to.
+    Skipped(String),
+}
+
+/// Holds `klp`'s steady per-site read path to the kernel's handler in C: at most
+/// [`FIDELITY_MARGIN_PER_CALL`] instructions per call more. Unusable when either benchmark is
+/// missing from `measured` while `klp` ran (the suite no longer has it).
+pub fn fidelity(measured: &BTreeMap<String, Count>, skipped: &BTreeMap<String, String>) -> Result<Fidelity, Unusable> {
+    if let Some(reason) = skipped.get(strategy_of(KLP_STEADY)) {
+        return Ok(Fidelity::Skipped(reason.clone()));
+    }
+    let per_call = |name: &str| {
+        measured.get(name).map(|c| c.instructions as f64 / c.calls.max(1) as f64).ok_or_else(|| {
+            Unusable(format!(
+                "the measurement has no {name}: the gungraun suite (benches/benches/instructions.rs) must measure it for \
+                 the fidelity check"
+            ))
+        })
+    };
+    let (klp, c_handler) = (per_call(KLP_STEADY)?, per_call(C_HANDLER_STEADY)?);
+    Ok(Fidelity::Measured { klp, c_handler, within: klp <= c_handler + FIDELITY_MARGIN_PER_CALL })
+}
+
+/// The fidelity check in one line.
+pub fn fidelity_line(f: &Fidelity) -> String {
+    match f {
+        Fidelity::Measured { klp, c_handler, within: true } => format!(
+            "fidelity: klp {klp:.2} instructions per call, the kernel's handler in C {c_handler:.2} (steady, per site): \
+             within {FIDELITY_MARGIN_PER_CALL} of it: pass"
+        ),
+        Fidelity::Measured { klp, c_handler, within: false } => format!(
+            "fidelity: **REGRESSION**: klp {klp:.2} instructions per call, the kernel's handler in C {c_handler:.2} \
+             (steady, per site): klp may take at most {FIDELITY_MARGIN_PER_CALL} more per call; look at the \
+             disassembly of both sections for the work the kernel does not do"
+        ),
+        Fidelity::Skipped(reason) => format!("fidelity: skipped: klp is unavailable here: {reason}"),
+    }
+}
+
+/// The exit code of the whole gate: the comparison's, and 1 if the fidelity check fails
+/// (unusable input, 2, takes precedence).
+pub fn exit_code_with(lines: &[Line], fidelity: &Fidelity) -> u8 {
+    match (exit_code(lines), fidelity) {
+        (2, _) => 2,
+        (_, Fidelity::Measured { within: false, .. }) => 1,
+        (code, _) => code,
+    }
+}
+
 /// A new baseline from measured counts (what `--update` writes).
 pub fn baseline(versions: Versions, limits: Limits, measured: BTreeMap<String, Count>) -> Baseline {
     Baseline { schema: BASELINE_SCHEMA, versions, limits, benchmarks: measured }
@@ -522,6 +588,66 @@ mod tests {
 
     fn verdict_of(lines: &[Line], name: &str) -> Verdict {
         lines.iter().find(|l| l.name == name).unwrap().verdict
+    }
+
+    fn fidelity_counts(klp: u64, c_handler: u64) -> BTreeMap<String, Count> {
+        let count = |instructions| Count { instructions, indirect_mispredictions: 1, calls: 1000 };
+        BTreeMap::from([(KLP_STEADY.to_owned(), count(klp)), (C_HANDLER_STEADY.to_owned(), count(c_handler))])
+    }
+
+    /// klp may take one instruction per call over the C handler, not more: at +1.0 it passes,
+    /// at +1.1 the gate fails (exit 1), whatever the other benchmarks say.
+    #[test]
+    fn klp_more_than_one_instruction_per_call_over_the_c_handler_fails() {
+        let none = BTreeMap::new();
+        let at = fidelity(&fidelity_counts(17_000, 16_000), &none).unwrap();
+        assert_eq!(at, Fidelity::Measured { klp: 17.0, c_handler: 16.0, within: true });
+        assert!(fidelity_line(&at).ends_with("pass"));
+        assert_eq!(exit_code_with(&[], &at), 0);
+        let below = fidelity(&fidelity_counts(12_000, 16_000), &none).unwrap();
+        assert!(matches!(below, Fidelity::Measured { within: true, .. }));
+        let over = fidelity(&fidelity_counts(17_100, 16_000), &none).unwrap();
+        assert!(matches!(over, Fidelity::Measured { within: false, .. }));
+        assert!(fidelity_line(&over).contains("REGRESSION"));
+        assert_eq!(exit_code_with(&[], &over), 1);
+        // Unusable input still says so first.
+        let missing = Line {
+            name: "x".into(),
+            base: Some(1),
+            new: None,
+            limit: None,
+            base_bim: None,
+            new_bim: None,
+            bim_limit: None,
+            calls: 1,
+            verdict: Verdict::Missing,
+            exceeded: Exceeded::default(),
+            skipped: None,
+        };
+        assert_eq!(exit_code_with(&[missing], &over), 2);
+    }
+
+    #[test]
+    fn the_fidelity_check_needs_both_benchmarks_unless_klp_is_skipped() {
+        let mut only_klp = fidelity_counts(17_000, 16_000);
+        only_klp.remove(C_HANDLER_STEADY);
+        let Err(Unusable(why)) = fidelity(&only_klp, &BTreeMap::new()) else { panic!("no C handler is unusable") };
+        assert!(why.contains(C_HANDLER_STEADY), "{why}");
+        let skipped = BTreeMap::from([("klp".to_owned(), "named in DISPATCH_UNAVAILABLE".to_owned())]);
+        let f = fidelity(&BTreeMap::new(), &skipped).unwrap();
+        assert_eq!(f, Fidelity::Skipped("named in DISPATCH_UNAVAILABLE".into()));
+        assert_eq!(exit_code_with(&[], &f), 0);
+    }
+
+    /// The committed baseline passes its own fidelity check: the counts it holds are the ones
+    /// the gate compares with, so a baseline updated with a costlier klp could not be committed
+    /// without this test failing.
+    #[test]
+    fn the_committed_baseline_holds_klp_to_the_c_handler() {
+        let text = include_str!("../../results/baseline/instructions.json");
+        let b = parse_baseline(text, "results/baseline/instructions.json").unwrap();
+        let f = fidelity(&b.benchmarks, &BTreeMap::new()).unwrap();
+        assert!(matches!(f, Fidelity::Measured { within: true, .. }), "{}", fidelity_line(&f));
     }
 
     #[test]

@@ -115,6 +115,7 @@ fn help_documents_every_flag_and_the_exit_codes() {
         "Exit codes: 0 pass; 1 regression; 2 unusable input",
         "missing tool",
         "--branch-sim=yes",
+        "more than 1 instruction per call over the kernel's",
     ];
     let missing: Vec<_> = documented.iter().filter(|d| !text.contains(*d)).collect();
     assert!(missing.is_empty(), "--help lacks {missing:?}: {text}");

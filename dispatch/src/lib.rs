@@ -9,7 +9,9 @@
 //! 3. [`tasks`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
 //! 4. [`strategy`]: the trait, the registry, the shared building blocks, one file per strategy.
 //! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`];
-//!    [`sections`]: the measured loops (one call instruction per site, one shared, or cold).
+//!    [`sections`]: the measured loops (one call instruction per site, one shared, or cold);
+//!    [`kernel_c`]: the kernel's handler in C, and a C function pointer and direct call, in the
+//!    per-site section shape: what `klp` is measured against.
 //! 6. [`driver`]: the writer's loop (announce, start, reverse, poll, record), used by every
 //!    caller that drives transitions; [`torture`]: the consistency stress engine.
 
@@ -31,6 +33,8 @@ pub mod task;
 pub mod transition;
 
 pub mod sections;
+
+pub mod kernel_c;
 
 pub mod driver;
 #[cfg(not(loom))]

@@ -292,8 +292,9 @@ fn plot_links(plots: &[String]) -> String {
     format!("<p class=\"see\">Plots with a panel per scenario: {}</p>\n", links.join(" · "))
 }
 
-/// The checks the summary layer makes today: the method check, the interference verdict and the
-/// consistency verdict, one line each, marked `ok` or `warn`.
+/// The checks the summary layer makes today: the method check, the fidelity check (where the run
+/// made one), the interference verdict and the consistency verdict, one line each, marked `ok` or
+/// `warn`.
 fn checks(run: &RunFile, summaries: &[Summary]) -> String {
     let mut h = String::from("<ul class=\"checks\">\n");
     let mut line = |ok: bool, text: &str| {
@@ -305,6 +306,9 @@ fn checks(run: &RunFile, summaries: &[Summary]) -> String {
             false,
             "method check: not made; it needs direct and fnptr in a per-site steady scenario (the default run has them)",
         ),
+    }
+    if let Some(check) = &run.fidelity_check {
+        line(check.within, &crate::fidelity::line(check));
     }
     line(summaries.iter().all(|s| s.flagged_rounds == 0), &report::interference_line(summaries));
     let failures = crate::summary::failures(summaries);
@@ -818,6 +822,30 @@ mod tests {
         let html = run_page(&predicted, &summarize(&predicted.rows), Path::new("/nonexistent"), &[], None);
         assert!(html.contains("<li class=\"ok\">method check: fnptr / direct = 1.02"), "{html}");
         assert!(html.contains("<li class=\"ok\">interference: no row flagged"), "{html}");
+    }
+
+    /// The fidelity check is one of the page's checks: `ok` within its limit, `warn` above it.
+    #[test]
+    fn the_fidelity_check_is_marked_ok_or_warn() {
+        use crate::record::{CRound, FidelityCheck};
+        let mut r = run(method_rows([1.02, 1.10, 0.98]));
+        let check = |fidelity: f64| FidelityCheck {
+            scenario: "s".into(),
+            klp_over_fnptr: 1.15 * fidelity,
+            c_handler_over_c_fnptr: 1.15,
+            c_fnptr_over_c_direct: 1.0,
+            fidelity,
+            limit: crate::fidelity::FIDELITY_LIMIT,
+            within: fidelity <= crate::fidelity::FIDELITY_LIMIT,
+            rounds: vec![CRound { round: 0, direct_ns: 1.0, fnptr_ns: 1.0, handler_ns: 1.15 }],
+        };
+        let page = |r: &RunFile| run_page(r, &summarize(&r.rows), Path::new("/nonexistent"), &[], None);
+        assert!(!page(&r).contains("fidelity"), "no check, no line");
+        r.fidelity_check = Some(check(1.0));
+        assert!(page(&r).contains("<li class=\"ok\">fidelity check: klp / fnptr = 1.15"), "{}", page(&r));
+        r.fidelity_check = Some(check(1.4));
+        let warning = format!("<li class=\"warn\">warning: {}", esc(crate::fidelity::WARNING));
+        assert!(page(&r).contains(&warning), "{}", page(&r));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
 //! 7. [`summary`]: the rows aggregated per scenario and strategy, and every verdict (the method
 //!    check, the failures that fail the run); [`answer`]: from them, the ranked strategy × regime
-//!    matrix and the notable findings that every report opens with.
+//!    matrix and the notable findings that every report opens with;
+//!    [`fidelity`]: the C sections timed beside the per-site steady scenario, and whether `klp`
+//!    costs what the kernel's handler costs.
 //! 8. [`output`], [`compare`], [`report`](mod@report), [`export`], [`hosts`], then [`plot`]: atomic
 //!    output, `harness compare`, the tables and `report.md`, `bmf.json` and `rows.csv`, the
 //!    cross-host report, and the plots; they read only the records and the summaries.
@@ -39,6 +41,8 @@ pub mod output;
 
 pub mod answer;
 pub mod summary;
+
+pub mod fidelity;
 
 pub mod compare;
 pub mod export;
@@ -162,20 +166,42 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
     ));
     let started = output::utc_now();
     let host = sched::HostWatch::start();
-    let rows = measure::run_all(&cfg, counters.kind, clock_ns).map_err(RunError::Failed)?;
+    // The fidelity check's C sections, timed after each round of its scenario.
+    let fidelity_scenario = fidelity::scenario(&cfg).cloned();
+    let (mut c_rounds, mut c_rng) = (Vec::new(), dispatch::rng::Rng::new(cfg.seed ^ fidelity::SEED));
+    let mut after_round = |scenario: &config::Scenario, round: usize| {
+        if fidelity_scenario.as_ref() == Some(scenario) {
+            c_rounds.push(fidelity::measure_round(&cfg, scenario, round, clock_ns, &mut c_rng)?);
+        }
+        Ok(())
+    };
+    let rows = measure::run_all(&cfg, counters.kind, clock_ns, &mut after_round).map_err(RunError::Failed)?;
     let host_load = host.finish();
     let summaries = summary::summarize(&rows);
     let failures = summary::failures(&summaries);
     let method_check = summary::method_check(&rows);
-    let run =
-        RunFile { schema_version: SCHEMA_VERSION, started, config: cfg, env, rows, method_check, host_load, skipped };
+    let fidelity_check = fidelity_scenario.and_then(|s| fidelity::check(&rows, &s, &c_rounds));
+    let run = RunFile {
+        schema_version: SCHEMA_VERSION,
+        started,
+        config: cfg,
+        env,
+        rows,
+        method_check,
+        host_load,
+        skipped,
+        fidelity_check,
+    };
     let (saved, rescued, plot_note) = save(&run, &summaries, &dir);
     let complete = saved.dir.is_some() && saved.unwritten.is_empty() && !rescued && (saved.moved.is_none() || !chosen);
     if let Some(note) = plot_note {
         notes.push(format!("plots: {note}"));
     }
     // The answer last: it is what stays on the screen.
-    let table = report::terminal(&summaries) + &report::answer_terminal(&summaries, run.method_check.as_ref());
+    let mut table = report::terminal(&summaries) + &report::answer_terminal(&summaries, run.method_check.as_ref());
+    if let Some(check) = &run.fidelity_check {
+        table += &format!("- {}\n", fidelity::line(check));
+    }
     Ok(Outcome { table, run, saved, complete, failures, notes })
 }
 

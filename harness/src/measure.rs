@@ -238,8 +238,14 @@ impl Measure<'_> {
 
 /// Runs every scenario: per scenario, `rounds` rounds, each measuring every strategy once in a
 /// fresh random order. Fills in each row's ratio to the baseline ([`BASELINE`]) from the same
-/// round.
-pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<Vec<Row>, String> {
+/// round. `after_round` runs after each round of each scenario, given the scenario and the round
+/// (the fidelity check times its C sections there).
+pub fn run_all(
+    cfg: &RunConfig,
+    counters: CounterKind,
+    clock_ns: f64,
+    after_round: &mut dyn FnMut(&Scenario, usize) -> Result<(), String>,
+) -> Result<Vec<Row>, String> {
     let mut rng = Rng::new(cfg.seed);
     let total = cfg.scenarios.len() * cfg.rounds * cfg.strategies.len();
     let progress = std::io::stderr().is_terminal();
@@ -266,6 +272,7 @@ pub fn run_all(cfg: &RunConfig, counters: CounterKind, clock_ns: f64) -> Result<
                     r.ratio_to_fnptr = Some(r.ns_per_call / base);
                 }
             }
+            after_round(scenario, round)?;
         }
     }
     if progress {

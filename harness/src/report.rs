@@ -440,6 +440,9 @@ pub fn environment(run: &RunFile) -> String {
     if let Some(check) = &run.method_check {
         writeln!(md, "- {}", method_line(check)).unwrap();
     }
+    if let Some(check) = &run.fidelity_check {
+        writeln!(md, "- {}", crate::fidelity::line(check)).unwrap();
+    }
     writeln!(md, "- {}", host_line(&run.host_load)).unwrap();
     for w in e.warnings() {
         item(&mut md, "Warning", w);

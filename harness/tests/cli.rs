@@ -104,6 +104,38 @@ fn list_and_env_say_which_strategies_are_unavailable_and_why() {
     assert!(all.contains(&format!("all {} available here", dispatch::strategy::ALL.len())), "{all}");
 }
 
+/// A run with klp and fnptr in a per-site steady scenario of 8 sites records its fidelity check:
+/// the C sections timed in every round, the figures and the verdict, in run.json, report.md and on
+/// the terminal (pass or warning: which one depends on the host, so either is accepted); without
+/// klp there is none.
+#[test]
+fn a_run_with_klp_and_fnptr_records_its_fidelity_check() {
+    let out = scratch("fidelity");
+    let o = tiny_command(&out, &[]).output().expect("run harness");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let run = harness::record::load_run(&out).unwrap();
+    let check = run.fidelity_check.expect("a per-site steady scenario of 8 sites with klp and fnptr");
+    assert_eq!(check.scenario, run.config.scenarios[0].name(), "the steady scenario, not the transitions'");
+    assert_eq!(check.rounds.iter().map(|r| r.round).collect::<Vec<_>>(), (0..run.config.rounds).collect::<Vec<_>>());
+    for r in &check.rounds {
+        assert!(r.direct_ns > 0.0 && r.fnptr_ns > 0.0 && r.handler_ns > 0.0, "{r:?}");
+    }
+    assert_eq!(check.within, check.fidelity <= check.limit);
+    let line = harness::fidelity::line(&check);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&line), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("- {line}")), "{report}");
+    assert!(
+        line.starts_with("fidelity check: ") || line.starts_with(&format!("warning: {}", harness::fidelity::WARNING))
+    );
+
+    let without = scratch("fidelity-without");
+    let o = tiny_command(&without, &[("--strategies", "fnptr,kgraft")]).output().expect("run harness");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(harness::record::load_run(&without).unwrap().fidelity_check.is_none());
+}
+
 /// A strategy this machine cannot run is skipped with its reason: the run measures the rest and
 /// exits 0, and run.json and report.md record the skip; `compare` against a run that measured it
 /// names the skip and its reason instead of refusing missing rows. With nothing left to measure,

@@ -37,8 +37,8 @@
 //!
 //! | writer | reader | guarantees |
 //! |---|---|---|
-//! | node fields incl. `transition` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` / `next.load(Acquire)` under a pin → fields | [`Barrier::FuncBeforeHead`]: a newly published func is seen whole and in transition |
-//! | task states (init) → `transition.store(true, Release)` | `transition.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 never sees Idle |
+//! | node fields incl. `flags` (transition) → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` / `next.load(Acquire)` under a pin → fields | [`Barrier::FuncBeforeHead`]: a newly published func is seen whole and in transition |
+//! | task states (init) → `flags.store(transition, Release)` | `flags.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 never sees Idle |
 //! | unlink → `defer_destroy` | loads only while pinned | crossbeam-epoch frees a node only after every participant pinned before the unlink has unpinned; `Node`'s `Drop` poisons it first, so a reader that still reached it would run [`check::poisoned`] |
 //! | participant returned → pool mutex unlock | pool mutex lock → participant taken | a reused participant's thread-unsafe counters are handed over whole (see [`Participant`]) |
 //!
@@ -53,11 +53,11 @@ use crossbeam_epoch::{self as epoch, Atomic, Collector, Guard, LocalHandle, Owne
 
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
-use crate::strategy::blocks::func_stack::{StackNode, handler};
+use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, handler, ops_table};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicU8, Mutex, MutexGuard, Ordering};
 use crate::tasks::TaskState;
 
 /// A registered participant of the strategy's collector, movable between threads.
@@ -136,13 +136,15 @@ impl Drop for TaskParticipant {
     }
 }
 
+/// A `klp_func`: what the read path loads first (the code and the flags), then the link below.
 #[derive(Debug)]
 struct Node {
-    func: FuncId,
     code: Code,
-    nop: bool,
-    transition: AtomicBool,
+    /// `transition` and `nop` ([`Flags`]): `nop` written before publication, `transition` by
+    /// [`StackOp::SetTransition`] too.
+    flags: AtomicU8,
     next: Atomic<Node>,
+    func: FuncId,
 }
 
 impl Drop for Node {
@@ -151,21 +153,19 @@ impl Drop for Node {
         // dead store before the deallocation that follows.
         unsafe {
             std::ptr::write_volatile(&mut self.code, check::poisoned as Code);
-            std::ptr::write_volatile(&mut self.nop, false);
         }
+        // Neither flag: a reader that still reached the node would take the steady path into the
+        // poison. Relaxed: no reader can reach it (the collector destroys it after every pin);
+        // an atomic store, which the compiler does not drop as dead.
+        self.flags.store(0, Ordering::Relaxed);
     }
 }
 
 impl StackNode for Node {
     #[inline(always)]
-    fn in_transition(&self) -> bool {
-        // Acquire: see `StackNode::in_transition`.
-        self.transition.load(Ordering::Acquire)
-    }
-
-    #[inline(always)]
-    fn is_nop(&self) -> bool {
-        self.nop
+    fn flags(&self) -> Flags {
+        // Acquire: see `StackNode::flags` (Barrier::StatesBeforeFlag).
+        Flags(self.flags.load(Ordering::Acquire))
     }
 
     #[inline(always)]
@@ -176,8 +176,9 @@ impl StackNode for Node {
 
 #[derive(Debug)]
 pub struct Epoch {
-    heads: Box<[Atomic<Node>]>,
-    originals: Box<[Code]>,
+    /// Per site its `klp_ops`: the head of its stack, and its original. A table of
+    /// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check.
+    ops: Box<[Ops<Atomic<Node>>; STACK_SITES]>,
     participants: Arc<Participants>,
     /// The writer's own participant (`apply` and `reclaim` run under the engine's lock, so it is
     /// never contended; the mutex only makes the strategy Sync). Boxed: see [`Strategy`]'s note
@@ -188,7 +189,7 @@ pub struct Epoch {
 impl Epoch {
     /// The link (a head or a `next`) that points at `func` (writer only).
     fn link_to<'g>(&'g self, site: SiteId, func: FuncId, guard: &'g Guard) -> &'g Atomic<Node> {
-        let mut link = &self.heads[site.index()];
+        let mut link = &self.ops[site.index()].head;
         loop {
             // Relaxed: the writer reads links only it has written.
             let node = link.load(Ordering::Relaxed, guard);
@@ -231,13 +232,15 @@ impl ReadSide for Epoch {
 
     #[inline(always)]
     fn call(&self, section: &PinnedSection<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let (i, guard) = (site.index(), &section.guard);
+        // A constant index below STACK_SITES where the site is known at compile time: no bounds
+        // check (see `klp`).
+        let (ops, guard) = (&self.ops[site.index()], &section.guard);
         // Acquire: pairs with the Release that published or relinked the head.
         // SAFETY: nodes reachable while pinned are destroyed only after this guard is dropped.
-        let head = unsafe { self.heads[i].load(Ordering::Acquire, guard).as_ref() };
+        let head = unsafe { ops.head.load(Ordering::Acquire, guard).as_ref() };
         // SAFETY: as for `head`; Acquire pairs with the Release that linked `next`.
-        let code = handler(head, task, |n| unsafe { n.next.load(Ordering::Acquire, guard).as_ref() });
-        code.unwrap_or(self.originals[i])(arg)
+        let next = |n: &Node| unsafe { n.next.load(Ordering::Acquire, guard).as_ref() };
+        handler(head, task, next, || ops.original)(arg)
     }
 }
 
@@ -245,15 +248,14 @@ impl WriteSide for Epoch {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let guard = &writer.0.pin();
-        let head = &self.heads[site.index()];
+        let head = &self.ops[site.index()].head;
         match change.op {
             StackOp::Push => {
                 let e = change.stack.last().expect("epoch: push onto an empty stack");
                 let node = Owned::new(Node {
                     func: e.func,
                     code: e.code,
-                    nop: e.nop,
-                    transition: AtomicBool::new(e.transition),
+                    flags: AtomicU8::new(Flags::new(e.nop, e.transition).0),
                     // Relaxed: the writer's own store.
                     next: Atomic::from(head.load(Ordering::Relaxed, guard)),
                 });
@@ -273,13 +275,13 @@ impl WriteSide for Epoch {
                 unsafe { guard.defer_destroy(node) };
             }
             StackOp::SetTransition(func) => {
-                let on = change.stack.iter().find(|e| e.func == func).expect("epoch: unknown func").transition;
+                let e = change.stack.iter().find(|e| e.func == func).expect("epoch: unknown func");
                 // Relaxed: the writer's own store.
                 let node = self.link_to(site, func, guard).load(Ordering::Relaxed, guard);
-                // Release: pairs with the reader's Acquire `transition` load
-                // (Barrier::StatesBeforeFlag).
+                // Release: pairs with the reader's Acquire `flags` load
+                // (Barrier::StatesBeforeFlag). `nop` is stored again unchanged.
                 // SAFETY: `link_to` found a live node.
-                unsafe { node.deref() }.transition.store(on, Ordering::Release);
+                unsafe { node.deref() }.flags.store(Flags::new(e.nop, e.transition).0, Ordering::Release);
             }
         }
     }
@@ -299,8 +301,8 @@ impl Drop for Epoch {
         // earlier are the collector's (it runs their destructors when its last participant is
         // gone), linked ones are freed here exactly once.
         let guard = unsafe { epoch::unprotected() };
-        for head in self.heads.iter() {
-            let mut node = head.swap(Shared::null(), Ordering::Relaxed, guard);
+        for ops in self.ops.iter() {
+            let mut node = ops.head.swap(Shared::null(), Ordering::Relaxed, guard);
             while !node.is_null() {
                 // SAFETY: see above.
                 let owned = unsafe { node.into_owned() };
@@ -323,8 +325,7 @@ impl Strategy for Epoch {
         let collector = Collector::new();
         let writer = Box::new(Mutex::new(Participant(collector.register())));
         Self {
-            heads: originals.iter().map(|_| Atomic::null()).collect(),
-            originals: originals.into(),
+            ops: ops_table("epoch", originals, Atomic::null),
             participants: Arc::new(Participants { collector, idle: Mutex::new(Vec::new()) }),
             writer,
         }

@@ -4,8 +4,11 @@
 //! (Unpatched, or the original when there is none); a `nop` runs the original. Removed funcs are
 //! reclaimed after a grace period (quiescent-state based, like `klp_synchronize_transition`).
 //!
-//! The read path is four dependent loads and a branch, all plain `mov`s on x86-64; the writer
-//! waits for every task's safe point before it reclaims anything.
+//! The read path is the kernel's: outside a transition, the head's load and its test for an
+//! empty stack, one load and one test of its flags (`transition` and `nop` in one byte), the call
+//! through its code, all plain `mov`s on x86-64 (see [`func_stack`](super::blocks::func_stack)
+//! for what that took, and [`kernel_c`](crate::kernel_c) for the kernel's C it is measured
+//! against). The writer waits for every task's safe point before it reclaims anything.
 //!
 //! The recursion guard ([`HandlerStep::RecursionGuard`], the kernel's
 //! `ftrace_test_recursion_trylock`) is left out on purpose: this read path never calls patchable
@@ -16,8 +19,8 @@
 //!
 //! | writer (engine, one at a time) | reader ([`Klp::call`]) | guarantees |
 //! |---|---|---|
-//! | node fields incl. `transition=1` → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` → fields; `next.load(Acquire)` → fields | [`Barrier::FuncBeforeHead`]: a newly published func is always seen in transition, with its code and `next` |
-//! | task states (init) → `transition.store(true, Release)` (disable path) | `transition.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
+//! | node fields incl. `flags` (transition=1) → `head.store(Release)` / `prev.next.store(Release)` | `head.load(Acquire)` → fields; `next.load(Acquire)` → fields | [`Barrier::FuncBeforeHead`]: a newly published func is always seen in transition, with its code and `next` |
+//! | task states (init) → `flags.store(transition, Release)` (disable path) | `flags.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
 //! | unlink → grace period → poison → grace period → free | loads end before the task's next safe point | [`Barrier::UnlinkThenGracePeriod`]: a removed func is never freed under a reader; a reader that still reached one would run [`check::poisoned`] |
 //!
 //! The grace-period pairs themselves are in [`tasks`](crate::tasks); the phase order (unlink →
@@ -36,23 +39,25 @@ use std::ptr;
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::blocks::func_stack::{StackNode, handler};
+use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, handler, ops_table};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::sync::{AtomicBool, AtomicPtr, Mutex, Ordering};
+use crate::sync::{AtomicPtr, AtomicU8, Mutex, Ordering};
 use crate::tasks::TaskState;
 
-/// A `klp_func` on a func stack.
+/// A `klp_func` on a func stack: what the read path loads first (the code and the flags), then
+/// the link below it.
 #[derive(Debug)]
 struct Node {
-    func: FuncId,
     /// `new_func`. Atomic only so that reclamation can poison it; written before publication.
     code: AtomicCode,
-    nop: AtomicBool,
-    transition: AtomicBool,
+    /// `transition` and `nop` ([`Flags`]): `nop` written before publication, `transition` by
+    /// [`StackOp::SetTransition`] too.
+    flags: AtomicU8,
     /// The next older func, or null (then the original runs).
     next: AtomicPtr<Node>,
+    func: FuncId,
 }
 
 /// Funcs removed from their stacks, waiting for grace periods.
@@ -66,8 +71,9 @@ struct Retired {
 
 #[derive(Debug)]
 pub struct Klp {
-    heads: Box<[AtomicPtr<Node>]>,
-    originals: Box<[Code]>,
+    /// Per site its `klp_ops`: the head of its stack, and its original. A table of
+    /// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check.
+    ops: Box<[Ops<AtomicPtr<Node>>; STACK_SITES]>,
     /// Boxed, like every mutable part of a strategy: see [`Strategy`]'s note on immutable fields.
     retired: Box<Mutex<Retired>>,
 }
@@ -82,7 +88,7 @@ unsafe impl Sync for Klp {}
 impl Klp {
     /// Walks the stack of `site` (writer only) to the link that points at `func`.
     fn link_to(&self, site: SiteId, func: FuncId) -> &AtomicPtr<Node> {
-        let mut link = &self.heads[site.index()];
+        let mut link = &self.ops[site.index()].head;
         loop {
             // Relaxed: the writer reads links only it has written.
             let node = link.load(Ordering::Relaxed);
@@ -100,8 +106,8 @@ impl Klp {
         // Relaxed: poisoning is a detector, not a protocol; a correct reader can no longer reach
         // this node (a grace period has passed since it was unlinked).
         node.code.store(check::poisoned, Ordering::Relaxed);
-        node.nop.store(false, Ordering::Relaxed);
-        node.transition.store(false, Ordering::Relaxed);
+        // Neither flag: a reader that still reached it would take the steady path into the poison.
+        node.flags.store(0, Ordering::Relaxed);
     }
 }
 
@@ -115,57 +121,59 @@ impl ReadSide for Klp {
 
     #[inline(always)]
     fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let i = site.index();
+        // A site known at compile time (the per-site sections) is a constant index below
+        // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
+        // constant.
+        let ops = &self.ops[site.index()];
         // HandlerStep::LoadHead, `list_first_or_null_rcu`. Acquire (Barrier::FuncBeforeHead):
         // pairs with the Release publishing the node in `apply(Push)` or relinking in
         // `apply(Remove)`; without it a reader could see a new head with a stale `transition` flag
         // or code and pick the wrong version.
-        let head = self.heads[i].load(Ordering::Acquire);
+        let head = ops.head.load(Ordering::Acquire);
         // SAFETY: a node reachable from a head is freed only two grace periods after it was
         // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
         let head = unsafe { head.as_ref() };
-        let code = handler(head, task, |n| {
-            // Acquire: pairs with the Release that linked this `next` (see head).
-            // SAFETY: as for `head`.
-            unsafe { n.next.load(Ordering::Acquire).as_ref() }
-        });
-        code.unwrap_or(self.originals[i])(arg)
+        let code = handler(
+            head,
+            task,
+            |n| {
+                // Acquire: pairs with the Release that linked this `next` (see head).
+                // SAFETY: as for `head`.
+                unsafe { n.next.load(Ordering::Acquire).as_ref() }
+            },
+            || ops.original,
+        );
+        code(arg)
     }
 }
 
 impl StackNode for Node {
     #[inline(always)]
-    fn in_transition(&self) -> bool {
-        // Acquire: see the trait.
-        self.transition.load(Ordering::Acquire)
-    }
-
-    #[inline(always)]
-    fn is_nop(&self) -> bool {
-        // Relaxed: written before the node is published (Release).
-        self.nop.load(Ordering::Relaxed)
+    fn flags(&self) -> Flags {
+        // Acquire: see the trait (Barrier::StatesBeforeFlag).
+        Flags(self.flags.load(Ordering::Acquire))
     }
 
     #[inline(always)]
     fn code(&self) -> Code {
-        // Relaxed: as `nop`.
+        // Relaxed: written before the node is published (Release, Barrier::FuncBeforeHead), and
+        // after that only by poisoning, a grace period after no reader can reach the node.
         self.code.load(Ordering::Relaxed)
     }
 }
 
 impl WriteSide for Klp {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
-        let head = &self.heads[site.index()];
+        let head = &self.ops[site.index()].head;
         match change.op {
             StackOp::Push => {
                 let e = change.stack.last().expect("klp: push onto an empty stack");
                 let node = Box::into_raw(Box::new(Node {
-                    func: e.func,
                     code: AtomicCode::new(e.code),
-                    nop: AtomicBool::new(e.nop),
-                    transition: AtomicBool::new(e.transition),
+                    flags: AtomicU8::new(Flags::new(e.nop, e.transition).0),
                     // Relaxed: the writer reads its own store.
                     next: AtomicPtr::new(head.load(Ordering::Relaxed)),
+                    func: e.func,
                 }));
                 // `list_add_rcu`. Release: pairs with the reader's Acquire head load
                 // (Barrier::FuncBeforeHead).
@@ -183,15 +191,16 @@ impl WriteSide for Klp {
                 self.retired.lock().unwrap_or_else(|e| e.into_inner()).waiting.push(node);
             }
             StackOp::SetTransition(func) => {
-                let on = change.stack.iter().find(|e| e.func == func).expect("klp: unknown func").transition;
+                let e = change.stack.iter().find(|e| e.func == func).expect("klp: unknown func");
                 // Relaxed: the writer's own store.
                 let node = self.link_to(site, func).load(Ordering::Relaxed);
                 // SAFETY: `link_to` returned a link to a live node.
                 let node = unsafe { &*node };
-                // Release: pairs with the reader's Acquire `transition` load
+                // Release: pairs with the reader's Acquire `flags` load
                 // (Barrier::StatesBeforeFlag): the task states the engine wrote before this store
-                // are visible to a reader who sees it.
-                node.transition.store(on, Ordering::Release);
+                // are visible to a reader who sees it. `nop` is stored again unchanged (the
+                // writer's own value): it never changes while the func is linked.
+                node.flags.store(Flags::new(e.nop, e.transition).0, Ordering::Release);
             }
         }
     }
@@ -221,8 +230,8 @@ impl Drop for Klp {
             // SAFETY: retired nodes are unlinked, owned only by the retire lists, freed once.
             drop(unsafe { Box::from_raw(node) });
         }
-        for head in self.heads.iter() {
-            let mut node = head.swap(ptr::null_mut(), Ordering::Relaxed);
+        for ops in self.ops.iter() {
+            let mut node = ops.head.swap(ptr::null_mut(), Ordering::Relaxed);
             while !node.is_null() {
                 // SAFETY: a linked node belongs to exactly one stack and is freed once here.
                 let b = unsafe { Box::from_raw(node) };
@@ -243,8 +252,7 @@ impl Strategy for Klp {
 
     fn new(originals: &[Code]) -> Self {
         Self {
-            heads: originals.iter().map(|_| AtomicPtr::new(ptr::null_mut())).collect(),
-            originals: originals.into(),
+            ops: ops_table("klp", originals, || AtomicPtr::new(ptr::null_mut())),
             retired: Box::new(Mutex::new(Retired::default())),
         }
     }
@@ -331,7 +339,7 @@ mod tests {
         let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: false }];
         klp.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
         // A stale reader's view of the func: taken before it is unlinked.
-        let stale = klp.heads[0].load(Ordering::Acquire);
+        let stale = klp.ops[0].head.load(Ordering::Acquire);
         klp.apply(SiteId(0), StackChange { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
         // SAFETY: (test) the node stays allocated until the second `reclaim` below.
         let node = unsafe { &*stale };
@@ -339,7 +347,7 @@ mod tests {
         klp.reclaim();
         let before = check::poison_hits();
         assert_eq!((node.code.load(Ordering::Relaxed))(0), check::POISON);
-        assert!(!node.nop.load(Ordering::Relaxed) && !node.transition.load(Ordering::Relaxed));
+        assert_eq!(node.flags.load(Ordering::Relaxed), 0, "neither nop nor in transition");
         assert_eq!(check::poison_hits(), before + 1);
         assert_eq!(klp.retired.lock().unwrap().poisoned.len(), 1);
         klp.reclaim();

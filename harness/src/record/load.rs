@@ -248,4 +248,36 @@ mod tests {
         assert!(e.contains(&format!("has schema_version 2, this harness reads 3 to {SCHEMA_VERSION}")), "{e}");
         let _ = fs::remove_dir_all(&root);
     }
+
+    /// A run of schema 5 (from before the fidelity check) reads as one without a check; a run of
+    /// this schema keeps its check, every C round included.
+    #[test]
+    fn schema_5_runs_read_without_a_fidelity_check_and_this_schema_keeps_it() {
+        use crate::config::CallSites;
+        use crate::record::test_support::{row, run};
+        use crate::record::{CRound, FidelityCheck};
+        let mut current = run(vec![row("klp", CallSites::PerSite, 0, 2.0)]);
+        current.fidelity_check = Some(FidelityCheck {
+            scenario: current.rows[0].scenario.name(),
+            klp_over_fnptr: 1.2,
+            c_handler_over_c_fnptr: 1.15,
+            c_fnptr_over_c_direct: 1.1,
+            fidelity: 1.2 / 1.15,
+            limit: 1.1,
+            within: true,
+            rounds: vec![CRound { round: 0, direct_ns: 0.8, fnptr_ns: 0.9, handler_ns: 1.03 }],
+        });
+        let root = std::env::temp_dir().join(format!("dispatch-bench-load-fidelity-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let file = root.join("run.json");
+        let mut value = serde_json::to_value(&current).unwrap();
+        fs::write(&file, value.to_string()).unwrap();
+        assert_eq!(load_run(&file).unwrap().fidelity_check, current.fidelity_check);
+        value["schema_version"] = 5.into();
+        value.as_object_mut().unwrap().remove("fidelity_check");
+        fs::write(&file, value.to_string()).unwrap();
+        let read = load_run(&file).unwrap();
+        assert_eq!((read.schema_version, read.fidelity_check), (SCHEMA_VERSION, None));
+        let _ = fs::remove_dir_all(&root);
+    }
 }

@@ -17,8 +17,10 @@ pub use load::{load_run, read_run_json, readable};
 /// without which a schema-3 reader would take a skipped strategy for rows gone missing; 5 added
 /// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
 /// the same host, and made each row carry its [`Scenario`] (`scenario` an object, `call_sites`
-/// and `readers` inside it) and name its round `round` (was `run`).
-pub const SCHEMA_VERSION: u32 = 5;
+/// and `readers` inside it) and name its round `round` (was `run`); 6 added
+/// [`RunFile::fidelity_check`], which a schema-5 `harness report` would drop from the report.md
+/// it writes again, warning and all.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
 /// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
@@ -72,6 +74,47 @@ pub struct RunFile {
     /// no rows (and are not in `config.strategies`). Absent from schema 3, read as empty.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// Whether `klp` costs here what the kernel's own handler costs (`harness::fidelity`); `None`
+    /// when the run had no per-site steady scenario of 8 sites with both `klp` and `fnptr`.
+    /// Absent before schema 6, read as `None`.
+    #[serde(default)]
+    pub fidelity_check: Option<FidelityCheck>,
+}
+
+/// One round's timing of the C sections (`dispatch::kernel_c`), made right after the round's
+/// strategies in the fidelity check's scenario, on its first reader's CPU: ns per call.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct CRound {
+    pub round: usize,
+    /// A C direct call per site.
+    pub direct_ns: f64,
+    /// A C relaxed function pointer per site.
+    pub fnptr_ns: f64,
+    /// The kernel's `klp_ftrace_handler` in C per site.
+    pub handler_ns: f64,
+}
+
+/// The run's fidelity check (`harness::fidelity`): `klp ÷ fnptr` against the kernel's handler in
+/// C over a C function pointer, in the same rounds of one scenario.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct FidelityCheck {
+    /// The scenario the check was made on.
+    pub scenario: String,
+    /// Median over rounds of klp's ns/call divided by fnptr's in the same round.
+    pub klp_over_fnptr: f64,
+    /// Median over rounds of the C handler's ns/call divided by the C pointer's in the same round.
+    pub c_handler_over_c_fnptr: f64,
+    /// Median over rounds of the C pointer's ns/call divided by the C direct call's: the C side's
+    /// method check.
+    pub c_fnptr_over_c_direct: f64,
+    /// Median over rounds of `klp ÷ fnptr` divided by `C handler ÷ C fnptr` of the same round.
+    pub fidelity: f64,
+    /// Above it (1.1) the run warns.
+    pub limit: f64,
+    /// `fidelity` ≤ `limit`: klp costs what the kernel's handler costs over a plain pointer here.
+    pub within: bool,
+    /// Every round's C timings.
+    pub rounds: Vec<CRound>,
 }
 
 /// Whether this machine predicts the per-site calls: in the first per-site steady scenario (one
@@ -282,6 +325,7 @@ pub(crate) mod test_support {
             method_check: None,
             host_load: HostLoad::default(),
             skipped: Vec::new(),
+            fidelity_check: None,
         }
     }
     /// Rows of three rounds: direct at 1 ns, fnptr at `fnptr` ns per site and 8 ns shared.

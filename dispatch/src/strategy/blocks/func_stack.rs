@@ -1,44 +1,208 @@
 //! The kernel handler's walk of a func stack, written once for every strategy that keeps one
-//! (`klp` with its own grace periods, `epoch` under crossbeam-epoch). Each strategy supplies its
-//! node type and how to follow a `next` link under its own reclamation scheme.
+//! (`klp` with its own grace periods, `epoch` under crossbeam-epoch; `kgraft` and `textpoke` run
+//! `klp`'s during transitions), and the per-site table those strategies keep the stacks in.
+//! Each strategy supplies its node type and how to follow a `next` link under its own
+//! reclamation scheme.
+//!
+//! The read path does what the kernel's does and no more (`klp_ftrace_handler`; the C handler of
+//! [`kernel_c`](crate::kernel_c) is it, measured beside `klp`): the head's load, its test for an
+//! empty stack, one load and one test of its flags, the call through its code. Three choices
+//! keep it there, each measured in the gate's counts of `klp`'s per-site section (25.0
+//! instructions per call before them, `fnptr` 10.6):
+//!
+//! - the sites are a table of [`STACK_SITES`] entries, so that a site known at compile time
+//!   indexes it without a bounds check (the kernel's ftrace trampoline passes its `klp_ops` as a
+//!   constant); two slices checked against lengths reloaded from the stack cost a compare and a
+//!   branch per call each;
+//! - a func's `transition` and `nop` flags are bits of one byte ([`Flags`]): one load and one test
+//!   cover the steady path, where the kernel loads and tests two bytes;
+//! - [`handler`] returns the code to call, the original included, and reads the original only on
+//!   its cold paths: a func's code is never null (a `klp_func` always has its `new_func`), so
+//!   there is nothing to test about it.
 
+use crate::check;
 use crate::model::{Code, Version};
 use crate::tasks::TaskState;
 
+/// The most sites a func-stack strategy serves: the sites any caller may have (the harness's
+/// `--sites` and the fingerprinted functions stop there too). Under loom, whose every atomic is
+/// an object it tracks, a few: its models use one site.
+pub(crate) const STACK_SITES: usize = if cfg!(loom) { 4 } else { check::CODE_COUNT };
+
+/// A site of a func-stack strategy: what the kernel keeps per patched function (`struct
+/// klp_ops`): the head of its func stack, and the original, which runs when no func applies.
+#[derive(Debug)]
+pub(crate) struct Ops<H> {
+    pub(crate) head: H,
+    pub(crate) original: Code,
+}
+
+/// The table of a func-stack strategy's sites: [`STACK_SITES`] entries, `originals` first, each
+/// with an empty stack. Entries past `originals` run [`unbound`]. Panics with more originals than
+/// [`STACK_SITES`].
+pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> Box<[Ops<H>; STACK_SITES]> {
+    assert!(
+        originals.len() <= STACK_SITES,
+        "{name}: {} sites; a func-stack strategy serves at most {STACK_SITES}",
+        originals.len()
+    );
+    let table: Vec<Ops<H>> = (0..STACK_SITES)
+        .map(|i| Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) })
+        .collect();
+    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+}
+
+/// The original of every table entry past the strategy's sites. Only a call for a site the
+/// strategy was not made with gets here (a caller's bug, which the other strategies meet as a
+/// bounds-check panic); a [`Code`] cannot unwind, so it aborts, saying why.
+extern "C" fn unbound(_arg: u64) -> u64 {
+    eprintln!("dispatch: a func-stack strategy was called for a site it was not made with; aborting");
+    std::process::abort()
+}
+
+/// A func's `transition` and `nop` flags, as bits of one byte: the steady path (neither set)
+/// is one load and one test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Flags(pub(crate) u8);
+
+impl Flags {
+    /// `func->transition`.
+    pub(crate) const TRANSITION: u8 = 1;
+    /// `func->nop`.
+    pub(crate) const NOP: u8 = 2;
+
+    pub(crate) fn new(nop: bool, transition: bool) -> Self {
+        Self(if nop { Self::NOP } else { 0 } | if transition { Self::TRANSITION } else { 0 })
+    }
+
+    #[inline(always)]
+    pub(crate) fn transition(self) -> bool {
+        self.0 & Self::TRANSITION != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn nop(self) -> bool {
+        self.0 & Self::NOP != 0
+    }
+}
+
 /// What a func-stack node offers [`handler`].
 pub(crate) trait StackNode {
-    /// `func->transition`. Acquire: pairs with the Release `transition` store of the writer, which
-    /// follows the engine's task-state init ([`Barrier::StatesBeforeFlag`]); without it a reader
-    /// could see transition=1 with its stale Idle state.
+    /// The func's flags, in one load. Acquire: pairs with the Release store of the writer that
+    /// sets `transition`, which follows the engine's task-state init
+    /// ([`Barrier::StatesBeforeFlag`]); without it a reader could see transition=1 with its
+    /// stale Idle state. (`nop` is written before the func is published and never changes while
+    /// it is linked.)
     ///
     /// [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
-    fn in_transition(&self) -> bool;
-    fn is_nop(&self) -> bool;
+    fn flags(&self) -> Flags;
+    /// `new_func`: never null.
     fn code(&self) -> Code;
 }
 
-/// Steps [`CheckTransition`] to [`Redirect`] of the handler: from the head (`None`: an empty
-/// stack), pick the func for the task's state and return its code, or `None` when the original
-/// runs (no func, no older func for an Unpatched task, or a nop).
+/// Steps [`LoadHead`] (given its result) to [`Redirect`] of the handler: from the head (`None`:
+/// an empty stack), pick the func for the task's state and return its code, or `original()` when
+/// the original runs (no func, no older func for an Unpatched task, or a nop).
 ///
-/// [`CheckTransition`]: crate::docs::HandlerStep::CheckTransition
+/// [`LoadHead`]: crate::docs::HandlerStep::LoadHead
 /// [`Redirect`]: crate::docs::HandlerStep::Redirect
 #[inline(always)]
 pub(crate) fn handler<'a, N: StackNode>(
     head: Option<&'a N>,
     task: &TaskState,
     next: impl FnOnce(&'a N) -> Option<&'a N>,
-) -> Option<Code> {
-    let head = head?;
-    let func = match task.version(head.in_transition()) {
-        Version::Head => head,
-        Version::Previous => next(head)?,
-    };
-    // HandlerStep::Nop: a nop runs the original. Rare (only a replace patch's placeholders),
-    // so out of the straight path, like the transition branch.
-    if func.is_nop() {
+    original: impl FnOnce() -> Code,
+) -> Code {
+    // HandlerStep::LoadHead: the kernel's `WARN_ON_ONCE(!func)`; here a site that no patch has
+    // touched yet, which the measured paths never are.
+    let Some(head) = head else {
         std::hint::cold_path();
-        return None;
+        return original();
+    };
+    let flags = head.flags();
+    // Neither in transition nor a nop: the steady path, one test for both flags.
+    if flags.0 == 0 {
+        return head.code();
     }
-    Some(func.code())
+    // HandlerStep::CheckTransition, the kernel's `unlikely(func->transition)`, and the nop: both
+    // rare, so out of the straight path.
+    std::hint::cold_path();
+    let (func, flags) = if flags.transition() && task.version(true) == Version::Previous {
+        // HandlerStep::PickByState: an Unpatched task runs the func below the head, or the
+        // original when there is none.
+        let Some(previous) = next(head) else { return original() };
+        (previous, previous.flags())
+    } else {
+        (head, flags)
+    };
+    // HandlerStep::Nop: a nop runs the original (redirecting it would loop, in the kernel).
+    if flags.nop() {
+        return original();
+    }
+    func.code()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::check::code;
+    use crate::model::{FuncId, PatchState, StackEntry, select};
+
+    /// A node of a test stack: plain fields, the link to the one below by index.
+    struct TestNode {
+        code: Code,
+        flags: Flags,
+        below: Option<usize>,
+    }
+
+    impl StackNode for TestNode {
+        fn flags(&self) -> Flags {
+            self.flags
+        }
+
+        fn code(&self) -> Code {
+            self.code
+        }
+    }
+
+    /// [`handler`] picks what the model's one rule ([`select`]) picks, for every stack up to two
+    /// funcs deep with every combination of flags (a nop outside a transition included, which
+    /// the engine never leaves linked but the rule still answers) and every task state; and counts
+    /// an Idle task in a transition.
+    #[test]
+    fn the_handler_selects_as_the_model_does() {
+        let original = code(0);
+        for depth in 0..=2usize {
+            for bits in 0..(1u32 << (2 * depth)) {
+                let entries: Vec<StackEntry> = (0..depth)
+                    .map(|i| StackEntry {
+                        func: FuncId(i as u32),
+                        code: code(1 + i),
+                        nop: bits & (1 << (2 * i)) != 0,
+                        transition: bits & (1 << (2 * i + 1)) != 0,
+                    })
+                    .collect();
+                // Oldest first, as `StackChange::stack`; node i links to node i - 1.
+                let nodes: Vec<TestNode> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| TestNode {
+                        code: e.code,
+                        flags: Flags::new(e.nop, e.transition),
+                        below: i.checked_sub(1),
+                    })
+                    .collect();
+                for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
+                    let task = TaskState::new();
+                    task.set_state_for_test(state);
+                    let got = handler(nodes.last(), &task, |n| n.below.map(|b| &nodes[b]), || original);
+                    let want = select(&entries, original, state);
+                    assert!(std::ptr::fn_addr_eq(got, want), "stack {entries:?}, {state:?}");
+                    let in_transition = entries.last().is_some_and(|h| h.transition);
+                    let counted = u64::from(in_transition && state == PatchState::Idle);
+                    assert_eq!(task.idle_in_transition(), counted, "stack {entries:?}, {state:?}");
+                }
+            }
+        }
+    }
 }
