@@ -198,10 +198,7 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
         notes.push(format!("plots: {note}"));
     }
     // The answer last: it is what stays on the screen.
-    let mut table = report::terminal(&summaries) + &report::answer_terminal(&summaries, run.method_check.as_ref());
-    if let Some(check) = &run.fidelity_check {
-        table += &format!("- {}\n", fidelity::line(check));
-    }
+    let table = report::terminal(&summaries) + &report::answer_terminal(&run, &summaries);
     Ok(Outcome { table, run, saved, complete, failures, notes })
 }
 

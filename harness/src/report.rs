@@ -222,15 +222,17 @@ fn answer_table(m: &Matrix) -> Table {
 }
 
 /// The lines under the answer's matrix: the method check where it passed (a failed one is the
-/// first finding), then the findings.
-fn answer_lines(check: Option<&MethodCheck>, summaries: &[Summary]) -> Vec<String> {
+/// first finding), the fidelity check, then the findings.
+fn answer_lines(run: &RunFile, summaries: &[Summary]) -> Vec<String> {
+    let check = run.method_check.as_ref();
     let passed = check.filter(|c| c.predicted).map(method_line);
-    passed.into_iter().chain(answer::findings(summaries, check)).collect()
+    let fidelity = run.fidelity_check.as_ref().map(crate::fidelity::line);
+    passed.into_iter().chain(fidelity).chain(answer::findings(summaries, check)).collect()
 }
 
 /// What the run found, for the terminal's last screen: the ranked matrix of ratios to `fnptr`,
-/// the method check and one line per finding.
-pub fn answer_terminal(summaries: &[Summary], check: Option<&MethodCheck>) -> String {
+/// the method and fidelity checks and one line per finding.
+pub fn answer_terminal(run: &RunFile, summaries: &[Summary]) -> String {
     let m = answer::matrix(summaries);
     let mut out = String::new();
     if !m.rows.is_empty() {
@@ -241,14 +243,14 @@ pub fn answer_terminal(summaries: &[Summary], check: Option<&MethodCheck>) -> St
         .unwrap();
         out.push_str(&aligned(&answer_table(&m)));
     }
-    for line in answer_lines(check, summaries) {
+    for line in answer_lines(run, summaries) {
         writeln!(out, "- {line}").unwrap();
     }
     out
 }
 
 /// What the run found, at the top of report.md: as [`answer_terminal`], in Markdown.
-pub fn answer_markdown(summaries: &[Summary], check: Option<&MethodCheck>) -> String {
+pub fn answer_markdown(run: &RunFile, summaries: &[Summary]) -> String {
     let m = answer::matrix(summaries);
     let mut md = String::new();
     writeln!(md, "## The answer\n").unwrap();
@@ -264,7 +266,7 @@ pub fn answer_markdown(summaries: &[Summary], check: Option<&MethodCheck>) -> St
         let t = answer_table(&m);
         md.push_str(&markdown_table(&t.header, &t.cells));
     }
-    for line in answer_lines(check, summaries) {
+    for line in answer_lines(run, summaries) {
         writeln!(md, "- {line}").unwrap();
     }
     md.push('\n');
@@ -557,7 +559,7 @@ fn scenario_section(md: &mut String, scenario: &config::Scenario, group: &[&Summ
 pub fn markdown(run: &RunFile, summaries: &[Summary], plots: &[String], plot_note: Option<&str>) -> String {
     let mut md = String::new();
     writeln!(md, "# dispatch-bench run {}\n", run.started).unwrap();
-    md.push_str(&answer_markdown(summaries, run.method_check.as_ref()));
+    md.push_str(&answer_markdown(run, summaries));
     writeln!(md, "## The machine and the method\n").unwrap();
     md.push_str(&environment(run));
     writeln!(md, "- {}\n", interference_line(summaries)).unwrap();
@@ -609,7 +611,7 @@ mod tests {
         );
         assert!(block.contains("- method check: fnptr / direct = 1.02"), "{block}");
         assert!(block.contains("- the cheapest per-task redirection per site is klp: 1.50x fnptr"), "{block}");
-        let terminal = terminal(&summaries) + &answer_terminal(&summaries, run.method_check.as_ref());
+        let terminal = terminal(&summaries) + &answer_terminal(&run, &summaries);
         let last = &terminal[terminal.rfind("== the answer").unwrap()..];
         assert!(last.contains("klp") && last.ends_with("1.50x fnptr\n"), "{last}");
     }
