@@ -219,7 +219,8 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
             writer.start(op, patch, reverse).expect("a valid operation");
             // Woken by the tasks, as the harness's writer is: the stress covers the wake-up too.
             let limit = Duration::from_secs(30);
-            let stats = writer.finish_woken(Waiting::default(), |waited| waited >= limit).expect("transition did not complete");
+            let stats =
+                writer.finish_woken(Waiting::default(), |waited| waited >= limit).expect("transition did not complete");
             assert!(writer.agrees_with_engine(&originals), "engine and oracle disagree after {stats:?}");
             report.transitions += 1;
             report.migrated_at_safe_point += stats.migrated_at_safe_point;
