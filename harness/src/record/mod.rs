@@ -17,15 +17,19 @@ pub use load::{load_run, read_run_json, readable};
 /// without which a schema-3 reader would take a skipped strategy for rows gone missing; 5 added
 /// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
 /// the same host, and made each row carry its [`Scenario`] (`scenario` an object, `call_sites`
-/// and `readers` inside it) and name its round `round` (was `run`).
-pub const SCHEMA_VERSION: u32 = 5;
+/// and `readers` inside it) and name its round `round` (was `run`); 6 added each row's
+/// [`Row::phases_us`] and [`Row::histograms`] (a schema-5 reader would drop the histograms when it
+/// rewrites a run's files with `harness report`, and take `transition_us` for the only record of a
+/// transition's time).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
 /// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
 /// (`env.cpu` absent: compare says what it could not check) and whose rows name their scenario
 /// (the scenario of `config.scenarios` of that name) and whose strategies' facts about the machine
 /// were two fields of env (see `load::to_schema_5`), so both are
-/// read as this schema's.
+/// read as this schema's; a schema-5 run is a schema-6 run without phases or histograms (absent:
+/// empty), which its harness did not record.
 pub const OLDEST_READABLE: u32 = 3;
 
 /// Every leaf of a JSON value with its dotted path (`batch_ns.p99`, `sched.0.migrations`), in
@@ -163,6 +167,30 @@ pub struct Row {
     pub host_steal_share: Option<f64>,
     /// Whether something else took the readers' time: see [`Interference::judge`].
     pub interference: Interference,
+    /// The transitions' phases (`dispatch::Phases`, in its order), µs; empty without a writer
+    /// and in runs of schema 5 and older.
+    #[serde(default)]
+    pub phases_us: Vec<PhasePercentiles>,
+    /// The whole distributions behind `batch_ns` and `transition_us`; absent in runs of schema 5
+    /// and older.
+    #[serde(default)]
+    pub histograms: Histograms,
+}
+
+/// One phase of a row's transitions: its name (`dispatch::Phases::NAMES`) and percentiles, µs.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct PhasePercentiles {
+    pub phase: String,
+    pub us: Percentiles,
+}
+
+/// A row's distributions, each an HdrHistogram V2 serialization in base64 (see `hist`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct Histograms {
+    /// Per-batch time per call, picoseconds, merged over readers (`batch_ns` is its percentiles).
+    pub batch_ps: Option<String>,
+    /// Transition latency (end minus intended start), ns (`transition_us` is its percentiles).
+    pub transition_ns: Option<String>,
 }
 
 impl Row {
@@ -268,6 +296,8 @@ pub(crate) mod test_support {
             sched: Vec::new(),
             host_steal_share: None,
             interference: Default::default(),
+            phases_us: Vec::new(),
+            histograms: Histograms::default(),
         }
     }
 
