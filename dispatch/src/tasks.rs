@@ -725,6 +725,10 @@ impl fmt::Debug for Tasks {
 /// The wake-up protocol under loom (`scripts/loom`): a writer that sleeps on the doorbell until a
 /// transition advances is always woken. loom's `park` has no timeout, so a lost wake-up leaves the
 /// writer parked for ever, which loom reports as a deadlock.
+///
+/// These models have no `should_panic` control: loom aborts the process on a deadlock while a
+/// thread is parked, which libtest cannot catch. Remove the ring's fence, or make `wait` skip
+/// its `check`, and both models abort with "deadlock" (done when this protocol was written).
 #[cfg(all(test, loom))]
 mod loom_doorbell {
     use super::*;
