@@ -93,6 +93,7 @@ fn template() -> Row {
             .iter()
             .map(|name| PhasePercentiles { phase: (*name).to_owned(), us: Percentiles::default() })
             .collect(),
+        start_late_us: p,
         histograms: Histograms::default(),
     }
 }

@@ -269,6 +269,7 @@ impl Measure<'_> {
                     })
                     .collect()
             }),
+            start_late_us: writer.as_ref().and_then(|w| percentiles(&w.late, 1000.0)),
             histograms: Histograms {
                 batch_ps: (!hist.is_empty()).then(|| hist::encode(&hist)),
                 transition_ns: writer.as_ref().filter(|w| !w.latency.is_empty()).map(|w| hist::encode(&w.latency)),

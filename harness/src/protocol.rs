@@ -244,6 +244,9 @@ pub(crate) struct WriterResult {
     pub(crate) grace: Histogram<u64>,
     /// Each transition's phases, ns, one histogram per phase in the order of `Phases::NAMES`.
     pub(crate) phases: Vec<Histogram<u64>>,
+    /// Actual minus intended start of each transition, ns: the writer's own lateness (a
+    /// transition that starts late is late by that much, whatever the strategy does).
+    pub(crate) late: Histogram<u64>,
 }
 
 /// How long before a transition's intended start the writer stops sleeping and spins: a sleep
@@ -303,6 +306,7 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
     let mut service = latency.clone();
     let mut grace = latency.clone();
     let mut phases = vec![latency.clone(); dispatch::Phases::NAMES.len()];
+    let mut late = latency.clone();
     // The default timer slack (50 µs) stretches every sleep by up to that much: the open-loop
     // start would be late by it. 1 ns, this thread only, makes a sleep end when it was asked to.
     // SAFETY: PR_SET_TIMERSLACK takes one integer and affects only the calling thread.
@@ -317,9 +321,18 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
         Rate::Hz(hz) => Some(Duration::from_secs_f64(1.0 / hz)),
         _ => None,
     };
-    let stopped = || control.stop_writer.load(Ordering::Acquire) || control.aborted();
+    // The writer stops once every reader has finished measuring: after that the readers only
+    // keep the load on, then exit, and transitions with no task left to migrate complete in
+    // well under a microsecond; at `--rate max` those once made most of a row's transitions
+    // (p50 0.6 µs at 2 readers on 2 vCPUs). Acquire on `done`: pairs with each reader's AcqRel
+    // increment (a signal only: nothing the reader wrote is read here). Acquire on
+    // `stop_writer`: pairs with the Release that sets it once every reader has been joined.
+    let stopped = || {
+        control.done.load(Ordering::Acquire) >= scenario.readers
+            || control.stop_writer.load(Ordering::Acquire)
+            || control.aborted()
+    };
     let mut n = 0u64;
-    // Acquire: pairs with the Release that sets it once every reader has been joined.
     while !stopped() {
         let intended = match period {
             Some(p) => start + p.mul_f64(n as f64),
@@ -348,6 +361,7 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
             Ops::Replace => (Op::Replace, patches.replacements[n as usize % 2]),
         };
         let started = Instant::now();
+        late.saturating_record((started.saturating_duration_since(intended).as_nanos() as u64).max(1));
         driver.start(op, patch, scenario.ops == Ops::Reverse).map_err(|e| format!("writer: {e}"))?;
         // Spin briefly after each phase change (readers pass a safe point every few µs), then
         // sleep until the reader whose safe point lets the transition advance wakes the writer.
@@ -367,5 +381,5 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
         }
         n += 1;
     }
-    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, service, grace, phases })
+    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, service, grace, phases, late })
 }

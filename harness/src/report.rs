@@ -175,7 +175,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
 fn phases_table(group: &[&Summary]) -> Table {
     let us = |x: f64| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") };
     let pair = |p50: f64, p99: f64| format!("{} / {}", us(p50), us(p99));
-    let mut columns = vec!["strategy", "total"];
+    let mut columns = vec!["strategy", "total", "late"];
     columns.extend(dispatch::Phases::NAMES);
     Table {
         title: "Transition phases, us (p50 / p99)",
@@ -183,7 +183,11 @@ fn phases_table(group: &[&Summary]) -> Table {
         cells: group
             .iter()
             .map(|s| {
-                let mut row = vec![s.strategy.clone(), s.transition_us.map_or("-".into(), |t| pair(t.p50, t.p99))];
+                let mut row = vec![
+                    s.strategy.clone(),
+                    s.transition_us.map_or("-".into(), |t| pair(t.p50, t.p99)),
+                    s.start_late.as_ref().map_or("-".into(), |l| pair(l.p50, l.p99)),
+                ];
                 row.extend(
                     dispatch::Phases::NAMES.iter().map(|name| {
                         s.phases.iter().find(|p| p.phase == *name).map_or("-".into(), |p| pair(p.p50, p.p99))
@@ -202,9 +206,11 @@ pub fn phase_words(group: &[&Summary]) -> Vec<String> {
     let mut with: Vec<&&Summary> = group.iter().filter(|s| !s.phases.is_empty() && s.transition_us.is_some()).collect();
     with.sort_by(|a, b| a.transition_us.unwrap().p50.total_cmp(&b.transition_us.unwrap().p50));
     // `batch` overlaps `start` and `complete`: named beside them, never as the largest phase.
+    // The writer's late start counts as a phase here: it is part of the latency.
     let largest = |s: &Summary, f: fn(&crate::summary::PhaseSummary) -> f64| {
         s.phases
             .iter()
+            .chain(&s.start_late)
             .filter(|p| p.phase != "batch")
             .max_by(|a, b| f(a).total_cmp(&f(b)))
             .map(|p| (p.phase.clone(), f(p)))
@@ -530,7 +536,8 @@ const COLUMNS: &[(&str, &str)] = &[
     ("svc p99 us", "transition service time, µs: end minus actual start"),
     (
         "total, start … batch",
-        "transition phases, µs, p50 / p99 each: `total` is the latency; `start` klp_init_transition + \
+        "transition phases, µs, p50 / p99 each: `total` is the latency; `late` the writer's own lateness at the \
+         start (actual minus intended start); `start` klp_init_transition + \
          klp_start_transition (flags and states set, funcs published, tasks marked); `migrate` until the last task \
          migrated (its safe point, or while parked); `notice` the writer's delay after the event that ended a phase; \
          `complete` klp_complete_transition up to its grace period; `grace` the grace periods; `settle` back to Idle \

@@ -83,6 +83,9 @@ pub struct Summary {
     /// Each phase of the transitions (`dispatch::Phases::NAMES` order), µs: p50 and p99, each the
     /// median over rounds; empty without phases (no writer, or a run of schema 5 and older).
     pub phases: Vec<PhaseSummary>,
+    /// The writer's lateness at each transition's start, µs (p50 and p99 are medians over
+    /// rounds); `None` without a writer or in runs of schema 5 and older.
+    pub start_late: Option<PhaseSummary>,
     /// Completed transitions a second (the writer's achieved rate), median over rounds; `None`
     /// without a writer.
     pub transitions_per_sec: Option<f64>,
@@ -204,6 +207,11 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 flagged_rounds: rs.iter().filter(|r| r.interference.flagged()).count(),
                 interference: interference_tags(&rs),
                 phases: phase_summaries(&rs),
+                start_late: med(&|r| r.start_late_us.map(|p| p.p50)).map(|p50| PhaseSummary {
+                    phase: "late".into(),
+                    p50,
+                    p99: med(&|r| r.start_late_us.map(|p| p.p99)).unwrap_or(f64::NAN),
+                }),
                 transitions_per_sec: med(&|r| r.rate_achieved_hz),
                 // `load_run` refuses a run with a histogram that does not decode.
                 transition_hist: crate::hist::merged(rs.iter().filter_map(|r| r.histograms.transition_ns.as_deref()))

@@ -849,7 +849,9 @@ fn a_run_keeps_its_histograms_and_phases_and_report_reads_them() {
         assert!(row.histograms.batch_ps.is_some());
     }
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(report.contains("Transition phases, us (p50 / p99):") && report.contains("| strategy | total | start |"));
+    assert!(
+        report.contains("Transition phases, us (p50 / p99):") && report.contains("| strategy | total | late | start |")
+    );
     assert!(report.contains("Where the transitions' time went") && report.contains("Back to back, with 1 reader(s)"));
     let hgrm = |d: &Path| {
         let mut files: Vec<(String, String)> = std::fs::read_dir(d.join("hgrm"))

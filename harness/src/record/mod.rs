@@ -18,7 +18,7 @@ pub use load::{load_run, read_run_json, readable};
 /// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
 /// the same host, and made each row carry its [`Scenario`] (`scenario` an object, `call_sites`
 /// and `readers` inside it) and name its round `round` (was `run`); 6 added each row's
-/// [`Row::phases_us`] and [`Row::histograms`] (a schema-5 reader would drop the histograms when it
+/// [`Row::phases_us`], [`Row::start_late_us`] and [`Row::histograms`] (a schema-5 reader would drop the histograms when it
 /// rewrites a run's files with `harness report`, and take `transition_us` for the only record of a
 /// transition's time).
 pub const SCHEMA_VERSION: u32 = 6;
@@ -171,6 +171,10 @@ pub struct Row {
     /// and in runs of schema 5 and older.
     #[serde(default)]
     pub phases_us: Vec<PhasePercentiles>,
+    /// Actual minus intended start of each transition, µs: the writer's own lateness, the part
+    /// of `transition_us` before the strategy's first phase; absent in runs of schema 5 and older.
+    #[serde(default)]
+    pub start_late_us: Option<Percentiles>,
     /// The whole distributions behind `batch_ns` and `transition_us`; absent in runs of schema 5
     /// and older.
     #[serde(default)]
@@ -297,6 +301,7 @@ pub(crate) mod test_support {
             host_steal_share: None,
             interference: Default::default(),
             phases_us: Vec::new(),
+            start_late_us: None,
             histograms: Histograms::default(),
         }
     }
