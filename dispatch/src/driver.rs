@@ -7,7 +7,8 @@
 //! 2. **start** the operation ([`Patcher::enable`], [`Patcher::disable`] or [`Patcher::replace`]);
 //! 3. optionally **reverse** it mid-flight, announcing the universe it goes back to first (refused
 //!    once the transition is settling: it then completes forward);
-//! 4. **poll** until it completes, with a waiting policy the caller chooses;
+//! 4. **poll** until it completes: woken by the tasks that make progress ([`Driver::finish_woken`]),
+//!    or with a waiting policy the caller chooses ([`Driver::finish`]);
 //! 5. **record**: the driver's own view of which patches are enabled (its oracle) follows the
 //!    operation only if it [finished forward](TransitionStats::finished_forward).
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::check;
 use crate::model::{Code, Error, Op, PatchId, PatchSpec, PatchState};
 use crate::strategy::Strategy;
-use crate::transition::{Patcher, Progress, TransitionStats};
+use crate::transition::{Patcher, Progress, TransitionStats, Waiting};
 
 /// Drives transitions of a set of loaded patches on one patcher.
 ///
@@ -99,7 +100,13 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
 
     /// Step 4, once: `Some` when the transition in flight has completed (step 5 done).
     pub fn poll(&mut self) -> Option<TransitionStats> {
-        let stats = match self.patcher.try_complete() {
+        let progress = self.patcher.try_complete();
+        self.completed(progress)
+    }
+
+    /// Step 5 once `progress` says the transition completed; `None` if it has not.
+    fn completed(&mut self, progress: Progress) -> Option<TransitionStats> {
+        let stats = match progress {
             Progress::Done(stats) => stats,
             // Completed when it started (no task had to migrate): its statistics are the last.
             Progress::NoTransition => self.patcher.last_transition()?,
@@ -127,6 +134,15 @@ impl<'a, S: Strategy, A: FnMut(&[&PatchSpec])> Driver<'a, S, A> {
                 return None;
             }
         }
+    }
+
+    /// Steps 4–5, woken rather than polling on a timer: [`Patcher::wait_with`], which spins
+    /// briefly after each change and then sleeps until a task that made progress wakes it.
+    /// `give_up` is asked with the time waited so far at least every `waiting.nap`; when it says
+    /// so, `None`, and the transition is left in flight.
+    pub fn finish_woken(&mut self, waiting: Waiting, give_up: impl FnMut(Duration) -> bool) -> Option<TransitionStats> {
+        let progress = self.patcher.wait_with(waiting, give_up);
+        self.completed(progress)
     }
 
     /// Whether the engine's own stacks agree with the oracle: every site runs, for an Idle task,

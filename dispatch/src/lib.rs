@@ -43,4 +43,4 @@ pub mod torture;
 pub use model::{Code, Error, FuncSpec, Op, PatchId, PatchSpec, PatchState, SiteId};
 pub use strategy::{Consistency, Info, Strategy, Visitor};
 pub use task::{CriticalSection, Task};
-pub use transition::{Patcher, PatcherConfig, Progress, Stacking, TransitionStats};
+pub use transition::{Patcher, PatcherConfig, Phases, Progress, Stacking, TransitionStats, Waiting};

@@ -17,6 +17,26 @@ pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
+/// The thread handle a sleeping writer leaves for the task that wakes it.
+#[cfg(not(loom))]
+pub(crate) use std::thread::{Thread, current as current_thread};
+
+#[cfg(loom)]
+pub(crate) use loom::thread::{Thread, current as current_thread};
+
+/// Sleeps until unparked or `timeout` has passed (spurious returns allowed, as for any park).
+/// Under loom there is no time: it parks until unparked, so a lost wake-up shows as a deadlock
+/// that loom reports instead of a timeout that hides it.
+pub(crate) fn park_timeout(timeout: std::time::Duration) {
+    #[cfg(not(loom))]
+    std::thread::park_timeout(timeout);
+    #[cfg(loom)]
+    {
+        let _ = timeout;
+        loom::thread::park();
+    }
+}
+
 /// A busy-wait step. Under loom it yields, as loom requires of every spin loop.
 #[inline]
 pub(crate) fn spin_hint() {

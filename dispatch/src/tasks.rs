@@ -20,17 +20,31 @@
 //! | `qs.load(Acquire)` in [`Tasks::gp_elapsed`] | `qs.store(Release)` at a safe point / park | everything a task read before its quiescent state happens before the writer reclaims |
 //! | `fence(SeqCst)` after `gp.fetch_add` | `fence(SeqCst)` after going online ([`Tasks::online`]) | Dekker: either the writer sees the task online, or the task sees the writer's changes |
 //! | `run` CAS Parked→Migrating (Acquire) … store Parked (Release) | `run` CAS Parked→Running (Acquire) in unpark | a task never runs while the patcher migrates it, and sees its new state when it wakes |
+//! | [`Doorbell::wait`]: `sleepers` += 1 → `fence(SeqCst)` → recheck progress | a progressing safe point / park / exit: state or `qs` store → `fence(SeqCst)` → `sleepers` load ([`Doorbell::ring`]) | no lost wake-up: either the writer's recheck sees the task's progress, or the task sees the sleeper and unparks it |
+//!
+//! # Waking the writer
+//!
+//! A writer waiting for a transition sleeps on the [`Doorbell`] instead of polling on a timer; the
+//! task whose safe point migrates it or passes a new grace period, a task that parks and a task
+//! that exits ring it, and the writer then runs one more `try_complete`. A safe point that does
+//! neither (every safe point outside a transition, and all but one per task per grace period
+//! inside one) pays one more load of its own `qs` word and a branch; only a progressing one takes
+//! the SeqCst fence and a timestamp, once per task per phase.
 //!
 //! [`Barrier::TargetBeforePending`]: crate::docs::Barrier::TargetBeforePending
 //! [`Barrier::FlagBeforePending`]: crate::docs::Barrier::FlagBeforePending
 
 use std::fmt;
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
 use crate::model::{Error, PatchState, SiteId, Version};
-use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Mutex, MutexGuard, Ordering, fence, spin_hint};
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, Thread, current_thread, fence,
+    park_timeout, spin_hint, thread_token,
+};
 
 /// The quiescent-state word of a task that is offline (parked or unregistered).
 const OFFLINE: u64 = 0;
@@ -243,6 +257,95 @@ pub(crate) struct Tasks {
     target: AtomicState<PatchState>,
     /// Tasks migrated at their own safe point in the current transition.
     at_safe_point: AtomicU64,
+    /// Rung by a task that may have let the transition advance; a waiting writer sleeps on it.
+    pub(crate) doorbell: Doorbell,
+    /// What the event times below count from.
+    epoch: Instant,
+    /// When the latest migration happened (a task's safe point, a parked migration, a force):
+    /// nanoseconds since `epoch`, plus 1 (0: none yet). Read by the patcher as the time the last
+    /// task reached the target, the end of the migration phase.
+    last_migration: AtomicU64,
+    /// When the latest quiescent state that passed a new grace period happened (a safe point
+    /// that saw a new grace-period number, a park, an exit), as `last_migration`: the end of a
+    /// grace period as the tasks made it, before the writer saw it.
+    last_quiescent: AtomicU64,
+}
+
+/// The writer's side of the wake-up: a waiting writer announces itself in `sleepers`, rechecks
+/// the transition, and parks; a task that made progress rings, and unparks every announced
+/// writer if there is one. A ring with no sleeper costs a SeqCst fence and a load.
+pub(crate) struct Doorbell {
+    /// Writers announced (between their announcement and their leaving, asleep or not).
+    sleepers: AtomicUsize,
+    /// Their threads, with their `thread_token`, to unpark them and to find one's own entry.
+    waiters: Mutex<Vec<(u64, Thread)>>,
+}
+
+impl Doorbell {
+    fn new() -> Self {
+        Self { sleepers: AtomicUsize::new(0), waiters: Mutex::new(Vec::new()) }
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, Vec<(u64, Thread)>> {
+        // The list holds plain handles; a panic while holding it leaves it valid.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by a task right after the store that may let the transition advance (its state,
+    /// its `qs`, its run state).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn ring(&self) {
+        // SeqCst fence: pairs with the fence in `wait` (Dekker). Either this fence comes first
+        // in their total order, and the writer's recheck after its fence sees the store this
+        // task made before this fence; or the writer's comes first, and the load below sees its
+        // announcement. Without the pair both can miss the other: the writer sleeps through
+        // the progress it waited for (a lost wake-up; the loom model `doorbell` finds it).
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release `fetch_add` in `wait`, so that the writer's entry in
+        // `waiters`, pushed before it, is there when we lock the list below.
+        if self.sleepers.load(Ordering::Acquire) != 0 {
+            for (_, t) in self.waiters().iter() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// The writer's side: unless `check` finds something to do (`Some`), sleeps until a ring
+    /// or until `nap` has passed, then returns `None`; the caller checks again. `check` runs
+    /// after the announcement, so progress made before it is seen by `check`, and progress made
+    /// after it rings.
+    pub(crate) fn wait<T>(&self, nap: Duration, check: impl FnOnce() -> Option<T>) -> Option<T> {
+        let me = thread_token();
+        self.waiters().push((me, current_thread()));
+        // Release: pairs with the Acquire load in `ring` (the push above is visible to a ringer
+        // that sees this count).
+        self.sleepers.fetch_add(1, Ordering::Release);
+        // SeqCst fence: pairs with the fence in `ring` (see there). Without it the recheck
+        // below could read a task's state from before its progress while that task's `ring`
+        // reads no sleeper: both pass, and the writer sleeps a whole `nap`.
+        fence(Ordering::SeqCst);
+        let found = check();
+        if found.is_none() {
+            // A ring since the announcement left a token: this returns at once.
+            park_timeout(nap);
+        }
+        // Relaxed: only a count; a ring that still sees us unparks a thread that is awake,
+        // which leaves a token and makes one later park return early (the caller rechecks).
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        let mut waiters = self.waiters();
+        if let Some(i) = waiters.iter().position(|(t, _)| *t == me) {
+            waiters.swap_remove(i);
+        }
+        found
+    }
+}
+
+impl fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a snapshot for debugging.
+        f.debug_struct("Doorbell").field("sleepers", &self.sleepers.load(Ordering::Relaxed)).finish()
+    }
 }
 
 /// Proof that the caller holds the task-list lock.
@@ -256,7 +359,44 @@ impl Tasks {
             gp: AtomicU64::new(1),
             target: AtomicState::new(PatchState::Idle),
             at_safe_point: AtomicU64::new(0),
+            doorbell: Doorbell::new(),
+            epoch: Instant::now(),
+            last_migration: AtomicU64::new(0),
+            last_quiescent: AtomicU64::new(0),
         }
+    }
+
+    /// Now, as an event time: nanoseconds since `epoch`, plus 1.
+    fn event_now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn event_instant(&self, t: u64) -> Option<Instant> {
+        (t != 0).then(|| self.epoch + Duration::from_nanos(t - 1))
+    }
+
+    /// When the latest migration happened, if any since the patcher was made.
+    pub(crate) fn last_migration(&self) -> Option<Instant> {
+        // Relaxed: a statistic. The Release store of each migrated state orders the time before
+        // it, and the patcher reads this after an Acquire load that saw the state (pairs there).
+        self.event_instant(self.last_migration.load(Ordering::Relaxed))
+    }
+
+    /// When the latest quiescent state that passed a new grace period happened, if any.
+    pub(crate) fn last_quiescent(&self) -> Option<Instant> {
+        // Relaxed: a statistic, ordered before the Release store of `qs` that follows it and
+        // read after the Acquire loads of every `qs` in `gp_elapsed`.
+        self.event_instant(self.last_quiescent.load(Ordering::Relaxed))
+    }
+
+    fn note_migration(&self) {
+        // Relaxed: a statistic (see `last_migration`).
+        self.last_migration.fetch_max(self.event_now(), Ordering::Relaxed);
+    }
+
+    fn note_quiescent(&self) {
+        // Relaxed: a statistic (see `last_quiescent`).
+        self.last_quiescent.fetch_max(self.event_now(), Ordering::Relaxed);
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -316,6 +456,7 @@ impl Tasks {
     pub(crate) fn release(&self, index: usize) {
         let _list = self.lock();
         let slot = &self.slots[index];
+        self.note_quiescent();
         // Release: everything this task read happens before a writer that sees it offline
         // reclaims (pairs with the Acquire in `gp_elapsed`).
         slot.qs.store(OFFLINE, Ordering::Release);
@@ -335,6 +476,8 @@ impl Tasks {
                 break;
             }
         }
+        // An exited task no longer holds a transition nor a grace period.
+        self.doorbell.ring();
     }
 
     pub(crate) fn slot(&self, index: usize) -> NonNull<TaskState> {
@@ -364,17 +507,40 @@ impl Tasks {
         // Relaxed pre-check: the kernel only calls klp_update_patch_state when the TIF flag is set.
         // Acquire swap: pairs with the Release store in `start`; the target (and, on
         // the disable path, the transition flags) written before it are visible below.
-        if slot.pending.load(Ordering::Relaxed) && slot.pending.swap(false, Ordering::Acquire) {
-            let target = self.target.load(Ordering::Relaxed);
-            slot.state.store(target, Ordering::Relaxed);
-            self.at_safe_point.fetch_add(1, Ordering::Relaxed);
+        let migrated = slot.pending.load(Ordering::Relaxed) && slot.pending.swap(false, Ordering::Acquire);
+        if migrated {
+            self.migrate_at_safe_point(slot);
         }
         // Acquire: pairs with the AcqRel `fetch_add` in `gp_start`, so that the next critical
         // section sees everything the writer did before that grace period. Release store: pairs
         // with the Acquire in `gp_elapsed`; every load of the critical section that ends here
         // happens before the writer reclaims anything it retired before the grace period.
         let gp = self.gp.load(Ordering::Acquire);
+        // Relaxed: `qs` is this task's own word (only its thread writes it while it is online).
+        // A different number means this safe point is the task's first in a new grace period:
+        // it may be the one that ends it.
+        let passed = slot.qs.load(Ordering::Relaxed) != gp;
+        if passed {
+            self.note_quiescent();
+        }
         slot.qs.store(gp, Ordering::Release);
+        if migrated || passed {
+            // After both stores: the ring's fence orders them before its sleeper check.
+            self.doorbell.ring();
+        }
+    }
+
+    /// The migrating half of a safe point, out of line: it runs once per task per transition.
+    #[cold]
+    #[inline(never)]
+    fn migrate_at_safe_point(&self, slot: &TaskState) {
+        self.note_migration();
+        let target = self.target.load(Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `migrate_parked` that counts this task as
+        // migrated, so that the time noted just above is seen with it (a statistic, but a
+        // migration phase that ends before its last migration would be a wrong one).
+        slot.state.store(target, Ordering::Release);
+        self.at_safe_point.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn park(&self, slot: &TaskState, inside: Option<SiteId>) -> Result<(), Error> {
@@ -386,8 +552,11 @@ impl Tasks {
         {
             return Err(Error::AlreadyParked);
         }
+        self.note_quiescent();
         // Release: pairs with the Acquire in `gp_elapsed` (a parked task is quiescent).
         slot.qs.store(OFFLINE, Ordering::Release);
+        // A parked task may end a grace period, and the patcher may now migrate it.
+        self.doorbell.ring();
         Ok(())
     }
 
@@ -472,6 +641,9 @@ impl Tasks {
                 forced += 1;
             }
         }
+        if forced > 0 {
+            self.note_migration();
+        }
         forced
     }
 
@@ -481,9 +653,9 @@ impl Tasks {
         let target = self.target.load(Ordering::Relaxed);
         let (mut migrated, mut pending) = (0, 0);
         for slot in self.live() {
-            // Relaxed: a progress check; a task's own migration publishes nothing the
-            // patcher reads afterwards.
-            if slot.state.is(target, Ordering::Relaxed) {
+            // Acquire: pairs with the Release store of the state in `migrate_at_safe_point`, so
+            // that the migration's time is seen with it (a statistic: see there).
+            if slot.state.is(target, Ordering::Acquire) {
                 continue;
             }
             // Acquire: pairs with the Release in `park` (the task's last critical section and its
@@ -506,6 +678,7 @@ impl Tasks {
                 // Relaxed: published to the task by the Release store of Parked below.
                 slot.pending.store(false, Ordering::Relaxed);
                 slot.state.store(target, Ordering::Relaxed);
+                self.note_migration();
                 migrated += 1;
             }
             // Release: pairs with the Acquire CAS in `unpark`.
@@ -546,5 +719,67 @@ impl fmt::Debug for Tasks {
             .field("live", &self.live().count())
             .field("target", &self.target())
             .finish()
+    }
+}
+
+/// The wake-up protocol under loom (`scripts/loom`): a writer that sleeps on the doorbell until a
+/// transition advances is always woken. loom's `park` has no timeout, so a lost wake-up leaves the
+/// writer parked for ever, which loom reports as a deadlock.
+///
+/// These models have no `should_panic` control: loom aborts the process on a deadlock while a
+/// thread is parked, which libtest cannot catch. Remove the ring's fence, or make `wait` skip
+/// its `check`, and both models abort with "deadlock" (done when this protocol was written).
+#[cfg(all(test, loom))]
+mod loom_doorbell {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// The writer waits for `done`, sleeping on the doorbell between checks, as
+    /// `Patcher::wait_with` does once its spin window is over.
+    fn wait_until(tasks: &Tasks, done: impl Fn() -> bool) {
+        while tasks.doorbell.wait(Duration::MAX, || done().then_some(())).is_none() {}
+    }
+
+    /// The last task's safe point ends the migration: the writer waiting for it wakes.
+    #[test]
+    fn a_migrating_safe_point_wakes_the_writer() {
+        loom::model(|| {
+            let tasks = Arc::new(Tasks::new(1));
+            let index = tasks.register(None).unwrap();
+            let list = tasks.lock();
+            tasks.init(&list, PatchState::Patched);
+            tasks.start(&list);
+            drop(list);
+            let reader = {
+                let tasks = tasks.clone();
+                loom::thread::spawn(move || {
+                    // SAFETY: (test) the slot lives as long as `tasks`, which this thread holds.
+                    let slot = unsafe { tasks.slot(index).as_ref() };
+                    tasks.safe_point(slot);
+                })
+            };
+            wait_until(&tasks, || tasks.migrate_parked(|_| true).1 == 0);
+            reader.join().unwrap();
+        });
+    }
+
+    /// The last quiescent state of a grace period ends it: the writer waiting for it wakes.
+    #[test]
+    fn a_safe_point_in_a_new_grace_period_wakes_the_writer() {
+        loom::model(|| {
+            let tasks = Arc::new(Tasks::new(1));
+            let index = tasks.register(None).unwrap();
+            let gp = tasks.gp_start();
+            let reader = {
+                let tasks = tasks.clone();
+                loom::thread::spawn(move || {
+                    // SAFETY: (test) as above.
+                    let slot = unsafe { tasks.slot(index).as_ref() };
+                    tasks.safe_point(slot);
+                })
+            };
+            wait_until(&tasks, || tasks.gp_elapsed(gp));
+            reader.join().unwrap();
+        });
     }
 }

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::check::{self, UniverseLog, code, resolve, signature};
-use crate::driver::{self, Driver};
+use crate::driver::Driver;
 use crate::rng::Rng;
-use crate::{Code, FuncSpec, Op, PatchSpec, Patcher, PatcherConfig, SiteId, Strategy, Task};
+use crate::{Code, FuncSpec, Op, PatchSpec, Patcher, PatcherConfig, SiteId, Strategy, Task, Waiting};
 
 /// Sites every patch set is spread over.
 pub const SITES: usize = 8;
@@ -217,7 +217,10 @@ pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> 
             // Reverse mid-flight one time in four.
             let reverse = rng.below(4) == 0;
             writer.start(op, patch, reverse).expect("a valid operation");
-            let stats = writer.finish(driver::back_off(Duration::from_secs(30))).expect("transition did not complete");
+            // Woken by the tasks, as the harness's writer is: the stress covers the wake-up too.
+            let limit = Duration::from_secs(30);
+            let stats =
+                writer.finish_woken(Waiting::default(), |waited| waited >= limit).expect("transition did not complete");
             assert!(writer.agrees_with_engine(&originals), "engine and oracle disagree after {stats:?}");
             report.transitions += 1;
             report.migrated_at_safe_point += stats.migrated_at_safe_point;

@@ -16,7 +16,12 @@
 //!    by that grace period.
 //!
 //! Grace periods are polled, never blocked on (`start_poll_synchronize_rcu`-style), so neither
-//! `try_complete` nor the engine's lock ever waits for a task.
+//! `try_complete` nor the engine's lock ever waits for a task. A writer that must wait
+//! ([`Patcher::wait`], [`Patcher::wait_with`]) spins briefly after each change, then sleeps until
+//! the task that makes progress wakes it (see `tasks`, *Waking the writer*).
+//!
+//! Each transition's time is split into [`Phases`], in the kernel's terms, so that a latency can be
+//! read as the strategy's work, the tasks' progress or the writer's own delay.
 //!
 //! [`Invariant::OneTransition`]: crate::docs::Invariant::OneTransition
 
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Code, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, PatchState, SiteId, StackEntry, select};
 use crate::strategy::{StackChange, StackOp, Strategy};
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex, MutexGuard, spin_hint};
 use crate::task::{Shared, Task};
 use crate::tasks::Tasks;
 
@@ -72,6 +77,58 @@ pub struct TransitionStats {
     pub grace_periods: u32,
     /// Time from starting each grace period to seeing it elapse, summed.
     pub grace_period_wait: Duration,
+    /// Where the time between `started` and `ended` went.
+    pub phases: Phases,
+}
+
+/// A transition's time, phase by phase, in the kernel's terms. The phases follow one another,
+/// each starting where the previous one ended, so that for a transition that was not reversed
+/// they add up to its duration exactly; a reversal's grace period counts as `grace`, and the flip
+/// after it as `start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// `klp_init_transition` and `klp_start_transition`: states and `transition` flags set, funcs
+    /// published, the strategy's batch ended, tasks marked pending.
+    pub start: Duration,
+    /// From the start to the last task's migration (its safe point, or its migration while
+    /// parked or by force): how long the slowest task held the transition.
+    pub migrate: Duration,
+    /// From the event that ended a phase (the last migration, the last quiescent state of a grace
+    /// period) to the writer acting on it: the writer's own delay, summed over both.
+    pub notice: Duration,
+    /// `klp_complete_transition` up to its grace period: replaced funcs and nops unlinked, flags
+    /// cleared (or the patch's funcs unlinked), and the strategy's batch ended.
+    pub complete: Duration,
+    /// `klp_synchronize_transition`: from starting each grace period to the last task's
+    /// quiescent state in it (a reversal's included).
+    pub grace: Duration,
+    /// After the last grace period: every task back to Idle, the unlinked funcs reclaimed.
+    pub settle: Duration,
+    /// The strategy's own batch work (`finish_batch`: for textpoke its membarriers), wherever it
+    /// ran: it is part of `start` and `complete`, not added to the total.
+    pub batch: Duration,
+}
+
+impl Phases {
+    /// Every phase by name, in order, `batch` last (it overlaps the others).
+    pub const NAMES: [&'static str; 7] = ["start", "migrate", "notice", "complete", "grace", "settle", "batch"];
+
+    /// The phases in the order of [`Phases::NAMES`].
+    pub fn values(&self) -> [Duration; 7] {
+        [self.start, self.migrate, self.notice, self.complete, self.grace, self.settle, self.batch]
+    }
+
+    /// The sum of the phases that follow one another (every one but `batch`).
+    pub fn total(&self) -> Duration {
+        self.start + self.migrate + self.notice + self.complete + self.grace + self.settle
+    }
+
+    /// Splits the span from `since` to `seen`, which ended with an event at `event` (if the tasks
+    /// noted one after `since`), into the phase's own part and the writer's notice.
+    fn split(since: Instant, event: Option<Instant>, seen: Instant) -> (Duration, Duration) {
+        let event = event.filter(|&e| e > since).unwrap_or(since).min(seen);
+        (event - since, seen - event)
+    }
 }
 
 impl TransitionStats {
@@ -85,6 +142,44 @@ impl TransitionStats {
     pub fn finished_forward(&self) -> bool {
         let forward = if self.op == Op::Disable { PatchState::Unpatched } else { PatchState::Patched };
         self.target == forward
+    }
+}
+
+/// How [`Patcher::wait_with`] waits: it spins for `spin` after every change of progress (tasks
+/// pass safe points every few microseconds while they run, so most phases end within it), then
+/// sleeps until a task that made progress wakes it, for at most `nap` at a time: a bound only on
+/// how long the caller's `give_up` goes unasked, since every event that can let a transition
+/// advance wakes the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub spin: Duration,
+    pub nap: Duration,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Self { spin: Duration::from_micros(20), nap: Duration::from_millis(1) }
+    }
+}
+
+/// What distinguishes one [`Progress`] from the next for [`Patcher::wait_with`]: its phase and,
+/// while migrating, how many tasks are left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Over,
+    Migrating(usize),
+    Reversing,
+    Settling,
+}
+
+impl Stage {
+    fn of(p: &Progress) -> Self {
+        match p {
+            Progress::NoTransition | Progress::Done(_) => Stage::Over,
+            Progress::Migrating { pending } => Stage::Migrating(*pending),
+            Progress::Reversing => Stage::Reversing,
+            Progress::Settling => Stage::Settling,
+        }
     }
 }
 
@@ -113,7 +208,7 @@ struct PatchRecord {
 
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    Migrating,
+    Migrating { since: Instant },
     Reversing { gp: u64, since: Instant },
     Settling { gp: u64, since: Instant },
 }
@@ -295,24 +390,30 @@ impl<S: Strategy> Patcher<S> {
         let shared = &*self.shared;
         let t = e.transition.as_mut().ok_or(Error::NoTransition)?;
         match t.phase {
-            Phase::Migrating => {
+            Phase::Migrating { since } => {
+                let now = Instant::now();
+                t.stats.phases.migrate += now - since;
                 let list = shared.tasks.lock();
                 shared.tasks.clear_pending(&list);
                 drop(list);
-                t.phase = Phase::Reversing { gp: shared.tasks.gp_start(), since: Instant::now() };
+                t.phase = Phase::Reversing { gp: shared.tasks.gp_start(), since: now };
                 t.stats.reversals += 1;
             }
-            Phase::Reversing { .. } => {
+            Phase::Reversing { since, .. } => {
                 // Reversing a reversal before its target flipped: keep the target and re-mark.
+                let now = Instant::now();
+                t.stats.phases.grace += now - since;
                 let list = shared.tasks.lock();
                 shared.tasks.start(&list);
-                t.phase = Phase::Migrating;
+                t.phase = Phase::Migrating { since: now };
                 t.stats.reversals += 1;
             }
             Phase::Settling { .. } => {
                 return Err(Error::Forbidden { patch: t.patch, reason: Forbidden::Settling });
             }
         }
+        // A writer asleep in `wait` (on another thread) must see the new phase.
+        shared.tasks.doorbell.ring();
         Ok(self.advance(&mut e))
     }
 
@@ -331,7 +432,10 @@ impl<S: Strategy> Patcher<S> {
                 rec.forced = true;
             }
         }
-        Ok(self.advance(&mut e))
+        let progress = self.advance(&mut e);
+        // A writer asleep in `wait` (on another thread) must see the forced tasks.
+        self.shared.tasks.doorbell.ring();
+        Ok(progress)
     }
 
     /// Advances the transition in progress as far as it can without waiting.
@@ -340,29 +444,55 @@ impl<S: Strategy> Patcher<S> {
         self.advance(&mut e)
     }
 
-    /// Waits for the transition in progress to complete, polling with a growing back-off (up to
-    /// 1 ms). Returns its statistics, or those of the last transition if none is in progress.
+    /// Waits for the transition in progress to complete ([`Waiting::default`], within
+    /// `timeout`). Returns its statistics, or those of the last transition if none is in progress.
     pub fn wait(&self, timeout: Duration) -> Result<TransitionStats, Error> {
         let start = Instant::now();
-        let mut backoff = Duration::from_micros(1);
-        loop {
-            match self.try_complete() {
-                Progress::Done(stats) => return Ok(stats),
-                Progress::NoTransition => return self.last_transition().ok_or(Error::NoTransition),
-                progress => {
-                    let waited = start.elapsed();
-                    if waited >= timeout {
-                        let pending = match progress {
-                            Progress::Migrating { pending } => pending,
-                            _ => 0,
-                        };
-                        let patch = self.engine().transition.as_ref().map_or(PatchId(u32::MAX), |t| t.patch);
-                        return Err(Error::Timeout { patch, pending, waited });
-                    }
-                    std::thread::sleep(backoff.min(timeout - waited));
-                    backoff = (backoff * 2).min(Duration::from_millis(1));
-                }
+        let waiting = Waiting { nap: Waiting::default().nap.min(timeout), ..Waiting::default() };
+        match self.wait_with(waiting, |waited| waited >= timeout) {
+            Progress::Done(stats) => Ok(stats),
+            Progress::NoTransition => self.last_transition().ok_or(Error::NoTransition),
+            progress => {
+                let pending = match progress {
+                    Progress::Migrating { pending } => pending,
+                    _ => 0,
+                };
+                let patch = self.engine().transition.as_ref().map_or(PatchId(u32::MAX), |t| t.patch);
+                Err(Error::Timeout { patch, pending, waited: start.elapsed() })
             }
+        }
+    }
+
+    /// Advances the transition in progress until it completes (then [`Progress::Done`], or
+    /// [`Progress::NoTransition`] if none was in progress), or until `give_up`, asked with the
+    /// time waited so far between steps, says so (then the last progress; the transition stays in
+    /// flight). It spins for `waiting.spin` after every change of progress, then sleeps until a
+    /// task rings the doorbell (see `tasks`, *Waking the writer*) or `waiting.nap` has passed.
+    pub fn wait_with(&self, waiting: Waiting, mut give_up: impl FnMut(Duration) -> bool) -> Progress {
+        let start = Instant::now();
+        let mut last = self.try_complete();
+        let mut changed = start;
+        loop {
+            if matches!(last, Progress::Done(_) | Progress::NoTransition) || give_up(start.elapsed()) {
+                return last;
+            }
+            let before = Stage::of(&last);
+            let progress = if changed.elapsed() < waiting.spin {
+                spin_hint();
+                self.try_complete()
+            } else {
+                // The check runs after the doorbell has our announcement: progress made before
+                // that is seen by it, progress made after it rings.
+                let advanced = |p: Progress| (Stage::of(&p) != before).then_some(p);
+                match self.shared.tasks.doorbell.wait(waiting.nap, || advanced(self.try_complete())) {
+                    Some(p) => p,
+                    None => self.try_complete(),
+                }
+            };
+            if Stage::of(&progress) != before {
+                changed = Instant::now();
+            }
+            last = progress;
         }
     }
 
@@ -403,12 +533,13 @@ impl<S: Strategy> Patcher<S> {
             Op::Replace => true,
         };
         e.transitions += 1;
-        let stats = TransitionStats {
+        let started = Instant::now();
+        let mut stats = TransitionStats {
             id: e.transitions,
             patch,
             op,
             target,
-            started: Instant::now(),
+            started,
             ended: None,
             migrated_at_safe_point: 0,
             migrated_while_parked: 0,
@@ -417,6 +548,7 @@ impl<S: Strategy> Patcher<S> {
             forced: false,
             grace_periods: 0,
             grace_period_wait: Duration::ZERO,
+            phases: Phases::default(),
         };
         // The task list stays locked from init to start, so that a task registered meanwhile
         // either is initialised and marked with the others or inherits a consistent state.
@@ -456,15 +588,24 @@ impl<S: Strategy> Patcher<S> {
             }
         }
         // Every change above is visible to every task before any task is told to migrate.
-        self.shared.strategy.finish_batch();
+        stats.phases.batch += self.finish_batch();
         if per_task {
             // `klp_start_transition`; the Release of each pending flag orders the target and the
             // transition flags before it (Barrier::TargetBeforePending, Barrier::FlagBeforePending).
             tasks.start(&list);
         }
         drop(list);
-        e.transition =
-            Some(Transition { patch, op, target, per_task, replaced, force: false, phase: Phase::Migrating, stats });
+        let since = Instant::now();
+        stats.phases.start = since - started;
+        let phase = Phase::Migrating { since };
+        e.transition = Some(Transition { patch, op, target, per_task, replaced, force: false, phase, stats });
+    }
+
+    /// The strategy's `finish_batch`, timed.
+    fn finish_batch(&self) -> Duration {
+        let t = Instant::now();
+        self.shared.strategy.finish_batch();
+        t.elapsed()
     }
 
     /// Runs the state machine until it has to wait.
@@ -473,7 +614,7 @@ impl<S: Strategy> Patcher<S> {
         loop {
             let Some(t) = e.transition.as_mut() else { return Progress::NoTransition };
             match t.phase {
-                Phase::Migrating => {
+                Phase::Migrating { since } => {
                     if t.per_task {
                         if t.force {
                             let list = tasks.lock();
@@ -489,31 +630,47 @@ impl<S: Strategy> Patcher<S> {
                             return Progress::Migrating { pending };
                         }
                     }
-                    self.finish_migration(e);
+                    let seen = Instant::now();
+                    let event = if t.per_task { tasks.last_migration() } else { None };
+                    let (migrate, notice) = Phases::split(since, event, seen);
+                    t.stats.phases.migrate += migrate;
+                    t.stats.phases.notice += notice;
+                    self.finish_migration(e, seen);
                 }
                 Phase::Reversing { gp, since } => {
                     if !tasks.gp_elapsed(gp) {
                         return Progress::Reversing;
                     }
-                    t.stats.grace_periods += 1;
-                    t.stats.grace_period_wait += since.elapsed();
-                    self.flip(e);
+                    let seen = Self::grace_period_seen(t, tasks, since);
+                    self.flip(e, seen);
                 }
                 Phase::Settling { gp, since } => {
                     if !tasks.gp_elapsed(gp) {
                         return Progress::Settling;
                     }
-                    t.stats.grace_periods += 1;
-                    t.stats.grace_period_wait += since.elapsed();
-                    return Progress::Done(self.settle(e));
+                    let seen = Self::grace_period_seen(t, tasks, since);
+                    return Progress::Done(self.settle(e, seen));
                 }
             }
         }
     }
 
-    /// Second half of `klp_reverse_transition`, after its grace period: flip the target and mark
-    /// the tasks again. A reversed disable gets its immediate funcs back at once.
-    fn flip(&self, e: &mut Engine) {
+    /// Accounts a grace period that began at `since` and has just been seen to elapse; returns
+    /// when it was seen.
+    fn grace_period_seen(t: &mut Transition, tasks: &Tasks, since: Instant) -> Instant {
+        let seen = Instant::now();
+        let (grace, notice) = Phases::split(since, tasks.last_quiescent(), seen);
+        t.stats.grace_periods += 1;
+        t.stats.grace_period_wait += seen - since;
+        t.stats.phases.grace += grace;
+        t.stats.phases.notice += notice;
+        seen
+    }
+
+    /// Second half of `klp_reverse_transition`, after its grace period (seen at `seen`): flip
+    /// the target and mark the tasks again. A reversed disable gets its immediate funcs back at
+    /// once.
+    fn flip(&self, e: &mut Engine, seen: Instant) {
         let tasks = &self.shared.tasks;
         let t = e.transition.as_mut().expect("in transition");
         t.target = t.target.opposite();
@@ -528,15 +685,20 @@ impl<S: Strategy> Patcher<S> {
                 self.push(e, f.site, patch, entry);
             }
         }
-        self.shared.strategy.finish_batch();
+        let batch = self.finish_batch();
         // The Release of each pending flag publishes the new target (Barrier::TargetBeforePending).
         tasks.start(&list);
         drop(list);
-        e.transition.as_mut().expect("in transition").phase = Phase::Migrating;
+        let t = e.transition.as_mut().expect("in transition");
+        let since = Instant::now();
+        t.stats.phases.batch += batch;
+        t.stats.phases.start += since - seen;
+        t.phase = Phase::Migrating { since };
     }
 
-    /// Every task is at the target: `klp_complete_transition` up to its grace period.
-    fn finish_migration(&self, e: &mut Engine) {
+    /// Every task is at the target (seen at `seen`): `klp_complete_transition` up to its grace
+    /// period.
+    fn finish_migration(&self, e: &mut Engine, seen: Instant) {
         let t = e.transition.as_ref().expect("in transition");
         let (patch, op, target, replaced) = (t.patch, t.op, t.target, t.replaced.clone());
         match target {
@@ -570,14 +732,19 @@ impl<S: Strategy> Patcher<S> {
             }
         }
         // The grace period below must cover every task that could still see the changes above.
-        self.shared.strategy.finish_batch();
+        let batch = self.finish_batch();
         // transition=0 → sync → Idle (Patched), unlink → sync (Unpatched).
         let gp = self.shared.tasks.gp_start();
-        e.transition.as_mut().expect("in transition").phase = Phase::Settling { gp, since: Instant::now() };
+        let since = Instant::now();
+        let t = e.transition.as_mut().expect("in transition");
+        t.stats.phases.batch += batch;
+        t.stats.phases.complete += since - seen;
+        t.phase = Phase::Settling { gp, since };
     }
 
-    /// After the final grace period: tasks back to Idle, the unlinked funcs reclaimed.
-    fn settle(&self, e: &mut Engine) -> TransitionStats {
+    /// After the final grace period (seen at `seen`): tasks back to Idle, the unlinked funcs
+    /// reclaimed.
+    fn settle(&self, e: &mut Engine, seen: Instant) -> TransitionStats {
         let tasks = &self.shared.tasks;
         let list = tasks.lock();
         tasks.reset_idle(&list);
@@ -585,7 +752,9 @@ impl<S: Strategy> Patcher<S> {
         self.shared.strategy.reclaim();
         let mut t = e.transition.take().expect("in transition");
         t.stats.migrated_at_safe_point = tasks.migrated_at_safe_point();
-        t.stats.ended = Some(Instant::now());
+        let ended = Instant::now();
+        t.stats.phases.settle = ended - seen;
+        t.stats.ended = Some(ended);
         e.last = Some(t.stats.clone());
         t.stats
     }

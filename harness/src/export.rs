@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::counters::{CounterKind, CounterValues, counter_names};
-use crate::record::{Interference, Percentiles, Row, RunFile, leaves};
+use crate::record::{Histograms, Interference, Percentiles, PhasePercentiles, Row, RunFile, leaves};
 use crate::sched::ReaderSched;
 use crate::summary::{Spread, Summary};
 
@@ -89,6 +89,12 @@ fn template() -> Row {
         }],
         host_steal_share: Some(0.0),
         interference: Interference::default(),
+        phases_us: dispatch::Phases::NAMES
+            .iter()
+            .map(|name| PhasePercentiles { phase: (*name).to_owned(), us: Percentiles::default() })
+            .collect(),
+        start_late_us: p,
+        histograms: Histograms::default(),
     }
 }
 
@@ -97,6 +103,11 @@ fn template() -> Row {
 fn csv_value(r: &Row) -> Result<serde_json::Value, serde_json::Error> {
     let mut value = serde_json::to_value(r)?;
     value["scenario"]["rate"] = r.scenario.rate.to_string().into();
+    // Whole distributions are kilobytes of base64 each: run.json and the `.hgrm` files hold them,
+    // a spreadsheet's cell is no place for them.
+    if let Some(row) = value.as_object_mut() {
+        row.remove("histograms");
+    }
     Ok(value)
 }
 

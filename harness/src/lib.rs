@@ -7,7 +7,8 @@
 //!    [`sched`]: what the scheduler did to each reader and to the host (schedstat, getrusage);
 //!    [`cpu`]: the CPU by what it is (cpuid: vendor, family/model/stepping, caches);
 //!    [`env`](mod@env): the environment record (CPU, governor, turbo, counters, the percpu path).
-//! 3. [`record`]: the run's records, as `run.json` holds them (results/SCHEMA.md).
+//! 3. [`hist`]: whole distributions (hdrhistogram V2 in base64, `.hgrm` files);
+//!    [`record`]: the run's records, as `run.json` holds them (results/SCHEMA.md).
 //! 4. [`workload`]: a scenario's sites, call order and patches.
 //! 5. [`protocol`]: the reader and writer threads (refscale's protocol).
 //! 6. [`measure`]: the runner: rounds, interleaving, one [`record::Row`] per measurement.
@@ -29,6 +30,7 @@ pub mod cpu;
 pub mod env;
 pub mod sched;
 
+pub mod hist;
 pub mod record;
 
 pub mod workload;
@@ -261,11 +263,30 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
     staging.write("run.schema.json", record::json_schema().as_bytes());
+    write_hgrm(staging, summaries);
     match export::rows_csv(&[run]) {
         Ok(csv) => staging.write("rows.csv", csv.as_bytes()),
         Err(e) => staging.record("rows.csv", Err(e.to_string())),
     }
     plot_note
+}
+
+/// The `.hgrm` percentile files of every scenario and strategy (merged over rounds) under `hgrm/`:
+/// `SCENARIO.STRATEGY.transition.hgrm` in µs and `SCENARIO.STRATEGY.batch.hgrm` in ns per call.
+fn write_hgrm(staging: &mut Staging, summaries: &[summary::Summary]) {
+    if let Err(e) = std::fs::create_dir_all(staging.path().join("hgrm")) {
+        staging.record("hgrm/", Err(e.to_string()));
+        return;
+    }
+    for s in summaries {
+        let stem = format!("hgrm/{}.{}", s.scenario.name(), s.strategy);
+        if let Some(h) = &s.transition_hist {
+            staging.write(&format!("{stem}.transition.hgrm"), hist::hgrm(h, 1000.0).as_bytes());
+        }
+        if let Some(h) = &s.batch_hist {
+            staging.write(&format!("{stem}.batch.hgrm"), hist::hgrm(h, 1000.0).as_bytes());
+        }
+    }
 }
 
 /// `harness report RUN_DIR...`: one run's files written again from its `run.json` by this harness

@@ -83,8 +83,9 @@ struct RunArgs {
     /// minutes on a 128-CPU box); `sweep` = 1, 2, 4, … up to every CPU of the mask.
     #[arg(long, default_value = "spread")]
     readers: String,
-    /// The CPU the writer is pinned to (one of the affinity mask), or `any` (unpinned). A writer
-    /// on a reader's CPU waits for the scheduler: the report says so next to transition latency.
+    /// The CPU the writer is pinned to (one of the affinity mask), or `any` (unpinned, but kept
+    /// off the readers' CPUs while the mask has a CPU without a reader). A writer on a reader's
+    /// CPU waits for the scheduler: the report says so next to transition latency.
     #[arg(long, default_value = "any", value_name = "N|any")]
     writer_cpu: String,
     /// Seconds each measurement's readers run before they are timed, so that the CPU's clock has

@@ -1,7 +1,8 @@
 //! Plots of a run, each as PNG and SVG (plotters): the ratio to `fnptr` per strategy with
 //! min–max whiskers (a panel per scenario; a series per host in the cross-host report), reader
 //! throughput against readers, slowdown against transition rate, per-batch latency percentiles
-//! and transition latency percentiles per scenario, and ns/call in each call-site regime.
+//! and transition latency percentiles per scenario, ns/call in each call-site regime, and each
+//! scenario's whole transition-latency distribution as a percentile plot (`percentiles`).
 //!
 //! Every plot is one [`Figure`]: panels of strategies (or reader counts, or rates) along x, a log
 //! y axis (the figures span decades: `direct` next to `rwlock`), medians as dots with min–max
@@ -15,6 +16,8 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+
+mod percentiles;
 
 use crate::config::{CallSites, Rate, Scenario};
 use crate::hosts::HostRun;
@@ -327,16 +330,45 @@ fn throughput(summaries: &[Summary]) -> Option<Figure> {
                 .collect()
         })
         .collect();
-    Some(Figure {
-        title: format!("Reader throughput against readers (per-site call sites, {})", rate_words(rate)),
-        panels: vec![Panel {
-            title: "all readers together".into(),
+    let mut panels = vec![Panel {
+        title: "all readers together".into(),
+        x_desc: "reader threads".into(),
+        y_desc: "million calls / s (log)".into(),
+        xs: readers.iter().map(|r| r.to_string()).collect(),
+        series,
+        lines: true,
+    }];
+    // Beside it, what the writer sustains back to back: completed transitions a second.
+    let max: Vec<_> = per_site(summaries).into_iter().filter(|(_, c)| c.rate == Rate::Max).collect();
+    if !max.is_empty() {
+        let mut readers: Vec<usize> = max.iter().map(|(_, c)| c.readers).collect();
+        readers.sort_unstable();
+        readers.dedup();
+        let series = names
+            .iter()
+            .map(|st| {
+                readers
+                    .iter()
+                    .map(|r| {
+                        max.iter()
+                            .find(|(s, c)| &s.strategy == st && c.readers == *r)
+                            .and_then(|(s, _)| s.transitions_per_sec.and_then(exact))
+                    })
+                    .collect()
+            })
+            .collect();
+        panels.push(Panel {
+            title: "completed transitions a second, writer back to back".into(),
             x_desc: "reader threads".into(),
-            y_desc: "million calls / s (log)".into(),
+            y_desc: "transitions / s (log)".into(),
             xs: readers.iter().map(|r| r.to_string()).collect(),
             series,
             lines: true,
-        }],
+        });
+    }
+    Some(Figure {
+        title: format!("Reader throughput against readers (per-site call sites, {})", rate_words(rate)),
+        panels,
         legend: names,
     })
 }
@@ -437,6 +469,7 @@ pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<Str
     for (name, figure) in figures.iter().filter(|(_, f)| !f.panels.is_empty()) {
         files.extend(figure.save(dir, name)?);
     }
+    files.extend(percentiles::draw_percentiles(dir, summaries)?);
     Ok(files)
 }
 

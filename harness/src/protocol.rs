@@ -6,7 +6,6 @@
 //! checked against the universes the writer announced.
 
 use std::hint::black_box;
-use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use dispatch::check::{self, UniverseLog};
 use dispatch::driver::Driver;
 use dispatch::sections::{self, SectionFn};
 use dispatch::strategy::Consistency;
-use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task};
+use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task, Waiting};
 use hdrhistogram::Histogram;
 
 use crate::config::{CallSites, Ops, Rate, Scenario};
@@ -243,6 +242,39 @@ pub(crate) struct WriterResult {
     /// End minus actual start (service time), ns.
     pub(crate) service: Histogram<u64>,
     pub(crate) grace: Histogram<u64>,
+    /// Each transition's phases, ns, one histogram per phase in the order of `Phases::NAMES`.
+    pub(crate) phases: Vec<Histogram<u64>>,
+    /// Actual minus intended start of each transition, ns: the writer's own lateness (a
+    /// transition that starts late is late by that much, whatever the strategy does).
+    pub(crate) late: Histogram<u64>,
+}
+
+/// How long before a transition's intended start the writer stops sleeping and spins: a sleep
+/// with the timer slack at its minimum ends within a few µs of its deadline on an idle machine.
+const START_SPIN: Duration = Duration::from_micros(50);
+
+/// Where the writer runs: pinned to one CPU (`--writer-cpu N`), or unpinned on `cpus` (the CPUs
+/// of the mask that no reader is pinned to, or every CPU when readers fill the mask).
+#[derive(Clone, Debug)]
+pub(crate) enum WriterPlace {
+    Pinned(usize),
+    Among(Vec<usize>),
+}
+
+/// Keeps the calling thread on `cpus` (none: every CPU); false if the kernel refused.
+fn run_on(cpus: &[usize]) -> bool {
+    if cpus.is_empty() {
+        return true;
+    }
+    // SAFETY: `cpu_set_t` is a plain bit set, valid all-zero; CPU_SET only writes inside it for
+    // CPU numbers below CPU_SETSIZE, which the filter ensures.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: see above.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size given.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
 /// The writer thread: the scenario's operations, open-loop at its rate, through the one writer
@@ -253,16 +285,32 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
     patches: PatchIndexes,
     scenario: &Scenario,
     control: &Control,
-    cpu: Option<usize>,
+    place: &WriterPlace,
 ) -> Result<WriterResult, String> {
-    if let Some(id) = cpu
-        && !core_affinity::set_for_current(core_affinity::CoreId { id })
-    {
-        return Err(format!("writer: cannot pin to CPU {id} (--writer-cpu)"));
+    match place {
+        WriterPlace::Pinned(id) => {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: *id }) {
+                return Err(format!("writer: cannot pin to CPU {id} (--writer-cpu)"));
+            }
+        }
+        // Unpinned, but off the readers' CPUs while one is free: a reader's safe point wakes the
+        // writer, and the kernel tends to wake a thread on the waker's CPU, where it would wait
+        // for the reader's time slice to end (milliseconds) instead of running at once.
+        WriterPlace::Among(cpus) => {
+            if !run_on(cpus) {
+                return Err(format!("writer: cannot keep to CPUs {cpus:?}: {}", std::io::Error::last_os_error()));
+            }
+        }
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let mut service = latency.clone();
     let mut grace = latency.clone();
+    let mut phases = vec![latency.clone(); dispatch::Phases::NAMES.len()];
+    let mut late = latency.clone();
+    // The default timer slack (50 µs) stretches every sleep by up to that much: the open-loop
+    // start would be late by it. 1 ns, this thread only, makes a sleep end when it was asked to.
+    // SAFETY: PR_SET_TIMERSLACK takes one integer and affects only the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     // AcqRel: the start barrier (see `reader`).
     control.arrived.fetch_add(1, Ordering::AcqRel);
     if !control.wait_for(&control.arrived, scenario.readers + 1) {
@@ -273,23 +321,35 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
         Rate::Hz(hz) => Some(Duration::from_secs_f64(1.0 / hz)),
         _ => None,
     };
-    let stopped = || control.stop_writer.load(Ordering::Acquire) || control.aborted();
+    // The writer stops once every reader has finished measuring: after that the readers only
+    // keep the load on, then exit, and transitions with no task left to migrate complete in
+    // well under a microsecond; at `--rate max` those once made most of a row's transitions
+    // (p50 0.6 µs at 2 readers on 2 vCPUs). Acquire on `done`: pairs with each reader's AcqRel
+    // increment (a signal only: nothing the reader wrote is read here). Acquire on
+    // `stop_writer`: pairs with the Release that sets it once every reader has been joined.
+    let stopped = || {
+        control.done.load(Ordering::Acquire) >= scenario.readers
+            || control.stop_writer.load(Ordering::Acquire)
+            || control.aborted()
+    };
     let mut n = 0u64;
-    // Acquire: pairs with the Release that sets it once every reader has been joined.
     while !stopped() {
         let intended = match period {
             Some(p) => start + p.mul_f64(n as f64),
             None => Instant::now(),
         };
-        // Open loop: sleep until the intended start (in short steps, to notice the stop).
+        // Open loop: sleep until just before the intended start (in steps of at most 1 ms, to
+        // notice the stop), then spin to it. Spinning, not yielding: a yield on a CPU shared with
+        // another busy thread hands it that thread's whole slice (milliseconds, measured on the
+        // 2-vCPU VM with compilers beside the run).
         while let Some(wait) = intended.checked_duration_since(Instant::now()) {
             if stopped() {
                 break;
             }
-            if wait > Duration::from_micros(200) {
-                std::thread::sleep(wait.min(Duration::from_millis(1)) - Duration::from_micros(100));
+            if wait > START_SPIN {
+                std::thread::sleep((wait - START_SPIN).min(Duration::from_millis(1)));
             } else {
-                std::thread::yield_now();
+                std::hint::spin_loop();
             }
         }
         if stopped() {
@@ -301,21 +361,13 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
             Ops::Replace => (Op::Replace, patches.replacements[n as usize % 2]),
         };
         let started = Instant::now();
+        late.saturating_record((started.saturating_duration_since(intended).as_nanos() as u64).max(1));
         driver.start(op, patch, scenario.ops == Ops::Reverse).map_err(|e| format!("writer: {e}"))?;
-        // Poll: spin briefly (readers pass a safe point every few µs), then sleep in short steps.
+        // Spin briefly after each phase change (readers pass a safe point every few µs), then
+        // sleep until the reader whose safe point lets the transition advance wakes the writer.
         // Sleeping, not yielding: when readers occupy every CPU, a yielding writer waits a whole
-        // time slice per poll, while a sleeping one preempts a reader as soon as it wakes.
-        let stats = driver.finish(|waited| {
-            if control.aborted() {
-                return ControlFlow::Break(());
-            }
-            if waited < Duration::from_micros(20) {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(Duration::from_micros(20));
-            }
-            ControlFlow::Continue(())
-        });
+        // time slice per poll, while a sleeping one preempts a reader as soon as it is woken.
+        let stats = driver.finish_woken(Waiting::default(), |_| control.aborted());
         let Some(stats) = stats else { return Err("aborted".into()) };
         let end = Instant::now();
         latency.saturating_record((end - intended).as_nanos().max(1) as u64);
@@ -323,7 +375,11 @@ pub(crate) fn writer<S: Strategy, A: FnMut(&[&PatchSpec])>(
         if stats.grace_periods > 0 {
             grace.saturating_record((stats.grace_period_wait.as_nanos() as u64 / stats.grace_periods as u64).max(1));
         }
+        for (h, d) in phases.iter_mut().zip(stats.phases.values()) {
+            // A phase that took no time is recorded as 1 ns, the histogram's lowest value.
+            h.saturating_record((d.as_nanos() as u64).max(1));
+        }
         n += 1;
     }
-    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, service, grace })
+    Ok(WriterResult { transitions: n, elapsed: start.elapsed(), latency, service, grace, phases, late })
 }

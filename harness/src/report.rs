@@ -118,6 +118,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
                 "strategy",
                 "consistency",
                 "transitions",
+                "tr/s",
                 "tr p50 us",
                 "tr p99 us",
                 "svc p99 us",
@@ -131,6 +132,7 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
                         name(s),
                         s.consistency.clone(),
                         rate_cell(s),
+                        s.transitions_per_sec.map_or("-".into(), |x| format!("{x:.0}")),
                         us(s.transition_us.map(|p| p.p50)),
                         us(s.transition_p99.map(|p| p.median)),
                         us(s.service_p99_us),
@@ -140,6 +142,9 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
                 })
                 .collect(),
         });
+    }
+    if group.iter().any(|s| !s.phases.is_empty()) {
+        out.push(phases_table(group));
     }
     out.push(Table {
         title: "What the scheduler did",
@@ -162,6 +167,70 @@ pub fn tables(group: &[&Summary]) -> Vec<Table> {
             .collect(),
     });
     out
+}
+
+/// Where each strategy's transition time went: the total and each phase (`dispatch::Phases`), p50
+/// and p99 each (µs, medians over rounds). The phases' percentiles do not add up to the total's
+/// (a percentile of a sum is no sum of percentiles), but the largest shows where the time goes.
+fn phases_table(group: &[&Summary]) -> Table {
+    let us = |x: f64| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") };
+    let pair = |p50: f64, p99: f64| format!("{} / {}", us(p50), us(p99));
+    let mut columns = vec!["strategy", "total", "late"];
+    columns.extend(dispatch::Phases::NAMES);
+    Table {
+        title: "Transition phases, us (p50 / p99)",
+        header: header(&columns),
+        cells: group
+            .iter()
+            .map(|s| {
+                let mut row = vec![
+                    s.strategy.clone(),
+                    s.transition_us.map_or("-".into(), |t| pair(t.p50, t.p99)),
+                    s.start_late.as_ref().map_or("-".into(), |l| pair(l.p50, l.p99)),
+                ];
+                row.extend(
+                    dispatch::Phases::NAMES.iter().map(|name| {
+                        s.phases.iter().find(|p| p.phase == *name).map_or("-".into(), |p| pair(p.p50, p.p99))
+                    }),
+                );
+                row
+            })
+            .collect(),
+    }
+}
+
+/// Each strategy's transitions in words: the phase that takes most of the median transition and
+/// the one with the longest p99, slowest strategy last, so that the order of the strategies'
+/// latencies reads as the order of their phases. Phases as `dispatch::Phases` documents them.
+pub fn phase_words(group: &[&Summary]) -> Vec<String> {
+    let mut with: Vec<&&Summary> = group.iter().filter(|s| !s.phases.is_empty() && s.transition_us.is_some()).collect();
+    with.sort_by(|a, b| a.transition_us.unwrap().p50.total_cmp(&b.transition_us.unwrap().p50));
+    // `batch` overlaps `start` and `complete`: named beside them, never as the largest phase.
+    // The writer's late start counts as a phase here: it is part of the latency.
+    let largest = |s: &Summary, f: fn(&crate::summary::PhaseSummary) -> f64| {
+        s.phases
+            .iter()
+            .chain(&s.start_late)
+            .filter(|p| p.phase != "batch")
+            .max_by(|a, b| f(a).total_cmp(&f(b)))
+            .map(|p| (p.phase.clone(), f(p)))
+    };
+    with.iter()
+        .map(|s| {
+            let t = s.transition_us.expect("filtered");
+            let (p50_phase, p50) = largest(s, |p| p.p50).expect("has phases");
+            let (p99_phase, p99) = largest(s, |p| p.p99).expect("has phases");
+            let batch = s.phases.iter().find(|p| p.phase == "batch").map_or(String::new(), |b| {
+                format!("; its own batch work (finish_batch) {:.1} / {:.1} us", b.p50, b.p99)
+            });
+            let rate = s.transitions_per_sec.map_or(String::new(), |r| format!(", {r:.0} transitions/s"));
+            format!(
+                "`{}`: p50 {:.1} us, most of it `{p50_phase}` ({p50:.1} us); p99 {:.1} us, the longest phase p99 \
+                 `{p99_phase}` ({p99:.1} us){batch}{rate}",
+                s.strategy, t.p50, t.p99
+            )
+        })
+        .collect()
 }
 
 /// The widest line a table of `report.md` may have: what a terminal or a review pane shows
@@ -464,11 +533,23 @@ const COLUMNS: &[(&str, &str)] = &[
     ("p50 … max", "percentiles of the per-batch ns/call (one batch: one critical section), merged over readers"),
     ("consistency", "what the strategy promises (see below)"),
     ("transitions", "transitions the writer completed, summed over rounds"),
+    ("tr/s", "transitions completed a second (the writer's achieved rate; at `max`, what the engine sustains)"),
     (
         "tr p50 us, tr p99 us",
         "transition latency, µs: end minus *intended* start, what a caller of an open-loop writer waits",
     ),
     ("svc p99 us", "transition service time, µs: end minus actual start"),
+    (
+        "total, start … batch",
+        "transition phases, µs, p50 / p99 each: `total` is the latency; `late` the writer's own lateness at the \
+         start (actual minus intended start); `start` klp_init_transition + \
+         klp_start_transition (flags and states set, funcs published, tasks marked); `migrate` until the last task \
+         migrated (its safe point, or while parked); `notice` the writer's delay after the event that ended a phase; \
+         `complete` klp_complete_transition up to its grace period; `grace` the grace periods; `settle` back to Idle \
+         and reclaim; `batch` the strategy's own batch work (finish_batch: textpoke's membarriers), inside `start` \
+         and `complete`. A long `migrate` is a task that held the transition (preempted, or not reaching a safe \
+         point); a long `notice` is the writer waiting for a CPU",
+    ),
     (
         "viol",
         "critical sections that saw two versions of the patched functions: a consistency violation, summed over \
@@ -545,6 +626,27 @@ fn scenario_section(md: &mut String, scenario: &config::Scenario, group: &[&Summ
             sharing.join(", ")
         )
         .unwrap();
+    }
+    let words = phase_words(group);
+    if !words.is_empty() {
+        writeln!(md, "Where the transitions' time went, fastest strategy first:\n").unwrap();
+        for w in words {
+            writeln!(md, "- {w}").unwrap();
+        }
+        md.push('\n');
+    }
+    if scenario.rate == config::Rate::Max {
+        let rates: Vec<String> =
+            group.iter().filter_map(|s| s.transitions_per_sec.map(|r| format!("{} {r:.0}", s.strategy))).collect();
+        if !rates.is_empty() {
+            writeln!(
+                md,
+                "Back to back, with {} reader(s), the writer completed (transitions a second): {}.\n",
+                scenario.readers,
+                rates.join(", ")
+            )
+            .unwrap();
+        }
     }
     let flags = flag_lines(group);
     if !flags.is_empty() {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use dispatch::strategy::BASELINE;
+use hdrhistogram::Histogram;
 
 use crate::config::{CallSites, Scenario};
 use crate::record::{LOST_SHARE_LIMIT, MEAN_OVER_MEDIAN_LIMIT, MethodCheck, Percentiles, Row};
@@ -79,6 +80,27 @@ pub struct Summary {
     /// Rounds flagged for interference, and the kinds of reason, worst figure first seen.
     pub flagged_rounds: usize,
     pub interference: Vec<String>,
+    /// Each phase of the transitions (`dispatch::Phases::NAMES` order), µs: p50 and p99, each the
+    /// median over rounds; empty without phases (no writer, or a run of schema 5 and older).
+    pub phases: Vec<PhaseSummary>,
+    /// The writer's lateness at each transition's start, µs (p50 and p99 are medians over
+    /// rounds); `None` without a writer or in runs of schema 5 and older.
+    pub start_late: Option<PhaseSummary>,
+    /// Completed transitions a second (the writer's achieved rate), median over rounds; `None`
+    /// without a writer.
+    pub transitions_per_sec: Option<f64>,
+    /// The transition latency (ns) and per-batch (ps per call) distributions, merged over rounds;
+    /// `None` in runs of schema 5 and older.
+    pub transition_hist: Option<Histogram<u64>>,
+    pub batch_hist: Option<Histogram<u64>>,
+}
+
+/// One phase of a summary's transitions, µs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseSummary {
+    pub phase: String,
+    pub p50: f64,
+    pub p99: f64,
 }
 
 /// Sum over readers of one scheduler figure; `None` if any reader lacks it.
@@ -102,6 +124,22 @@ fn interference_tags(rs: &[&Row]) -> Vec<String> {
         tags.push(format!("mean {ratio:.1}x median"));
     }
     tags
+}
+
+/// The phases of a group of rows, in the order the first row that has them lists them.
+fn phase_summaries(rs: &[&Row]) -> Vec<PhaseSummary> {
+    let Some(first) = rs.iter().find(|r| !r.phases_us.is_empty()) else { return Vec::new() };
+    first
+        .phases_us
+        .iter()
+        .filter_map(|p| {
+            let of = |f: fn(&Percentiles) -> f64| {
+                Spread::of(rs.iter().flat_map(|r| r.phases_us.iter().filter(|q| q.phase == p.phase).map(|q| f(&q.us))))
+                    .map(|s| s.median)
+            };
+            Some(PhaseSummary { phase: p.phase.clone(), p50: of(|u| u.p50)?, p99: of(|u| u.p99)? })
+        })
+        .collect()
 }
 
 /// Groups rows by (scenario, strategy), in the order scenarios and strategies first appear.
@@ -168,6 +206,20 @@ pub fn summarize(rows: &[Row]) -> Vec<Summary> {
                 rounds: rs.len(),
                 flagged_rounds: rs.iter().filter(|r| r.interference.flagged()).count(),
                 interference: interference_tags(&rs),
+                phases: phase_summaries(&rs),
+                start_late: med(&|r| r.start_late_us.map(|p| p.p50)).map(|p50| PhaseSummary {
+                    phase: "late".into(),
+                    p50,
+                    p99: med(&|r| r.start_late_us.map(|p| p.p99)).unwrap_or(f64::NAN),
+                }),
+                transitions_per_sec: med(&|r| r.rate_achieved_hz),
+                // `load_run` refuses a run with a histogram that does not decode.
+                transition_hist: crate::hist::merged(rs.iter().filter_map(|r| r.histograms.transition_ns.as_deref()))
+                    .ok()
+                    .flatten(),
+                batch_hist: crate::hist::merged(rs.iter().filter_map(|r| r.histograms.batch_ps.as_deref()))
+                    .ok()
+                    .flatten(),
                 strategy,
                 scenario,
             }

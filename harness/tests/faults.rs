@@ -117,9 +117,11 @@ fn a_disk_full_after_run_json_keeps_it_and_names_what_is_missing() {
     let saved = &outcome.saved;
     assert_eq!(saved.dir.as_deref(), Some(out.as_path()));
     assert!(saved.written.iter().any(|f| f == "run.json"), "{saved:?}");
-    let unwritten: Vec<&str> = saved.unwritten.iter().map(|u| u.split(' ').next().unwrap()).collect();
+    let (hgrm, unwritten): (Vec<&str>, Vec<&str>) =
+        saved.unwritten.iter().map(|u| u.split(' ').next().unwrap()).partition(|f| f.starts_with("hgrm/"));
     let missing = ["report.md", "report.html", "bmf.json", "run.schema.json", "rows.csv"];
     assert_eq!(unwritten, missing);
+    assert!(hgrm.len() == 1 && hgrm[0].ends_with(".klp.batch.hgrm"), "steady: one strategy's batch file: {hgrm:?}");
     assert!(saved.unwritten.iter().all(|u| u.contains("No space left on device")), "{saved:?}");
     assert_eq!(harness::record::load_run(&out).unwrap().rows.len(), 1);
     assert!(missing.iter().all(|f| !out.join(f).exists()));

@@ -72,6 +72,13 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
             let field = culprit::<Row>(row).map_or_else(String::new, |f| format!(", field {f}"));
             return Err(wrong(format!("{}{field}", place()), e));
         }
+        for field in ["batch_ps", "transition_ns"] {
+            if let Some(text) = row.pointer(&format!("/histograms/{field}")).and_then(|v| v.as_str())
+                && let Err(e) = crate::hist::decode(text)
+            {
+                return Err(format!("{}: {}, field histograms.{field}: {e}; it is corrupt", file.display(), place()));
+            }
+        }
         if let Some((field, v)) = negative(row) {
             return Err(format!(
                 "{}: {}, field {field}: {v} is negative; every count, time and rate of a run is 0 or more: it is corrupt",
@@ -278,6 +285,50 @@ mod tests {
         fs::write(&file, value.to_string()).unwrap();
         let read = load_run(&file).unwrap();
         assert_eq!((read.schema_version, read.fidelity_check), (SCHEMA_VERSION, None));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    /// A schema-5 run (from before phases and histograms) reads as a schema-6 run without them; a
+    /// schema-6 run keeps them exactly; a histogram that does not decode is refused with its row
+    /// and field.
+    #[test]
+    fn schema_5_runs_read_without_histograms_and_histograms_round_trip() {
+        use crate::config::CallSites;
+        use crate::record::test_support::{row, run};
+        use crate::record::{Histograms, Percentiles, PhasePercentiles};
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for v in [1_500u64, 2_000, 2_000, 9_000, 4_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut r = row("klp", CallSites::PerSite, 0, 2.0);
+        r.histograms = Histograms { batch_ps: None, transition_ns: Some(crate::hist::encode(&h)) };
+        let us = Percentiles { p50: 1.0, p99: 2.0, p999: 3.0, max: 4.0 };
+        r.phases_us = vec![PhasePercentiles { phase: "migrate".into(), us }];
+        let current = run(vec![r]);
+        let root = std::env::temp_dir().join(format!("dispatch-bench-load6-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let file = root.join("run.json");
+        fs::write(&file, serde_json::to_string(&current).unwrap()).unwrap();
+        let read = load_run(&file).unwrap();
+        assert_eq!(read.rows, current.rows);
+        let back = crate::hist::decode(read.rows[0].histograms.transition_ns.as_deref().unwrap()).unwrap();
+        assert_eq!(back, h, "the histogram survives run.json exactly");
+
+        let mut old = serde_json::to_value(&current).unwrap();
+        old["schema_version"] = 5.into();
+        for field in ["phases_us", "histograms"] {
+            old["rows"][0].as_object_mut().unwrap().remove(field);
+        }
+        fs::write(&file, old.to_string()).unwrap();
+        let read = load_run(&file).unwrap();
+        assert_eq!(read.schema_version, SCHEMA_VERSION);
+        assert!(read.rows[0].phases_us.is_empty() && read.rows[0].histograms == Histograms::default());
+
+        let mut corrupt = serde_json::to_value(&current).unwrap();
+        corrupt["rows"][0]["histograms"]["transition_ns"] = "AAAA".into();
+        fs::write(&file, corrupt.to_string()).unwrap();
+        let e = load_run(&file).unwrap_err();
+        assert!(e.contains("row 0 (") && e.contains("field histograms.transition_ns: not an HdrHistogram"), "{e}");
         let _ = fs::remove_dir_all(&root);
     }
 }

@@ -18,8 +18,11 @@ pub use load::{load_run, read_run_json, readable};
 /// `env.cpu`, without which a schema-4 `compare` would gate a Zen 3 run against a Zen 5 one as
 /// the same host, and made each row carry its [`Scenario`] (`scenario` an object, `call_sites`
 /// and `readers` inside it) and name its round `round` (was `run`); 6 added
-/// [`RunFile::fidelity_check`], which a schema-5 `harness report` would drop from the report.md
-/// it writes again, warning and all.
+/// [`RunFile::fidelity_check`] (which a schema-5 `harness report` would drop from the report.md
+/// it writes again, warning and all) and each row's [`Row::phases_us`], [`Row::start_late_us`]
+/// and [`Row::histograms`] (a schema-5 reader would drop the histograms when it rewrites a run's
+/// files with `harness report`, and take `transition_us` for the only record of a transition's
+/// time).
 pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
@@ -27,7 +30,8 @@ pub const SCHEMA_VERSION: u32 = 6;
 /// (`env.cpu` absent: compare says what it could not check) and whose rows name their scenario
 /// (the scenario of `config.scenarios` of that name) and whose strategies' facts about the machine
 /// were two fields of env (see `load::to_schema_5`), so both are
-/// read as this schema's.
+/// read as this schema's; a schema-5 run is a schema-6 run without phases or histograms (absent:
+/// empty), which its harness did not record.
 pub const OLDEST_READABLE: u32 = 3;
 
 /// Every leaf of a JSON value with its dotted path (`batch_ns.p99`, `sched.0.migrations`), in
@@ -206,6 +210,34 @@ pub struct Row {
     pub host_steal_share: Option<f64>,
     /// Whether something else took the readers' time: see [`Interference::judge`].
     pub interference: Interference,
+    /// The transitions' phases (`dispatch::Phases`, in its order), µs; empty without a writer
+    /// and in runs of schema 5 and older.
+    #[serde(default)]
+    pub phases_us: Vec<PhasePercentiles>,
+    /// Actual minus intended start of each transition, µs: the writer's own lateness, the part
+    /// of `transition_us` before the strategy's first phase; absent in runs of schema 5 and older.
+    #[serde(default)]
+    pub start_late_us: Option<Percentiles>,
+    /// The whole distributions behind `batch_ns` and `transition_us`; absent in runs of schema 5
+    /// and older.
+    #[serde(default)]
+    pub histograms: Histograms,
+}
+
+/// One phase of a row's transitions: its name (`dispatch::Phases::NAMES`) and percentiles, µs.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct PhasePercentiles {
+    pub phase: String,
+    pub us: Percentiles,
+}
+
+/// A row's distributions, each an HdrHistogram V2 serialization in base64 (see `hist`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+pub struct Histograms {
+    /// Per-batch time per call, picoseconds, merged over readers (`batch_ns` is its percentiles).
+    pub batch_ps: Option<String>,
+    /// Transition latency (end minus intended start), ns (`transition_us` is its percentiles).
+    pub transition_ns: Option<String>,
 }
 
 impl Row {
@@ -311,6 +343,9 @@ pub(crate) mod test_support {
             sched: Vec::new(),
             host_steal_share: None,
             interference: Default::default(),
+            phases_us: Vec::new(),
+            start_late_us: None,
+            histograms: Histograms::default(),
         }
     }
 
