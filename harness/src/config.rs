@@ -151,6 +151,23 @@ impl Scenario {
         )
     }
 
+    /// The scenario in a few words, for a plot's panel: `per site, 2 readers, 1000 Hz
+    /// transitions` (the sites, order and depth, the same across a run's panels, are left out).
+    pub fn short(&self) -> String {
+        let regime = match self.call_sites {
+            CallSites::PerSite => "per site",
+            CallSites::Shared => "shared site",
+            CallSites::Cold => "cold",
+        };
+        let readers = if self.readers == 1 { "1 reader".to_owned() } else { format!("{} readers", self.readers) };
+        let rate = match self.rate {
+            Rate::Steady => "steady".to_owned(),
+            Rate::Hz(hz) => format!("{hz} Hz transitions"),
+            Rate::Max => "back-to-back transitions".to_owned(),
+        };
+        format!("{regime}, {readers}, {rate}")
+    }
+
     /// Whether the scenario has no writer.
     pub fn is_steady(&self) -> bool {
         self.rate == Rate::Steady

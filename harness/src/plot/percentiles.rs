@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{DrawResult, LEGEND_WIDTH, PANEL, color};
+use super::{DrawResult, LEGEND_WIDTH, PANEL, legend_marker, style, tick};
 use crate::config::Scenario;
 use crate::hist::percentile_points;
 use crate::summary::{Summary, scenarios};
@@ -42,7 +42,7 @@ where
         }
         let bottom = 10f64.powf((lo / 1.5).log10().floor());
         let mut chart = ChartBuilder::on(&area)
-            .caption(scenario.name(), ("sans-serif", 14))
+            .caption(scenario.short(), ("sans-serif", 14))
             .margin(8)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -57,15 +57,16 @@ where
                 format!("p{q:.digits$}")
             })
             .x_desc("percentile (log of 1/(1-q))")
+            .y_label_formatter(&|v| tick(*v))
             .y_desc("µs (log)")
             .draw()?;
         for (k, points) in lines {
-            chart.draw_series(LineSeries::new(points.iter().copied(), color(*k).stroke_width(2)))?;
+            chart.draw_series(LineSeries::new(points.iter().copied(), style(&legend[*k], *k).0.stroke_width(2)))?;
         }
     }
     for (i, label) in legend.iter().enumerate() {
         let y = 40 + 24 * i as i32;
-        side.draw(&Rectangle::new([(8, y - 6), (20, y + 6)], color(i).filled()))?;
+        legend_marker(&side, (14, y), style(label, i))?;
         side.draw(&Text::new(label.clone(), (28, y - 8), ("sans-serif", 15)))?;
     }
     Ok(())
