@@ -649,11 +649,40 @@ pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<Str
     Ok(files)
 }
 
-/// The cross-host plot: the ratio to `fnptr` with a series per host.
+/// The cross-host plots: the ratio to `fnptr` with a series per host, and every other plot of a
+/// run with each host's panels side by side (titled with its label) where the hosts' legends
+/// agree, as they do for runs of the same command; where they do not, each host's own (`NAME-2`
+/// for the second host, and so on).
 pub fn draw_hosts(dir: &Path, hosts: &[HostRun]) -> Result<Vec<String>, String> {
     plotfont::register()?;
     let runs: Vec<&[Summary]> = hosts.iter().map(|h| h.summaries.as_slice()).collect();
-    ratio(&runs, hosts.iter().map(|h| h.label.clone()).collect()).save(dir, "ratio")
+    let mut files = ratio(&runs, hosts.iter().map(|h| h.label.clone()).collect()).save(dir, "ratio")?;
+    let builders: [(&str, fn(&[Summary]) -> Option<Figure>); 5] = [
+        ("latency", |s| Some(latency(s))),
+        ("throughput", throughput),
+        ("slowdown", slowdown),
+        ("transitions", transitions),
+        ("regimes", regimes),
+    ];
+    for (name, build) in builders {
+        let figures: Vec<(&str, Figure)> =
+            hosts.iter().filter_map(|h| Some((h.label.as_str(), build(&h.summaries)?))).collect();
+        let Some((_, first)) = figures.first() else { continue };
+        if figures.iter().all(|(_, f)| f.legend == first.legend) {
+            let mut merged = Figure::new(first.title.clone(), Vec::new(), first.legend.clone());
+            (merged.shared_y, merged.guide, merged.reference) = (true, first.guide.clone(), first.reference);
+            for (label, f) in figures {
+                merged.panels.extend(f.panels.into_iter().map(|p| Panel { title: format!("{label}: {}", p.title), ..p }));
+            }
+            files.extend(merged.save(dir, name)?);
+        } else {
+            for (i, (_, f)) in figures.iter().enumerate() {
+                let file = if i == 0 { name.to_owned() } else { format!("{name}-{}", i + 1) };
+                files.extend(f.save(dir, &file)?);
+            }
+        }
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -829,6 +829,8 @@ fn report_merges_runs_of_two_hosts_and_refuses_mixed_schemas() {
     assert!(md.contains("| klp |") && md.lines().any(|l| fnptr_ratio(&l)), "{md}");
     if plotfont::register().is_ok() {
         assert!(merged.join("ratio.png").is_file() && merged.join("ratio.svg").is_file(), "plot missing");
+        // Every other plot merged too: each host's panels in one figure.
+        assert!(merged.join("latency.svg").is_file() && merged.join("throughput.svg").is_file(), "plots not merged");
     }
     // rows.csv and bmf.json of the merge: every host's rows under one header, each benchmark
     // under its host's label.
