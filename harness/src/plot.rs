@@ -672,7 +672,9 @@ pub fn draw_hosts(dir: &Path, hosts: &[HostRun]) -> Result<Vec<String>, String> 
             let mut merged = Figure::new(first.title.clone(), Vec::new(), first.legend.clone());
             (merged.shared_y, merged.guide, merged.reference) = (true, first.guide.clone(), first.reference);
             for (label, f) in figures {
-                merged.panels.extend(f.panels.into_iter().map(|p| Panel { title: format!("{label}: {}", p.title), ..p }));
+                merged
+                    .panels
+                    .extend(f.panels.into_iter().map(|p| Panel { title: format!("{label}: {}", p.title), ..p }));
             }
             files.extend(merged.save(dir, name)?);
         } else {

@@ -320,9 +320,13 @@ pub fn answer_terminal(run: &RunFile, summaries: &[Summary]) -> String {
 
 /// What the run found, at the top of report.md: as [`answer_terminal`], in Markdown.
 pub fn answer_markdown(run: &RunFile, summaries: &[Summary]) -> String {
+    format!("## The answer\n\n{}", answer_body(run, summaries))
+}
+
+/// The answer without its heading: what the README quotes of the reference run.
+pub fn answer_body(run: &RunFile, summaries: &[Summary]) -> String {
     let m = answer::matrix(summaries);
     let mut md = String::new();
-    writeln!(md, "## The answer\n").unwrap();
     if !m.rows.is_empty() {
         writeln!(
             md,
