@@ -649,6 +649,9 @@ pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<Str
     Ok(files)
 }
 
+/// A plot of one run's summaries, where it has what the plot needs.
+type Builder = fn(&[Summary]) -> Option<Figure>;
+
 /// The cross-host plots: the ratio to `fnptr` with a series per host, and every other plot of a
 /// run with each host's panels side by side (titled with its label) where the hosts' legends
 /// agree, as they do for runs of the same command; where they do not, each host's own (`NAME-2`
@@ -657,7 +660,7 @@ pub fn draw_hosts(dir: &Path, hosts: &[HostRun]) -> Result<Vec<String>, String> 
     plotfont::register()?;
     let runs: Vec<&[Summary]> = hosts.iter().map(|h| h.summaries.as_slice()).collect();
     let mut files = ratio(&runs, hosts.iter().map(|h| h.label.clone()).collect()).save(dir, "ratio")?;
-    let builders: [(&str, fn(&[Summary]) -> Option<Figure>); 5] = [
+    let builders: [(&str, Builder); 5] = [
         ("latency", |s| Some(latency(s))),
         ("throughput", throughput),
         ("slowdown", slowdown),
