@@ -23,12 +23,7 @@ pub struct Fnptr {
 }
 
 impl ReadSide for Fnptr {
-    type TaskLocal = ();
-    type Section<'a> = ();
-
-    fn task_local(&self) {}
-
-    fn enter(&self, _local: &()) {}
+    crate::strategy::stateless_read_side!();
 
     #[inline(always)]
     fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {

@@ -72,12 +72,7 @@ pub struct Kgraft {
 }
 
 impl ReadSide for Kgraft {
-    type TaskLocal = ();
-    type Section<'a> = ();
-
-    fn task_local(&self) {}
-
-    fn enter(&self, _local: &()) {}
+    crate::strategy::stateless_read_side!();
 
     #[inline(always)]
     fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {

@@ -112,12 +112,7 @@ impl Klp {
 }
 
 impl ReadSide for Klp {
-    type TaskLocal = ();
-    type Section<'a> = ();
-
-    fn task_local(&self) {}
-
-    fn enter(&self, _local: &()) {}
+    crate::strategy::stateless_read_side!();
 
     #[inline(always)]
     fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {

@@ -256,6 +256,21 @@ pub trait ReadSide {
     }
 }
 
+/// The read side's state of a strategy that keeps none: no per-task state and nothing to set up
+/// per critical section (seven strategies; stable Rust has no associated type defaults to say it
+/// in the trait). Inside `impl ReadSide for …`, before the strategy's own `call`.
+macro_rules! stateless_read_side {
+    () => {
+        type TaskLocal = ();
+        type Section<'a> = ();
+
+        fn task_local(&self) {}
+
+        fn enter(&self, _local: &()) {}
+    };
+}
+pub(crate) use stateless_read_side;
+
 /// The slow path, driven by the transition engine under its lock (one writer at a time).
 pub trait WriteSide {
     fn apply(&self, site: SiteId, change: StackChange<'_>);

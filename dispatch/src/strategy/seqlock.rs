@@ -19,12 +19,7 @@ pub struct SeqLock {
 }
 
 impl ReadSide for SeqLock {
-    type TaskLocal = ();
-    type Section<'a> = ();
-
-    fn task_local(&self) {}
-
-    fn enter(&self, _local: &()) {}
+    crate::strategy::stateless_read_side!();
 
     #[inline(always)]
     fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
