@@ -166,23 +166,23 @@ fn pick<'s>(specs: &'s [PatchSpec], set: &[usize]) -> Vec<&'s PatchSpec> {
     set.iter().map(|&i| &specs[i]).collect()
 }
 
-/// A waiting policy for [`Driver::finish`]: sleep with a back-off that doubles from 1 µs to 1 ms
-/// (as [`Patcher::wait`] does), and give up after `limit`.
-pub fn back_off(limit: Duration) -> impl FnMut(Duration) -> ControlFlow<()> {
-    let mut step = Duration::from_micros(1);
-    move |waited| {
-        if waited >= limit {
-            return ControlFlow::Break(());
-        }
-        std::thread::sleep(step);
-        step = (step * 2).min(Duration::from_millis(1));
-        ControlFlow::Continue(())
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A waiting policy for [`Driver::finish`] that gives up after `limit`: sleep with a
+    /// back-off that doubles from 1 µs to 1 ms.
+    fn back_off(limit: Duration) -> impl FnMut(Duration) -> ControlFlow<()> {
+        let mut step = Duration::from_micros(1);
+        move |waited| {
+            if waited >= limit {
+                return ControlFlow::Break(());
+            }
+            std::thread::sleep(step);
+            step = (step * 2).min(Duration::from_millis(1));
+            ControlFlow::Continue(())
+        }
+    }
     use crate::check::code;
     use crate::model::{FuncSpec, SiteId};
     use crate::strategy::klp::Klp;
