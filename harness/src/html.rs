@@ -19,6 +19,7 @@ use std::path::Path;
 use crate::answer;
 use crate::config::Scenario;
 use crate::hosts::HostRun;
+use crate::plot;
 use crate::record::RunFile;
 use crate::report;
 use crate::summary::{Spread, Summary, scenarios};
@@ -444,6 +445,11 @@ pub fn run_page(
             .unwrap();
         }
         body.push_str(&flag_legend(&group));
+        // The scenario's own plots beside its tables (the run's figures, every scenario a panel,
+        // are under Plots).
+        for svg in plot::scenario_svgs(summaries, &sc, &e.host_label()) {
+            writeln!(body, "<figure class=\"scenario-plot\">\n{svg}\n</figure>").unwrap();
+        }
         body.push_str(&links);
         body.push_str("</section>\n");
     }

@@ -649,6 +649,33 @@ pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<Str
     Ok(files)
 }
 
+/// The plots of one scenario, for its section of report.html: its ratio to `fnptr` per strategy
+/// and its per-batch latency percentiles, each an SVG document (the run's figures, one panel per
+/// scenario, stay in their own files). Empty without a font.
+pub fn scenario_svgs(summaries: &[Summary], scenario: &Scenario, host: &str) -> Vec<String> {
+    if plotfont::register().is_err() {
+        return Vec::new();
+    }
+    let own: Vec<Summary> = summaries.iter().filter(|s| &s.scenario == scenario).cloned().collect();
+    let mut ratio = ratio(&[&own], vec![host.to_owned()]);
+    let mut latency = latency(&own);
+    ratio.title = format!("Ratio to fnptr: {}", scenario.short());
+    latency.title = format!("Per-batch ns/call percentiles: {}", scenario.short());
+    [ratio, latency]
+        .into_iter()
+        .filter(|f| !f.panels.is_empty())
+        .filter_map(|f| {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, f.size()).into_drawing_area();
+                f.draw(&root).ok()?;
+                root.present().ok()?;
+            }
+            Some(svg)
+        })
+        .collect()
+}
+
 /// A plot of one run's summaries, where it has what the plot needs.
 type Builder = fn(&[Summary]) -> Option<Figure>;
 

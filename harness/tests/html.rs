@@ -183,7 +183,12 @@ fn the_run_report_loads_in_a_browser_with_its_summary_every_plot_and_working_sor
     if plotfont::register().is_ok() {
         assert!(plots >= 2, "a font is here, so ratio and latency are drawn: {plots} SVG files");
     }
-    assert_eq!(dom.matches("<svg ").count(), plots, "every plot inlined, and only those");
+    assert_eq!(dom.matches("<figure id=\"plot-").count(), plots, "every plot inlined, and only those");
+    // Each scenario's own plots beside its tables: its ratio to fnptr and its latency percentiles.
+    let sections = dom.matches("<section class=\"scenario\"").count();
+    let beside = if plotfont::register().is_ok() { 2 * sections } else { 0 };
+    assert_eq!(dom.matches("<figure class=\"scenario-plot\">").count(), beside, "{sections} scenario(s)");
+    assert_eq!(dom.matches("<svg ").count(), plots + beside, "and no other SVG");
     // The self-test left the first table sorted by strategy, descending: not the order written.
     let (written, shown) = (first_column(&html), first_column(&dom));
     let mut want = written.clone();
@@ -252,7 +257,7 @@ fn the_cross_host_report_loads_in_a_browser_with_each_host() {
         dom.contains("<h2>Summary: the answer, host by host</h2>") && dom.contains("<caption>per site</caption>"),
         "{dom}"
     );
-    assert_eq!(dom.matches("<svg ").count(), svg_files(&merged), "the merged plot inlined");
+    assert_eq!(dom.matches("<figure id=\"plot-").count(), svg_files(&merged), "the merged plots inlined");
 
     // Given one run, `harness report` writes its report.html again, as a run does.
     let single = root.join("single");
@@ -263,6 +268,6 @@ fn the_cross_host_report_loads_in_a_browser_with_each_host() {
     assert!(o.status.success(), "{}", stderr(&o));
     let page = std::fs::read_to_string(single.join("report.html")).expect("report.html of one run");
     assert!(page.contains("<section id=\"summary\">") && page.contains(&host), "{page}");
-    assert_eq!(page.matches("<svg ").count(), svg_files(&single), "every plot inlined");
+    assert_eq!(page.matches("<figure id=\"plot-").count(), svg_files(&single), "every plot inlined");
     let _ = std::fs::remove_dir_all(&root);
 }
