@@ -184,6 +184,25 @@ fn negative(v: &serde_json::Value) -> Option<(String, f64)> {
 mod tests {
     use super::*;
 
+    /// A run read back is the run written, to the last bit of every figure: `harness report`
+    /// writes run.json again from what it read (without serde_json's `float_roundtrip` the last
+    /// digit of some figures moved).
+    #[test]
+    fn figures_survive_a_write_and_a_read_exactly() {
+        use crate::config::CallSites;
+        use crate::record::test_support::{row, run};
+        let mut r = row("klp", CallSites::PerSite, 0, 1.0024433452940567);
+        r.calls_per_sec = 942723506.8231075;
+        r.ratio_to_fnptr = Some(0.9943091620190059);
+        let written = serde_json::to_string_pretty(&run(vec![r])).unwrap();
+        let root = std::env::temp_dir().join(format!("dispatch-bench-exact-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("run.json"), &written).unwrap();
+        let read = load_run(&root).unwrap();
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(serde_json::to_string_pretty(&read).unwrap(), written);
+    }
+
     /// A FIFO as BASE once hung `compare` (the open waits for a writer); a device would be read
     /// for ever. Both are refused at once, before opening.
     #[test]
