@@ -7,7 +7,7 @@
 //! [`FIDELITY_LIMIT`] the run warns ([`WARNING`]) that the overhead is ours. Where `klp ÷ fnptr`
 //! moves between CPUs, the C handler's ratio moving with it says the CPU moved it, not the code.
 //!
-//! Only the measuring ([`measure_round`]) touches the machine; [`check`] and [`line`] work on
+//! Only the measuring ([`measure_round`]) touches the machine; [`check`] and [`line`](fn@line) work on
 //! records, so that they are tested on constructed figures and `harness report` renders them again.
 
 use std::hint::black_box;

@@ -10,7 +10,7 @@
 //! `<p id="selftest">`.
 //!
 //! Only rendering lives here: every figure and verdict comes from the [`summary`](crate::summary)
-//! layer, and the tables and the environment are [`report`](crate::report)'s, so report.md and
+//! layer, and the tables and the environment are [`report`](mod@crate::report)'s, so report.md and
 //! report.html say the same.
 
 use std::fmt::Write;
