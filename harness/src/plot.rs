@@ -472,28 +472,37 @@ fn per_site(summaries: &[Summary]) -> Vec<(&Summary, &Scenario)> {
     summaries.iter().filter(|s| s.scenario.call_sites == CallSites::PerSite).map(|s| (s, &s.scenario)).collect()
 }
 
-/// Calls a second against readers, at the lowest rate the run has (steady state if it has it).
-fn throughput(summaries: &[Summary]) -> Option<Figure> {
-    let rows = per_site(summaries);
-    let rate = rows.iter().map(|(_, c)| c.rate).min_by(|a, b| rate_key(*a).total_cmp(&rate_key(*b)))?;
-    let rows: Vec<_> = rows.into_iter().filter(|(_, c)| c.rate == rate).collect();
+/// The reader counts of `rows`, ascending, and for each strategy of `names` its `value` at each.
+fn against_readers(
+    names: &[String],
+    rows: &[(&Summary, &Scenario)],
+    value: impl Fn(&Summary) -> Option<Spread>,
+) -> (Vec<usize>, Vec<Vec<Option<Point>>>) {
     let mut readers: Vec<usize> = rows.iter().map(|(_, c)| c.readers).collect();
     readers.sort_unstable();
     readers.dedup();
-    let names = strategies(rows.iter().map(|(s, _)| *s));
     let series = names
         .iter()
         .map(|st| {
             readers
                 .iter()
                 .map(|r| {
-                    rows.iter()
-                        .find(|(s, c)| &s.strategy == st && c.readers == *r)
-                        .and_then(|(s, _)| point(s, Some(scale(s.calls_per_sec, 1e-6))))
+                    let (s, _) = rows.iter().find(|(s, c)| &s.strategy == st && c.readers == *r)?;
+                    point(s, value(s))
                 })
                 .collect()
         })
         .collect();
+    (readers, series)
+}
+
+/// Calls a second against readers, at the lowest rate the run has (steady state if it has it).
+fn throughput(summaries: &[Summary]) -> Option<Figure> {
+    let rows = per_site(summaries);
+    let rate = rows.iter().map(|(_, c)| c.rate).min_by(|a, b| rate_key(*a).total_cmp(&rate_key(*b)))?;
+    let rows: Vec<_> = rows.into_iter().filter(|(_, c)| c.rate == rate).collect();
+    let names = strategies(rows.iter().map(|(s, _)| *s));
+    let (readers, series) = against_readers(&names, &rows, |s| Some(scale(s.calls_per_sec, 1e-6)));
     // Ideal scaling: the baseline's one-reader throughput times the readers.
     let one = rows.iter().find(|(s, c)| s.strategy == dispatch::strategy::BASELINE && c.readers == readers[0]);
     let ideal = one
@@ -516,22 +525,7 @@ fn throughput(summaries: &[Summary]) -> Option<Figure> {
     // Beside it, what the writer sustains back to back: completed transitions a second.
     let max: Vec<_> = per_site(summaries).into_iter().filter(|(_, c)| c.rate == Rate::Max).collect();
     if !max.is_empty() {
-        let mut readers: Vec<usize> = max.iter().map(|(_, c)| c.readers).collect();
-        readers.sort_unstable();
-        readers.dedup();
-        let series = names
-            .iter()
-            .map(|st| {
-                readers
-                    .iter()
-                    .map(|r| {
-                        max.iter()
-                            .find(|(s, c)| &s.strategy == st && c.readers == *r)
-                            .and_then(|(s, _)| point(s, s.transitions_per_sec.and_then(exact)))
-                    })
-                    .collect()
-            })
-            .collect();
+        let (readers, series) = against_readers(&names, &max, |s| s.transitions_per_sec.and_then(exact));
         panels.push(Panel {
             lines: true,
             ..Panel::new(
