@@ -173,7 +173,40 @@ impl Figure {
     fn columns(&self) -> usize {
         self.panels.len().clamp(1, 2)
     }
+}
 
+/// What is drawn into a file: its size, and how it draws itself on either backend.
+trait Plot {
+    fn size(&self) -> (u32, u32);
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static;
+
+    /// Writes `NAME.png` and `NAME.svg` into `dir`; returns their names.
+    fn save(&self, dir: &Path, name: &str) -> Result<Vec<String>, String> {
+        let mut files = Vec::new();
+        for ext in ["png", "svg"] {
+            let file = format!("{name}.{ext}");
+            let path = dir.join(&file);
+            let drawn = if ext == "png" {
+                let root = BitMapBackend::new(&path, self.size()).into_drawing_area();
+                self.draw_on(&root).and_then(|()| Ok(root.present()?))
+            } else {
+                let root = SVGBackend::new(&path, self.size()).into_drawing_area();
+                self.draw_on(&root).and_then(|()| Ok(root.present()?))
+            };
+            drawn.map_err(|e| {
+                // A half-drawn file (a full disk) is no plot.
+                let _ = std::fs::remove_file(&path);
+                format!("drawing {file}: {e}")
+            })?;
+            files.push(file);
+        }
+        Ok(files)
+    }
+}
+
+impl Plot for Figure {
     fn size(&self) -> (u32, u32) {
         let rows = self.panels.len().div_ceil(self.columns()) as u32;
         // Tall enough for the legend and its notes (up to six lines) too.
@@ -181,7 +214,7 @@ impl Figure {
         (self.columns() as u32 * PANEL.0 + LEGEND_WIDTH, (50 + rows * PANEL.1).max(legend))
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
     where
         DB::ErrorType: 'static,
     {
@@ -224,29 +257,6 @@ impl Figure {
             note(&format!("dashed: {guide}"), &mut y)?;
         }
         Ok(())
-    }
-
-    /// Writes `NAME.png` and `NAME.svg` into `dir`; returns their names.
-    fn save(&self, dir: &Path, name: &str) -> Result<Vec<String>, String> {
-        let mut files = Vec::new();
-        for ext in ["png", "svg"] {
-            let file = format!("{name}.{ext}");
-            let path = dir.join(&file);
-            let drawn = if ext == "png" {
-                let root = BitMapBackend::new(&path, self.size()).into_drawing_area();
-                self.draw(&root).and_then(|()| Ok(root.present()?))
-            } else {
-                let root = SVGBackend::new(&path, self.size()).into_drawing_area();
-                self.draw(&root).and_then(|()| Ok(root.present()?))
-            };
-            drawn.map_err(|e| {
-                // A half-drawn file (a full disk) is no plot.
-                let _ = std::fs::remove_file(&path);
-                format!("drawing {file}: {e}")
-            })?;
-            files.push(file);
-        }
-        Ok(files)
     }
 }
 
@@ -662,7 +672,7 @@ pub fn scenario_svgs(summaries: &[Summary], scenario: &Scenario, host: &str) -> 
             let mut svg = String::new();
             {
                 let root = SVGBackend::with_string(&mut svg, f.size()).into_drawing_area();
-                f.draw(&root).ok()?;
+                f.draw_on(&root).ok()?;
                 root.present().ok()?;
             }
             Some(svg)

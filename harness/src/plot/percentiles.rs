@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{DrawResult, LEGEND_WIDTH, PANEL, legend_marker, style, tick};
+use super::{DrawResult, LEGEND_WIDTH, PANEL, Plot, legend_marker, style, tick};
 use crate::config::Scenario;
 use crate::hist::percentile_points;
 use crate::summary::{Summary, scenarios};
@@ -100,25 +100,25 @@ pub(super) fn draw_percentiles(dir: &Path, summaries: &[Summary]) -> Result<Vec<
     if panels.is_empty() {
         return Ok(Vec::new());
     }
-    let columns = panels.len().clamp(1, 2) as u32;
-    let size = (columns * PANEL.0 + LEGEND_WIDTH, 50 + panels.len().div_ceil(columns as usize) as u32 * PANEL.1);
-    let mut files = Vec::new();
-    for ext in ["png", "svg"] {
-        let file = format!("percentiles.{ext}");
-        let path = dir.join(&file);
-        let drawn = if ext == "png" {
-            let root = BitMapBackend::new(&path, size).into_drawing_area();
-            draw(&root, &panels, &legend).and_then(|()| Ok(root.present()?))
-        } else {
-            let root = SVGBackend::new(&path, size).into_drawing_area();
-            draw(&root, &panels, &legend).and_then(|()| Ok(root.present()?))
-        };
-        drawn.map_err(|e| {
-            // A half-drawn file (a full disk) is no plot.
-            let _ = std::fs::remove_file(&path);
-            format!("drawing {file}: {e}")
-        })?;
-        files.push(file);
+    Percentiles { panels, legend }.save(dir, "percentiles")
+}
+
+/// The plot: a panel per scenario with a writer, a line per strategy.
+struct Percentiles {
+    panels: Vec<(Scenario, Lines)>,
+    legend: Vec<String>,
+}
+
+impl Plot for Percentiles {
+    fn size(&self) -> (u32, u32) {
+        let columns = self.panels.len().clamp(1, 2) as u32;
+        (columns * PANEL.0 + LEGEND_WIDTH, 50 + self.panels.len().div_ceil(columns as usize) as u32 * PANEL.1)
     }
-    Ok(files)
+
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, &self.panels, &self.legend)
+    }
 }
