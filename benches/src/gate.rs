@@ -9,7 +9,8 @@
 //! Beside instructions (callgrind's `Ir`) the gate records simulated indirect-branch
 //! mispredictions (`Bim`, from `--branch-sim=yes`) and limits them on their own: a benchmark
 //! regresses when its `Bim` exceeds the baseline's by more than `bim_per_call × calls +
-//! bim_absolute` (defaults 0.05 and 2), whatever its instructions do. This guards how the read paths are measured:
+//! bim_absolute` (defaults 0.05 and 2) and reaches [`SHARED_BIM_PER_CALL`] per call, whatever its
+//! instructions do. This guards how the read paths are measured:
 //! with one call instruction per site every indirect call is predicted (≈ 0 `Bim` per call),
 //! with one shared call instruction cycling over 8 sites almost none is (≈ 1 per call; valgrind
 //! 3.19 on a C loop of that shape: 800,160 of 800,299 indirect branches mispredicted over 100,000
@@ -110,6 +111,15 @@ impl Limits {
         self.bim_per_call * calls as f64 + self.bim_absolute
     }
 }
+
+/// Indirect-branch mispredictions per call from which a read path's rise in Bim is a regression:
+/// where a shared call instruction sits (cycling over 8 sites it mispredicts 7 calls in 8 or
+/// more). Below it, a rise is callgrind's predictor table aliasing distinct call instructions
+/// (an untagged 512-entry table indexed by address: each aliasing pair of 8 sites costs 0.25 per
+/// call, at most 0.75 short of all 8 in one entry), and that moves with where the linker puts
+/// code: textpoke's eight per-site slow paths showed 0.25 per call in one build and 0.5 in
+/// another of the same commit, checked out in another folder. It is reported, not judged.
+pub const SHARED_BIM_PER_CALL: f64 = 0.8;
 
 /// One benchmark's count.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -333,9 +343,10 @@ pub fn compare(
                 // read paths (many calls) are limited on Bim; see the module.
                 let bim_limit = (b.calls > 1).then(|| base.limits.bim(b.calls));
                 let bim_change = n.indirect_mispredictions as f64 - b.indirect_mispredictions as f64;
+                let shared = n.indirect_mispredictions as f64 >= SHARED_BIM_PER_CALL * b.calls as f64;
                 let exceeded = Exceeded {
                     instructions: change > limit,
-                    indirect_mispredictions: bim_limit.is_some_and(|l| bim_change > l),
+                    indirect_mispredictions: bim_limit.is_some_and(|l| bim_change > l) && shared,
                 };
                 let verdict = if exceeded.instructions || exceeded.indirect_mispredictions {
                     Verdict::Regression
@@ -688,6 +699,18 @@ mod tests {
         let m = measured(|k, n| if k == "read_path::steady::klp" { n + 3 * 1000 } else { n });
         let lines = compare_all(&base(), &versions(), &with_bim(m, "read_path::steady::klp", 1008)).unwrap();
         assert!(markdown(&lines).contains("**REGRESSION** (instructions and Bim)"));
+    }
+
+    /// Callgrind's table aliasing separate call instructions (up to 0.75 per call for 8 sites)
+    /// moves with layout: reported beside its limit, not a regression; the same rise to where a
+    /// shared call instruction sits is one.
+    #[test]
+    fn aliasing_below_a_shared_call_instruction_is_not_a_regression() {
+        for (bim, verdict) in [(8 + 500, Verdict::Pass), (8 + 750, Verdict::Pass), (8 + 800, Verdict::Regression)] {
+            let lines = compare_all(&base(), &versions(), &with_bim(measured(|_, n| n), "read_path::steady::klp", bim))
+                .unwrap();
+            assert_eq!(verdict_of(&lines, "read_path::steady::klp"), verdict, "{bim} per 1000 calls");
+        }
     }
 
     #[test]
