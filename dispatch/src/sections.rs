@@ -29,7 +29,7 @@ use crate::strategy::Strategy;
 use crate::task::Task;
 use crate::tasks::TaskState;
 
-/// The most sites a per-site section serves: one monomorphised section per size up to it.
+/// The most sites a per-site section serves.
 pub const MAX_PER_SITE: usize = 64;
 
 /// Sites of the cold section; each is called once per section, from its own call instruction.
@@ -101,15 +101,31 @@ fn per_site_with<S: Strategy, const N: usize>(
     sum
 }
 
-/// The per-site section of `sites` sites, `None` above [`MAX_PER_SITE`] (or for 0).
-pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
-    seq!(N in 1..=64 {
-        match sites {
-            #(N => Some(per_site::<S, N>),)*
-            _ => None,
+/// Generates [`PER_SITE_SIZES`] and [`per_site_fn`] from one list, so the two cannot disagree.
+macro_rules! per_site_sizes {
+    ($($n:literal)*) => {
+        /// The sizes a per-site section is generated for: every size up to the default 8, then
+        /// powers of two up to [`MAX_PER_SITE`].
+        ///
+        /// Each size is its own function for every strategy, its N call instructions compiled ahead,
+        /// and the release build pays for each one (fat LTO optimizes them twice). Every size from 1
+        /// to 64 was 2080 inlined read paths per strategy and about 30 s of the harness's release
+        /// build on 2 vCPUs; these eleven are 148. A size between them would be a new function, not
+        /// a composition of these: a section's cost per call must not depend on how it was put
+        /// together.
+        pub const PER_SITE_SIZES: &[usize] = &[$($n),*];
+
+        /// The per-site section of `sites` sites, `None` for a size not in [`PER_SITE_SIZES`].
+        pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
+            match sites {
+                $($n => Some(per_site::<S, $n>),)*
+                _ => None,
+            }
         }
-    })
+    };
 }
+
+per_site_sizes!(1 2 3 4 5 6 7 8 16 32 64);
 
 /// Calls `order`'s sites one after the other from one call instruction.
 #[inline(never)]

@@ -3,7 +3,7 @@
 //! per-site sections of every size, the shared section and the cold one.
 
 use dispatch::check::{self, code};
-use dispatch::sections::{self, COLD_ORDER, COLD_SITES, MAX_PER_SITE};
+use dispatch::sections::{self, COLD_ORDER, COLD_SITES, MAX_PER_SITE, PER_SITE_SIZES};
 use dispatch::strategy::Consistency;
 use dispatch::{Code, FuncSpec, PatchSpec, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task};
 use seq_macro::seq;
@@ -37,12 +37,16 @@ fn per_site<S: Strategy>() {
     seq!(I in 0..64 {
         assert_eq!(task.call_at::<I>(0), expected[I](0), "{name}: call_at::<{}> reached another target", I);
     });
-    for n in 1..=MAX_PER_SITE {
-        let section = sections::per_site_fn::<S>(n).expect("a size it serves");
+    for n in 0..=MAX_PER_SITE + 1 {
+        let Some(section) = sections::per_site_fn::<S>(n) else {
+            assert!(!PER_SITE_SIZES.contains(&n), "{name}: no per-site section of {n} sites, a size it lists");
+            continue;
+        };
+        assert!(PER_SITE_SIZES.contains(&n), "{name}: a per-site section of {n} sites, a size it does not list");
         let one_round = check::signature(&expected[..n], 0);
         assert_eq!(section(&mut task, 3), one_round.wrapping_mul(3), "{name}: the per-site section of {n} sites");
     }
-    assert!(sections::per_site_fn::<S>(0).is_none() && sections::per_site_fn::<S>(MAX_PER_SITE + 1).is_none());
+    assert_eq!(PER_SITE_SIZES.last(), Some(&MAX_PER_SITE));
     let order: Vec<SiteId> = (0..MAX_PER_SITE).rev().map(|i| SiteId(i as u32)).collect();
     assert_eq!(sections::shared(&mut task, &order), check::signature(&expected, 0), "{name}: the shared section");
 }

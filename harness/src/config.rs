@@ -46,8 +46,8 @@ pub enum Order {
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
-    /// call predicted, so what is measured is the redirection itself. At most
-    /// `dispatch::sections::MAX_PER_SITE` sites, called in sequence.
+    /// call predicted, so what is measured is the redirection itself. Generated for the sizes in
+    /// `dispatch::sections::PER_SITE_SIZES`, the sites called in sequence.
     PerSite,
     /// One call instruction cycling through the sites, as in an interpreter or at a vtable call
     /// site: where the CPU's indirect-branch predictor shows.
@@ -542,11 +542,13 @@ pub fn parse_call_sites(s: &str) -> Result<Vec<CallSites>, ConfigError> {
 
 /// What each call-site regime can measure (its code is generated at compile time).
 fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
-    use dispatch::sections::{COLD_SITES, MAX_PER_SITE};
+    use dispatch::sections::{COLD_SITES, PER_SITE_SIZES};
     match s.call_sites {
-        CallSites::PerSite if s.sites > MAX_PER_SITE => Err(bad(format!(
-            "--sites {}: per-site call sites are generated for 1 to {MAX_PER_SITE} sites; use fewer, or --call-sites shared",
-            s.sites
+        CallSites::PerSite if !PER_SITE_SIZES.contains(&s.sites) => Err(bad(format!(
+            "--sites {}: per-site sections are generated for {} sites (each size its own compiled function); \
+             use one of these, or --call-sites shared for any number",
+            s.sites,
+            per_site_sizes()
         ))),
         CallSites::PerSite if s.order != Order::Seq => Err(bad(
             "--order random: per-site call sites call their sites in sequence; use --call-sites shared (or cold) for a random order",
@@ -559,6 +561,16 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
             "the cold regime calls its {COLD_SITES} sites once each per section in a fixed random order; it takes no --sites, --order or --calls-per-safepoint"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// [`dispatch::sections::PER_SITE_SIZES`] in words: "1, 2, …, 32 or 64".
+fn per_site_sizes() -> String {
+    let sizes: Vec<String> = dispatch::sections::PER_SITE_SIZES.iter().map(usize::to_string).collect();
+    match sizes.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -799,6 +811,12 @@ mod tests {
         assert!(with(|s| s.readers = usize::MAX).contains("--readers 18446744073709551615 is out of range"));
         assert!(with(|s| s.sites = 1_000_000_000).contains("--sites 1000000000 is out of range"));
         assert!(with(|s| s.sites = 0).contains("--sites 0 is out of range"));
+        assert_eq!(
+            with(|s| s.sites = 13),
+            "--sites 13: per-site sections are generated for 1, 2, 3, 4, 5, 6, 7, 8, 16, 32 or 64 sites \
+             (each size its own compiled function); use one of these, or --call-sites shared for any number"
+        );
+        assert!(with(|s| s.sites = 65).contains("--sites 65: per-site sections are generated for"));
         assert!(with(|s| s.calls_per_safepoint = 1_000_000_000).contains("--calls-per-safepoint"));
         assert!(with(|s| s.depth = usize::MAX).contains("--depth 18446744073709551615 is out of range"));
         assert!(with(|s| s.rate = Rate::Hz(1e-19)).contains("--rate 0.0000000000000000001 is out of range"));

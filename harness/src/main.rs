@@ -119,7 +119,7 @@ struct RunArgs {
     /// Calls between two safe points: one critical section, timed as one batch; 1 to 2^20.
     #[arg(long, default_value_t = Scenario::DEFAULT.calls_per_safepoint, value_parser = |v: &str| config::CALLS_PER_SAFEPOINT.parse(v), allow_negative_numbers = true)]
     calls_per_safepoint: usize,
-    /// Patched sites: 1 to 4096 (per-site: 1 to 64).
+    /// Patched sites: 1 to 4096 (per-site: 1 to 8, 16, 32 or 64).
     #[arg(long, default_value_t = Scenario::DEFAULT.sites, value_parser = |v: &str| config::SITES.parse(v), allow_negative_numbers = true)]
     sites: usize,
     /// The order readers call the sites in (per-site: seq only).
