@@ -27,7 +27,7 @@ use crate::check;
 use crate::model::SiteId;
 use crate::strategy::Strategy;
 use crate::task::Task;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// The most sites a per-site section serves: one monomorphised section per size up to it.
 pub const MAX_PER_SITE: usize = 64;

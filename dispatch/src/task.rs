@@ -1,6 +1,6 @@
 //! The task handle: what a registered thread calls sites through, one layer above the strategies
 //! (it holds the strategy's per-task state) and one below the [`Patcher`](crate::Patcher), which
-//! hands handles out. The per-task atomics it wraps live in [`tasks`](crate::tasks).
+//! hands handles out. The per-task atomics it wraps live in [`task_list`](crate::task_list).
 
 use std::cell::Cell;
 use std::fmt;
@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use crate::model::{Code, Error, PatchState, SiteId};
 use crate::strategy::Strategy;
 use crate::sync::{Arc, thread_token};
-use crate::tasks::{TaskState, Tasks};
+use crate::task_list::{TaskState, Tasks};
 
 /// What the patcher and every task share: the strategy, the task list and the sites' originals.
 pub(crate) struct Shared<S> {

@@ -18,7 +18,7 @@
 //! Grace periods are polled, never blocked on (`start_poll_synchronize_rcu`-style), so neither
 //! `try_complete` nor the engine's lock ever waits for a task. A writer that must wait
 //! ([`Patcher::wait`], [`Patcher::wait_with`]) spins briefly after each change, then sleeps until
-//! the task that makes progress wakes it (see `tasks`, *Waking the writer*).
+//! the task that makes progress wakes it (see `task_list`, *Waking the writer*).
 //!
 //! Each transition's time is split into [`Phases`], in the kernel's terms, so that a latency can be
 //! read as the strategy's work, the tasks' progress or the writer's own delay.
@@ -32,7 +32,7 @@ use crate::model::{Code, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, Patch
 use crate::strategy::{StackChange, StackOp, Strategy};
 use crate::sync::{Arc, Mutex, MutexGuard, spin_hint};
 use crate::task::{Shared, Task};
-use crate::tasks::Tasks;
+use crate::task_list::Tasks;
 
 /// How patches may stack.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -467,7 +467,7 @@ impl<S: Strategy> Patcher<S> {
     /// [`Progress::NoTransition`] if none was in progress), or until `give_up`, asked with the
     /// time waited so far between steps, says so (then the last progress; the transition stays in
     /// flight). It spins for `waiting.spin` after every change of progress, then sleeps until a
-    /// task rings the doorbell (see `tasks`, *Waking the writer*) or `waiting.nap` has passed.
+    /// task rings the doorbell (see `task_list`, *Waking the writer*) or `waiting.nap` has passed.
     pub fn wait_with(&self, waiting: Waiting, mut give_up: impl FnMut(Duration) -> bool) -> Progress {
         let start = Instant::now();
         let mut last = self.try_complete();
@@ -848,7 +848,7 @@ mod tests {
     use crate::check::code;
     use crate::model::FuncSpec;
     use crate::strategy::{Consistency, Info, ReadSide, WriteSide, always_available, no_machine_fact};
-    use crate::tasks::TaskState;
+    use crate::task_list::TaskState;
 
     /// What the engine told [`Recorder`], with whether the watched task was pending then.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::model::{Code, Selection, SiteId};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug)]
 struct Snapshot(Selection);

@@ -18,7 +18,7 @@ use crate::model::{Code, SiteId};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug, Default)]
 pub struct Direct;

@@ -58,7 +58,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::{Arc, AtomicU8, Mutex, MutexGuard, Ordering};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// A registered participant of the strategy's collector, movable between threads.
 #[derive(Debug)]

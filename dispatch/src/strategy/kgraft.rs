@@ -32,7 +32,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::{AtomicPtr, Ordering};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// A site's fast word: a [`Code`], or null while a transition covers the site.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ pub mod tls;
 use std::fmt;
 
 use crate::model::{Code, FuncId, SiteId, StackEntry};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// What a strategy promises about the functions a task sees between two safe points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

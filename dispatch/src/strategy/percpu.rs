@@ -46,7 +46,7 @@ use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::cache::Source;
 use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// How the current CPU id is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

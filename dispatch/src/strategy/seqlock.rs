@@ -11,7 +11,7 @@ use crate::strategy::blocks::seqlock_sites::SeqLockSites;
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug)]
 pub struct SeqLock {

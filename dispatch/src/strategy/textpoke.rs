@@ -67,7 +67,7 @@ use crate::strategy::blocks::text::{MAX_SITES, Target, Text};
 use crate::strategy::klp::Klp;
 use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
 use crate::sync::thread_token;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// Whether this machine can run `textpoke`: x86-64 Linux whose text this process may patch.
 /// Opens the text (see `blocks::text`), so call it before spawning threads.

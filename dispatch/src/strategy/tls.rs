@@ -21,7 +21,7 @@ use crate::strategy::blocks::cache::Source;
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// One site's cached selection.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,7 @@
 //! What the two cache strategies (`percpu`, `tls`) share: the source of truth they refill from (a
 //! [`SeqLockSites`]) and the generation every writer change bumps. A cache entry holds a whole
 //! [`Selection`] stamped with the generation it was read at; a reader picks from it with
-//! [`TaskState::version`](crate::tasks::TaskState::version), like every other strategy.
+//! [`TaskState::version`](crate::task_list::TaskState::version), like every other strategy.
 //!
 //! # Synchronization
 //!
@@ -68,7 +68,7 @@ pub(crate) mod tests {
     use crate::check::{code, fingerprint};
     use crate::model::{FuncId, PatchState, StackEntry};
     use crate::strategy::{StackOp, Strategy};
-    use crate::tasks::TaskState;
+    use crate::task_list::TaskState;
 
     /// The miss path, forced: after [`Source::invalidate`] the next call misses, refills and
     /// picks by the task's state like a hit does, and both paths count an Idle task found inside

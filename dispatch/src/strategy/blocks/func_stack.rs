@@ -22,7 +22,7 @@
 
 use crate::check;
 use crate::model::{Code, Version};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// The most sites a func-stack strategy serves: the sites any caller may have (the harness's
 /// `--sites` and the fingerprinted functions stop there too). Under loom, whose every atomic is
