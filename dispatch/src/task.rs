@@ -12,8 +12,9 @@ use crate::strategy::Strategy;
 use crate::sync::{Arc, thread_token};
 use crate::task_list::{TaskState, Tasks};
 
-/// What the patcher and every task share: the strategy, the task list and the sites' originals.
-pub(crate) struct Shared<S> {
+/// The patched program, as the patcher and every task hold it: the strategy that redirects its
+/// calls, its task list and its sites' original code.
+pub(crate) struct Program<S> {
     pub(crate) strategy: S,
     pub(crate) tasks: Tasks,
     pub(crate) originals: Box<[Code]>,
@@ -27,10 +28,10 @@ pub(crate) struct Shared<S> {
 /// [`Error::WrongThread`]. The read path [`Task::call`] does not check ownership: it must stay as
 /// cheap as the kernel handler's `current->patch_state` load.
 pub struct Task<S: Strategy> {
-    /// First, so that it is dropped before `shared`: a strategy's reader state may point into the
+    /// First, so that it is dropped before `program`: a strategy's reader state may point into the
     /// strategy (`arcswap`'s caches do), and must not outlive it.
     local: S::TaskLocal,
-    shared: Arc<Shared<S>>,
+    program: Arc<Program<S>>,
     slot: NonNull<TaskState>,
     index: usize,
     /// The owning thread's token, 0 until first use.
@@ -39,27 +40,27 @@ pub struct Task<S: Strategy> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-// SAFETY: `slot` points into `shared.tasks.slots`, a boxed slice that lives as long as the `Arc`
+// SAFETY: `slot` points into `program.tasks.slots`, a boxed slice that lives as long as the `Arc`
 // this handle holds and whose fields are all atomics; the handle is not Sync, so it is used by one
 // thread at a time, and `S::TaskLocal: Send` covers the rest.
 unsafe impl<S: Strategy> Send for Task<S> {}
 
 impl<S: Strategy> Task<S> {
-    pub(crate) fn register(shared: &Arc<Shared<S>>, parent: Option<&TaskState>) -> Result<Self, Error> {
-        let index = shared.tasks.register(parent)?;
+    pub(crate) fn register(program: &Arc<Program<S>>, parent: Option<&TaskState>) -> Result<Self, Error> {
+        let index = program.tasks.register(parent)?;
         Ok(Self {
-            slot: shared.tasks.slot(index),
+            slot: program.tasks.slot(index),
             index,
             owner: Cell::new(thread_token()),
-            local: shared.strategy.task_local(),
-            shared: Arc::clone(shared),
+            local: program.strategy.task_local(),
+            program: Arc::clone(program),
             _not_sync: PhantomData,
         })
     }
 
     #[inline(always)]
     fn state(&self) -> &TaskState {
-        // SAFETY: see `unsafe impl Send`: the slot outlives `self.shared`, which we hold.
+        // SAFETY: see `unsafe impl Send`: the slot outlives `self.program`, which we hold.
         unsafe { self.slot.as_ref() }
     }
 
@@ -85,13 +86,13 @@ impl<S: Strategy> Task<S> {
     /// inlined, like every strategy's `call`.
     #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
-        self.shared.strategy.call_alone(&self.local, self.state(), site, arg)
+        self.program.strategy.call_alone(&self.local, self.state(), site, arg)
     }
 
     /// [`call`](Task::call) for a site known at compile time.
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
-        let strategy = &self.shared.strategy;
+        let strategy = &self.program.strategy;
         strategy.call_at::<SITE>(&strategy.enter(&self.local), self.state(), arg)
     }
 
@@ -123,7 +124,7 @@ impl<S: Strategy> Task<S> {
     /// ```
     #[inline(always)]
     pub fn enter(&mut self) -> CriticalSection<'_, S> {
-        let strategy = &self.shared.strategy;
+        let strategy = &self.program.strategy;
         CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
     }
 
@@ -133,26 +134,26 @@ impl<S: Strategy> Task<S> {
     #[inline]
     pub fn safe_point(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.safe_point(self.state());
+        self.program.tasks.safe_point(self.state());
         Ok(())
     }
 
     /// Sleeps outside any site: quiescent for grace periods, and migratable by the patcher.
     pub fn park(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.park(self.state(), None)
+        self.program.tasks.park(self.state(), None)
     }
 
     /// Sleeps inside `site` (a patched function on the stack): quiescent for grace periods, but a
     /// transition that touches `site` cannot migrate it (the kernel's -EADDRINUSE stack check).
     pub fn park_in(&self, site: SiteId) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.park(self.state(), Some(site))
+        self.program.tasks.park(self.state(), Some(site))
     }
 
     pub fn unpark(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.unpark(self.state())
+        self.program.tasks.unpark(self.state())
     }
 
     /// Creates a task that inherits this task's state and pending flag (fork,
@@ -160,7 +161,7 @@ impl<S: Strategy> Task<S> {
     /// it to the new thread; its first use there makes that thread its owner.
     pub fn spawn_child(&self) -> Result<Self, Error> {
         self.check_owner()?;
-        let mut child = Self::register(&self.shared, Some(self.state()))?;
+        let mut child = Self::register(&self.program, Some(self.state()))?;
         child.owner = Cell::new(0);
         Ok(child)
     }
@@ -228,7 +229,7 @@ impl<S: Strategy> fmt::Debug for CriticalSection<'_, S> {
 impl<S: Strategy> Drop for Task<S> {
     /// An exiting task stops blocking transitions and grace periods at once.
     fn drop(&mut self) {
-        self.shared.tasks.release(self.index);
+        self.program.tasks.release(self.index);
     }
 }
 
