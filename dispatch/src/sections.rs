@@ -73,8 +73,8 @@ pub type SectionFn<S> = fn(&mut Task<S>, usize) -> u64;
 #[inline(never)]
 pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
-    per_site_with::<S, N>(strategy, section, state, rounds)
+    let (strategy, guard, state) = section.read_parts();
+    per_site_with::<S, N>(strategy, guard, state, rounds)
 }
 
 /// [`per_site`]'s body. Its parts are arguments of a function that is not inlined, so that
@@ -84,7 +84,7 @@ pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) 
 #[inline(never)]
 fn per_site_with<S: Strategy, const N: usize>(
     strategy: &S,
-    section: &S::Section<'_>,
+    guard: &S::Guard<'_>,
     state: &TaskState,
     rounds: usize,
 ) -> u64 {
@@ -94,7 +94,7 @@ fn per_site_with<S: Strategy, const N: usize>(
         // `I < N` is decided at compile time: exactly N calls, each its own instruction.
         seq!(I in 0..64 {
             if I < N {
-                sum = sum.wrapping_add(strategy.call_at::<I>(section, state, 0));
+                sum = sum.wrapping_add(strategy.call_at::<I>(guard, state, 0));
             }
         });
     }
@@ -115,17 +115,17 @@ pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
 #[inline(never)]
 pub fn shared<S: Strategy>(task: &mut Task<S>, order: &[SiteId]) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
-    shared_with(strategy, section, state, order)
+    let (strategy, guard, state) = section.read_parts();
+    shared_with(strategy, guard, state, order)
 }
 
 /// [`shared`]'s body, with its parts as arguments for the reason [`per_site_with`] gives: the
 /// regimes differ only in where the call instructions are.
 #[inline(never)]
-fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState, order: &[SiteId]) -> u64 {
+fn shared_with<S: Strategy>(strategy: &S, guard: &S::Guard<'_>, state: &TaskState, order: &[SiteId]) -> u64 {
     let mut sum = 0u64;
     for &site in order {
-        sum = sum.wrapping_add(strategy.call(section, state, site, 0));
+        sum = sum.wrapping_add(strategy.call(guard, state, site, 0));
     }
     sum
 }
@@ -141,10 +141,10 @@ fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &Task
 #[inline(never)]
 pub fn cold<S: Strategy>(task: &mut Task<S>, _rounds: usize) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
+    let (strategy, guard, state) = section.read_parts();
     let mut sum = 0u64;
     seq!(C in 0..16 {
-        sum = sum.wrapping_add(cold_chunk_~C(strategy, section, state));
+        sum = sum.wrapping_add(cold_chunk_~C(strategy, guard, state));
     });
     sum
 }
@@ -160,11 +160,11 @@ seq!(C in 0..16 {
     // The indexes are the macro's literals: `0 * COLD_CHUNK + 0` and the like are meant.
     #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
-    fn cold_chunk_~C<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState) -> u64 {
+    fn cold_chunk_~C<S: Strategy>(strategy: &S, guard: &S::Guard<'_>, state: &TaskState) -> u64 {
         let mut sum = 0u64;
         seq!(K in 0..128 {
             sum = sum.wrapping_add(
-                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(section, state, 0),
+                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(guard, state, 0),
             );
         });
         sum

@@ -125,7 +125,7 @@ impl<S: Strategy> Task<S> {
     #[inline(always)]
     pub fn enter(&mut self) -> CriticalSection<'_, S> {
         let strategy = &self.program.strategy;
-        CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
+        CriticalSection { strategy, guard: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
     }
 
     /// A safe point: migrate if a transition is pending for this task, then report a quiescent
@@ -189,7 +189,7 @@ impl<S: Strategy> Task<S> {
 /// An open critical section of a task ([`Task::enter`]); it ends when dropped.
 pub struct CriticalSection<'a, S: Strategy> {
     strategy: &'a S,
-    section: S::Section<'a>,
+    guard: S::Guard<'a>,
     state: &'a TaskState,
     /// A task's section is its own thread's, like the task: not Sync.
     _not_sync: PhantomData<Cell<()>>,
@@ -199,24 +199,24 @@ impl<'a, S: Strategy> CriticalSection<'a, S> {
     /// Resolves `site` for the task and calls it.
     #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
-        self.strategy.call(&self.section, self.state, site, arg)
+        self.strategy.call(&self.guard, self.state, site, arg)
     }
 
     /// [`call`](CriticalSection::call) for a site known at compile time: where this is inlined,
     /// the site's call instruction serves that site alone (see [`sections`](crate::sections)).
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
-        self.strategy.call_at::<SITE>(&self.section, self.state, arg)
+        self.strategy.call_at::<SITE>(&self.guard, self.state, arg)
     }
 
-    /// What a read needs, borrowed once: the strategy, the section and the task's shared state.
-    /// A measured loop that takes them as separate arguments lets the compiler keep the
-    /// strategy's fields and the section in registers across the calls it makes (see
+    /// What a read needs, borrowed once: the strategy, its guard of this section and the task's
+    /// shared state. A measured loop that takes them as separate arguments lets the compiler keep
+    /// the strategy's fields and the guard in registers across the calls it makes (see
     /// [`sections`](crate::sections)); through a reference to a struct it reloads them after every
     /// call.
     #[inline(always)]
-    pub fn read_parts(&self) -> (&'a S, &S::Section<'a>, &'a TaskState) {
-        (self.strategy, &self.section, self.state)
+    pub fn read_parts(&self) -> (&'a S, &S::Guard<'a>, &'a TaskState) {
+        (self.strategy, &self.guard, self.state)
     }
 }
 

@@ -874,10 +874,10 @@ mod tests {
 
     impl ReadSide for Recorder {
         type TaskLocal = ();
-        type Section<'a> = ();
+        type Guard<'a> = ();
         fn task_local(&self) {}
         fn enter(&self, _local: &()) {}
-        fn call(&self, _section: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
+        fn call(&self, _guard: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
             arg
         }
     }

@@ -96,14 +96,14 @@ type SiteCache = Cache<SiteRef, Arc<Snapshot>>;
 // cached `Arc<Snapshot>` is Send.
 unsafe impl Send for SiteCaches {}
 
-/// A critical section of `arcswap`: the task's caches, as the slice itself for the reason
-/// [`TlsSection`](super::tls::TlsSection) gives.
+/// `arcswap`'s [`Guard`](ReadSide::Guard) of a critical section: the task's caches, as the slice
+/// itself for the reason [`TlsGuard`](super::tls::TlsGuard) gives.
 #[derive(Debug)]
-pub struct SectionCaches<'a>(&'a [UnsafeCell<SiteCache>]);
+pub struct CachesGuard<'a>(&'a [UnsafeCell<SiteCache>]);
 
 impl ReadSide for ArcSwapStacks {
     type TaskLocal = SiteCaches;
-    type Section<'a> = SectionCaches<'a>;
+    type Guard<'a> = CachesGuard<'a>;
 
     fn task_local(&self) -> SiteCaches {
         let cache = |site: &ArcSwap<Snapshot>| UnsafeCell::new(Cache::new(SiteRef(NonNull::from(site))));
@@ -111,14 +111,14 @@ impl ReadSide for ArcSwapStacks {
     }
 
     #[inline(always)]
-    fn enter<'a>(&'a self, local: &'a SiteCaches) -> SectionCaches<'a> {
+    fn enter<'a>(&'a self, local: &'a SiteCaches) -> CachesGuard<'a> {
         // Another strategy's caches would read its sites, not these.
         assert!(Arc::ptr_eq(&local.sites, &self.sites), "arcswap: reader state of another strategy");
-        SectionCaches(&local.caches)
+        CachesGuard(&local.caches)
     }
 
     #[inline(always)]
-    fn call(&self, caches: &SectionCaches<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, caches: &CachesGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // The code is copied out before the call: the `&mut` to the cache ends here.
         let code = {
             // SAFETY: the caches are this task's, used from its thread only (see `SiteCaches`),

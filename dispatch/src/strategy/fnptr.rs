@@ -26,7 +26,7 @@ impl ReadSide for Fnptr {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // Relaxed: see the module's Synchronization section.
         (self.sites[site.index()].load(Ordering::Relaxed))(arg)
     }

@@ -75,7 +75,7 @@ impl ReadSide for Kgraft {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         match self.fast[site.index()].load() {
             Some(code) => code(arg),
             None => {

@@ -115,7 +115,7 @@ impl ReadSide for Klp {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A site known at compile time (the per-site sections) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.

@@ -29,7 +29,7 @@ impl ReadSide for RwLockStacks {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A poisoned lock still holds a whole `Selection` (writers store it in one assignment).
         let selection = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
         selection.code(task.version(selection.transition))(arg)

@@ -22,7 +22,7 @@ impl ReadSide for SeqLock {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let selection = self.sites.read::<true>(site);
         selection.code(task.version(selection.transition))(arg)
     }

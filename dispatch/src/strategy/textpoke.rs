@@ -106,12 +106,12 @@ impl ReadSide for Textpoke {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         SITE_CALLS[site.index()](task, arg)
     }
 
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, _section: &(), task: &TaskState, arg: u64) -> u64 {
+    fn call_at<const SITE: usize>(&self, _guard: &(), task: &TaskState, arg: u64) -> u64 {
         call_site::<SITE>(task, arg)
     }
 }
