@@ -5,7 +5,7 @@
 pub mod gate;
 
 use dispatch::check::{self, code};
-use dispatch::sections;
+use dispatch::loops;
 use dispatch::strategy::Consistency;
 use dispatch::{
     FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task,
@@ -41,7 +41,7 @@ pub fn available<S: Strategy>() -> bool {
     false
 }
 
-/// Sites per fixture: a section calls each of them in turn, as a kernel that patched several
+/// Sites per fixture: a measured loop calls each of them in turn, as a kernel that patched several
 /// functions calls each from its own call sites.
 pub const SITES: usize = 8;
 
@@ -88,7 +88,7 @@ pub struct Fixture<S: Strategy> {
     pub task: Task<S>,
     _blocker: Option<Task<S>>,
     pub patcher: Patcher<S>,
-    /// Every site in turn, [`GATE_ROUNDS`] times: the calls of the shared section.
+    /// Every site in turn, [`GATE_ROUNDS`] times: the calls of the shared loop.
     shared_order: Vec<SiteId>,
     /// The signature of one call of every site on this path.
     expected: u64,
@@ -148,8 +148,8 @@ impl<S: Strategy> Fixture<S> {
     /// site: benches measure the right thing.
     pub fn verify(&mut self) {
         let (per_site, shared) = (self.per_site(1), self.shared(1));
-        assert_eq!(per_site, self.expected, "{}: the per-site section resolves elsewhere", S::INFO.name);
-        assert_eq!(shared, self.expected, "{}: the shared section resolves elsewhere", S::INFO.name);
+        assert_eq!(per_site, self.expected, "{}: the per-site loop resolves elsewhere", S::INFO.name);
+        assert_eq!(shared, self.expected, "{}: the shared loop resolves elsewhere", S::INFO.name);
     }
 
     /// After a contended run the patch under contention may or may not be enabled: checks that
@@ -169,17 +169,17 @@ impl<S: Strategy> Fixture<S> {
     }
 
     /// `rounds` rounds of every site, each site called from its own call instruction: the timed
-    /// body of the read-path benches (`dispatch::sections::per_site`).
+    /// body of the read-path benches (`dispatch::loops::per_site`).
     #[inline]
     pub fn per_site(&mut self, rounds: usize) -> u64 {
-        sections::per_site::<S, SITES>(&mut self.task, rounds)
+        loops::per_site::<S, SITES>(&mut self.task, rounds)
     }
 
-    /// The same calls from one shared call instruction (`dispatch::sections::shared`); at most
+    /// The same calls from one shared call instruction (`dispatch::loops::shared`); at most
     /// [`GATE_ROUNDS`] rounds.
     #[inline]
     pub fn shared(&mut self, rounds: usize) -> u64 {
-        sections::shared(&mut self.task, &self.shared_order[..rounds * SITES])
+        loops::shared(&mut self.task, &self.shared_order[..rounds * SITES])
     }
 }
 

@@ -203,7 +203,7 @@ impl<'a, S: Strategy> CriticalSection<'a, S> {
     }
 
     /// [`call`](CriticalSection::call) for a site known at compile time: where this is inlined,
-    /// the site's call instruction serves that site alone (see [`sections`](crate::sections)).
+    /// the site's call instruction serves that site alone (see [`loops`](crate::loops)).
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
         self.strategy.call_at::<SITE>(&self.guard, self.state, arg)
@@ -212,7 +212,7 @@ impl<'a, S: Strategy> CriticalSection<'a, S> {
     /// What a read needs, borrowed once: the strategy, its guard of this section and the task's
     /// shared state. A measured loop that takes them as separate arguments lets the compiler keep
     /// the strategy's fields and the guard in registers across the calls it makes (see
-    /// [`sections`](crate::sections)); through a reference to a struct it reloads them after every
+    /// [`loops`](crate::loops)); through a reference to a struct it reloads them after every
     /// call.
     #[inline(always)]
     pub fn read_parts(&self) -> (&'a S, &S::Guard<'a>, &'a TaskState) {

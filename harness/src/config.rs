@@ -41,18 +41,18 @@ pub enum Order {
 }
 
 /// Where the measured loop's call instructions are: the call-site regime (see
-/// `dispatch::sections`).
+/// `dispatch::loops`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
     /// call predicted, so what is measured is the redirection itself. At most
-    /// `dispatch::sections::MAX_PER_SITE` sites, called in sequence.
+    /// `dispatch::loops::MAX_PER_SITE` sites, called in sequence.
     PerSite,
     /// One call instruction cycling through the sites, as in an interpreter or at a vtable call
     /// site: where the CPU's indirect-branch predictor shows.
     Shared,
-    /// `dispatch::sections::COLD_SITES` distinct call instructions, one per site, in a fixed
+    /// `dispatch::loops::COLD_SITES` distinct call instructions, one per site, in a fixed
     /// random order: more code than the L1 instruction cache holds, data accessed at random.
     Cold,
 }
@@ -174,16 +174,16 @@ impl Scenario {
     }
 
     /// This scenario in the regime `call_sites`, with the dimensions that regime fixes: the cold
-    /// section is generated for [`dispatch::sections::COLD_SITES`] sites, each called once per
+    /// loop is generated for [`dispatch::loops::COLD_SITES`] sites, each called once per critical
     /// section in a fixed random order. The one place that rule is written: [`Grid`] builds
     /// scenarios with it and [`validate`] refuses any cold scenario it would change.
     pub fn in_regime(&self, call_sites: CallSites) -> Scenario {
         let base = Scenario { call_sites, ..self.clone() };
         match call_sites {
             CallSites::Cold => Scenario {
-                sites: dispatch::sections::COLD_SITES,
+                sites: dispatch::loops::COLD_SITES,
                 order: Order::Random,
-                calls_per_safepoint: dispatch::sections::COLD_SITES,
+                calls_per_safepoint: dispatch::loops::COLD_SITES,
                 ..base
             },
             CallSites::PerSite | CallSites::Shared => base,
@@ -542,7 +542,7 @@ pub fn parse_call_sites(s: &str) -> Result<Vec<CallSites>, ConfigError> {
 
 /// What each call-site regime can measure (its code is generated at compile time).
 fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
-    use dispatch::sections::{COLD_SITES, MAX_PER_SITE};
+    use dispatch::loops::{COLD_SITES, MAX_PER_SITE};
     match s.call_sites {
         CallSites::PerSite if s.sites > MAX_PER_SITE => Err(bad(format!(
             "--sites {}: per-site call sites are generated for 1 to {MAX_PER_SITE} sites; use fewer, or --call-sites shared",
@@ -552,7 +552,7 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
             "--order random: per-site call sites call their sites in sequence; use --call-sites shared (or cold) for a random order",
         )),
         CallSites::PerSite if !s.calls_per_safepoint.is_multiple_of(s.sites) => Err(bad(format!(
-            "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site section calls every site equally often",
+            "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site loop calls every site equally often",
             s.calls_per_safepoint, s.sites
         ))),
         CallSites::Cold if *s != s.in_regime(CallSites::Cold) => Err(bad(format!(

@@ -281,7 +281,7 @@ impl Measure<'_> {
 /// Runs every scenario: per scenario, `rounds` rounds, each measuring every strategy once in a
 /// fresh random order. Fills in each row's ratio to the baseline ([`BASELINE`]) from the same
 /// round. `after_round` runs after each round of each scenario, given the scenario and the round
-/// (the fidelity check times its C sections there).
+/// (the fidelity check times its C loops there).
 pub fn run_all(
     cfg: &RunConfig,
     counters: CounterKind,

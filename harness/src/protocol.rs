@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dispatch::check::{self, UniverseLog};
 use dispatch::driver::Driver;
-use dispatch::sections::{self, SectionFn};
+use dispatch::loops::{self, LoopFn};
 use dispatch::strategy::Consistency;
 use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task, Waiting};
 use hdrhistogram::Histogram;
@@ -80,10 +80,10 @@ pub(crate) struct ReaderResult {
     pub(crate) sched: ReaderSched,
 }
 
-/// One critical section of the scenario's call-site regime, as generated in `dispatch::sections`.
+/// One critical section of the scenario's call-site regime, as generated in `dispatch::loops`.
 pub(crate) enum Section<'a, S: Strategy> {
-    /// The per-site section of the scenario's size, and how many rounds of it make a section.
-    PerSite(SectionFn<S>, usize),
+    /// The per-site loop of the scenario's size, and how many rounds of it make a section.
+    PerSite(LoopFn<S>, usize),
     Shared(&'a [SiteId]),
     Cold,
 }
@@ -92,8 +92,8 @@ impl<'a, S: Strategy> Section<'a, S> {
     pub(crate) fn new(call_sites: CallSites, work: &'a Workload, sites: usize) -> Result<Self, String> {
         Ok(match call_sites {
             CallSites::PerSite => {
-                let f = sections::per_site_fn::<S>(sites)
-                    .ok_or_else(|| format!("no per-site section is generated for {sites} sites"))?;
+                let f = loops::per_site_fn::<S>(sites)
+                    .ok_or_else(|| format!("no per-site loop is generated for {sites} sites"))?;
                 Section::PerSite(f, work.order.len() / sites)
             }
             CallSites::Shared => Section::Shared(&work.order),
@@ -107,8 +107,8 @@ impl<'a, S: Strategy> Section<'a, S> {
     fn run(&self, task: &mut Task<S>) -> u64 {
         black_box(match *self {
             Section::PerSite(f, rounds) => f(task, rounds),
-            Section::Shared(order) => sections::shared(task, order),
-            Section::Cold => sections::cold(task, 1),
+            Section::Shared(order) => loops::shared(task, order),
+            Section::Cold => loops::cold(task, 1),
         })
     }
 }

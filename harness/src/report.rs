@@ -578,7 +578,7 @@ pub fn guide() -> String {
          indirect call predicted: the redirection itself); `shared` calls every site from one instruction (what \
          an interpreter or a vtable call site sees: the CPU's indirect-branch predictor shows); `cold` calls {} \
          sites, each from its own instruction, in a fixed random order (more code than the L1i holds).\n",
-        dispatch::sections::COLD_SITES
+        dispatch::loops::COLD_SITES
     )
     .unwrap();
     writeln!(md, "Columns (medians over rounds unless a range is given):\n").unwrap();

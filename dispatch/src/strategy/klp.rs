@@ -116,7 +116,7 @@ impl ReadSide for Klp {
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        // A site known at compile time (the per-site sections) is a constant index below
+        // A site known at compile time (the per-site loops) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
         let ops = &self.ops[site.index()];

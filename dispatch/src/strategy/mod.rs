@@ -242,7 +242,7 @@ pub trait ReadSide {
     fn call(&self, guard: &Self::Guard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64;
 
     /// [`call`](ReadSide::call) for a site known at compile time. Inlined into a section that
-    /// calls each site from its own call instruction (see [`sections`](crate::sections)), the
+    /// calls each site from its own call instruction (see [`loops`](crate::loops)), the
     /// site's index becomes a constant, as at a kernel call site that always calls one function.
     /// A strategy overrides it only where a constant site changes what it can do (`direct`).
     #[inline(always)]
@@ -295,7 +295,7 @@ pub trait WriteSide {
 /// Keep a strategy's own fields immutable, and put whatever its writer changes (atomics, locks)
 /// behind a pointer (a `Box` or the slice it already owns). A type with no interior mutability of
 /// its own lets the compiler keep its table pointers in registers across the calls of a
-/// section (see [`sections`](crate::sections)), as a kernel call site keeps its operands; one
+/// section (see [`loops`](crate::loops)), as a kernel call site keeps its operands; one
 /// mutex or atomic directly in the struct made `klp`, `epoch`, `tls` and `percpu` reload them
 /// after every call while `fnptr` did not.
 pub trait Strategy: ReadSide + WriteSide + Send + Sync + Sized + 'static {

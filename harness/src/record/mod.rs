@@ -85,7 +85,7 @@ pub struct RunFile {
     pub fidelity_check: Option<FidelityCheck>,
 }
 
-/// One round's timing of the C sections (`dispatch::kernel_c`), made right after the round's
+/// One round's timing of the C loops (`dispatch::kernel_c`), made right after the round's
 /// strategies in the fidelity check's scenario, on its first reader's CPU: ns per call.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct CRound {

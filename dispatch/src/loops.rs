@@ -1,5 +1,5 @@
-//! Critical sections as code: the measured loops of the harness, the criterion benches and the
-//! gungraun gate, written once.
+//! The measured loops of the harness, the criterion benches and the gungraun gate, written once:
+//! critical sections as code.
 //!
 //! A kernel that patched eight functions has eight call sites, each calling one function. How the
 //! measured loop places its call instructions decides what it measures:
@@ -14,12 +14,12 @@
 //! - [`cold`]: [`COLD_SITES`] distinct call instructions, one per site, in a fixed random order
 //!   of sites: a code footprint larger than the L1 instruction cache and data accessed at random.
 //!
-//! Each section function is one critical section of its task ([`Task::enter`]): a strategy takes
-//! what it keeps per section once, then makes every call of the section with it.
+//! Each loop is one critical section of its task ([`Task::enter`]): a strategy takes what it
+//! keeps per section once, then makes every call of the section with it.
 //!
-//! Every section is `#[inline(never)]`: one named function per regime, strategy and size, which
-//! the harness times as a whole (one call of overhead per section of thousands of calls) and
-//! which can be read in a disassembly.
+//! Every loop is `#[inline(never)]`: one named function per regime, strategy and size, which the
+//! harness times as a whole (one call of overhead per loop of thousands of calls) and which can
+//! be read in a disassembly.
 
 use seq_macro::seq;
 
@@ -29,19 +29,20 @@ use crate::strategy::Strategy;
 use crate::task::Task;
 use crate::task_list::TaskState;
 
-/// The most sites a per-site section serves: one monomorphised section per size up to it.
+/// The most sites a per-site loop serves: one monomorphised loop per size up to it.
 pub const MAX_PER_SITE: usize = 64;
 
-/// Sites of the cold section; each is called once per section, from its own call instruction.
+/// Sites of the cold loop; each is called once per critical section, from its own call
+/// instruction.
 ///
 /// Measured in a release build on x86-64, one inlined call takes 11 bytes of code for `direct`,
 /// 68 for `fnptr` and 150 to 430 for the others, so 2048 calls are 22 KiB for `direct` and 140 KiB
 /// to 880 KiB for the rest: more than a 32 KiB L1 instruction cache for every redirection. 4096
-/// would put `direct` over it too, at twice the build time (the cold sections, one per strategy,
-/// are most of the harness's build: 2.7 minutes with 4096, against 1.1 without a cold section).
+/// would put `direct` over it too, at twice the build time (the cold loops, one per strategy,
+/// are most of the harness's build: 2.7 minutes with 4096, against 1.1 without a cold loop).
 pub const COLD_SITES: usize = 2048;
 
-/// The order the cold section calls its sites in: a permutation of `0..COLD_SITES`, fixed at
+/// The order the cold loop calls its sites in: a permutation of `0..COLD_SITES`, fixed at
 /// compile time (its call instructions are laid out in this order).
 pub static COLD_ORDER: [u16; COLD_SITES] = cold_order();
 
@@ -64,12 +65,12 @@ const fn cold_order() -> [u16; COLD_SITES] {
     order
 }
 
-/// A section generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
+/// A loop generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
 /// task, and how many rounds of its sites to call (`cold` always calls one).
-pub type SectionFn<S> = fn(&mut Task<S>, usize) -> u64;
+pub type LoopFn<S> = fn(&mut Task<S>, usize) -> u64;
 
 /// Calls sites `0..N`, each from its own call instruction, `rounds` times; returns the sum of
-/// what they returned (the section's signature, see [`check`]).
+/// what they returned (the critical section's signature, see [`check`]).
 #[inline(never)]
 pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) -> u64 {
     let section = task.enter();
@@ -88,7 +89,7 @@ fn per_site_with<S: Strategy, const N: usize>(
     state: &TaskState,
     rounds: usize,
 ) -> u64 {
-    const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site section has 1 to MAX_PER_SITE sites") };
+    const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site loop has 1 to MAX_PER_SITE sites") };
     let mut sum = 0u64;
     for _ in 0..rounds {
         // `I < N` is decided at compile time: exactly N calls, each its own instruction.
@@ -101,8 +102,8 @@ fn per_site_with<S: Strategy, const N: usize>(
     sum
 }
 
-/// The per-site section of `sites` sites, `None` above [`MAX_PER_SITE`] (or for 0).
-pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
+/// The per-site loop of `sites` sites, `None` above [`MAX_PER_SITE`] (or for 0).
+pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<LoopFn<S>> {
     seq!(N in 1..=64 {
         match sites {
             #(N => Some(per_site::<S, N>),)*
@@ -134,7 +135,7 @@ fn shared_with<S: Strategy>(strategy: &S, guard: &S::Guard<'_>, state: &TaskStat
 /// instruction. The patcher must have at least `COLD_SITES` sites.
 ///
 /// The calls are laid out in [`COLD_CHUNKS`] functions of [`COLD_CHUNK`] calls each, called one
-/// after the other (16 extra calls per section): the same instructions in the same order, in
+/// after the other (16 extra calls per loop): the same instructions in the same order, in
 /// functions small enough that the optimizer's cost stays linear in the number of sites (its
 /// passes grow faster than linearly with a function's size: one function of 4096 inlined read
 /// paths took the release build of the harness past 9 minutes).
@@ -149,9 +150,9 @@ pub fn cold<S: Strategy>(task: &mut Task<S>, _rounds: usize) -> u64 {
     sum
 }
 
-/// Calls per chunk of the cold section.
+/// Calls per chunk of the cold loop.
 pub const COLD_CHUNK: usize = 128;
-/// Chunks of the cold section.
+/// Chunks of the cold loop.
 pub const COLD_CHUNKS: usize = COLD_SITES / COLD_CHUNK;
 
 seq!(C in 0..16 {
@@ -176,7 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cold_section_is_its_chunks() {
+    fn the_cold_loop_is_its_chunks() {
         assert_eq!(COLD_CHUNKS * COLD_CHUNK, COLD_SITES);
         assert_eq!(COLD_CHUNKS, 16, "cold() calls 16 chunks");
     }
