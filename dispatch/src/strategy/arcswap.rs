@@ -52,8 +52,9 @@ impl Drop for Snapshot {
     }
 }
 
+/// `arcswap`: each site's [`Selection`] (what its stack resolves to), as a snapshot in an `ArcSwap`.
 #[derive(Debug)]
-pub struct ArcSwapStacks {
+pub struct ArcSwapSelections {
     /// Shared with every task's caches, which point into it (see [`SiteRef`]).
     sites: Arc<[ArcSwap<Snapshot>]>,
 }
@@ -101,7 +102,7 @@ unsafe impl Send for SiteCaches {}
 #[derive(Debug)]
 pub struct CachesGuard<'a>(&'a [UnsafeCell<SiteCache>]);
 
-impl ReadSide for ArcSwapStacks {
+impl ReadSide for ArcSwapSelections {
     type TaskLocal = SiteCaches;
     type Guard<'a> = CachesGuard<'a>;
 
@@ -132,14 +133,14 @@ impl ReadSide for ArcSwapStacks {
     }
 }
 
-impl WriteSide for ArcSwapStacks {
+impl WriteSide for ArcSwapSelections {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let snapshot = Snapshot(Selection::of(change.stack, change.original));
         self.sites[site.index()].store(snapshot.into());
     }
 }
 
-impl Strategy for ArcSwapStacks {
+impl Strategy for ArcSwapSelections {
     const INFO: Info = Info {
         name: "arcswap",
         description: "per-site immutable snapshot in `arc_swap::ArcSwap`, read through a per-task `arc_swap::Cache`: RCU-like without grace periods, a pointer compare per call, each task holding its last snapshots",

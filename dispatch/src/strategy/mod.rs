@@ -336,12 +336,12 @@ macro_rules! for_each_strategy {
             klp: $crate::strategy::klp::Klp,
             kgraft: $crate::strategy::kgraft::Kgraft,
             textpoke: $crate::strategy::textpoke::Textpoke,
-            arcswap: $crate::strategy::arcswap::ArcSwapStacks,
+            arcswap: $crate::strategy::arcswap::ArcSwapSelections,
             seqlock: $crate::strategy::seqlock::SeqLock,
             percpu: $crate::strategy::percpu::PerCpu,
             tls: $crate::strategy::tls::Tls,
             epoch: $crate::strategy::epoch::Epoch,
-            rwlock: $crate::strategy::rwlock::RwLockStacks,
+            rwlock: $crate::strategy::rwlock::RwLockSelections,
         }
     };
 }

@@ -20,12 +20,13 @@ use crate::strategy::{
 use crate::sync::RwLock;
 use crate::task_list::TaskState;
 
+/// `rwlock`: each site's [`Selection`] (what its stack resolves to) behind a reader-writer lock.
 #[derive(Debug)]
-pub struct RwLockStacks {
+pub struct RwLockSelections {
     sites: Box<[RwLock<Selection>]>,
 }
 
-impl ReadSide for RwLockStacks {
+impl ReadSide for RwLockSelections {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
@@ -36,14 +37,14 @@ impl ReadSide for RwLockStacks {
     }
 }
 
-impl WriteSide for RwLockStacks {
+impl WriteSide for RwLockSelections {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let selection = Selection::of(change.stack, change.original);
         *self.sites[site.index()].write().unwrap_or_else(|e| e.into_inner()) = selection;
     }
 }
 
-impl Strategy for RwLockStacks {
+impl Strategy for RwLockSelections {
     const INFO: Info = Info {
         name: "rwlock",
         description: "each site's selection behind a reader-writer lock: the naive baseline, a shared atomic write per call, that stops scaling at two readers",
