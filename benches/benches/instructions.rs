@@ -98,7 +98,8 @@ macro_rules! benchmarks {
 
 dispatch::for_each_strategy!(benchmarks);
 
-const _: () = assert!(C_SITES == benches::SITES, "the C loops have the fixtures' sites, so GATE_CALLS counts them too");
+const _: () =
+    assert!(C_SITES == benches::FIXTURE_SITES, "the C loops have the fixtures' sites, so GATE_CALLS counts them too");
 
 /// A C loop's fixture: the loops (set up here, outside the count) and which to run.
 fn c_fixture(which: CLoop) -> (CLoops, CLoop) {
