@@ -174,9 +174,9 @@ impl<S: Strategy> Task<S> {
         self.state().is_pending()
     }
 
-    /// Misses of a cache strategy on this task's reads.
-    pub fn cache_misses(&self) -> u64 {
-        self.state().cache_misses()
+    /// Refills of a cache strategy's stale cache on this task's reads (`percpu`, `tls`).
+    pub fn stale_cache_refills(&self) -> u64 {
+        self.state().stale_cache_refills()
     }
 
     /// How often this task saw a transition while Idle

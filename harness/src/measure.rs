@@ -253,7 +253,7 @@ impl Measure<'_> {
             violations: sum(|r| r.violations),
             use_after_reclaim: sum(|r| r.poison),
             idle_in_transition: sum(|r| r.idle_in_transition),
-            stale_cache_refills: sum(|r| r.cache_misses),
+            stale_cache_refills: sum(|r| r.stale_cache_refills),
             counter_kind: self.counters,
             counters,
             clock_overhead_ns: self.clock_ns,

@@ -73,7 +73,7 @@ pub(crate) struct ReaderResult {
     pub(crate) violations: u64,
     pub(crate) poison: u64,
     pub(crate) idle_in_transition: u64,
-    pub(crate) cache_misses: u64,
+    pub(crate) stale_cache_refills: u64,
     pub(crate) counters: Option<CounterValues>,
     pub(crate) pinned: bool,
     /// What the scheduler did to it over the measured span.
@@ -228,7 +228,7 @@ pub(crate) fn reader<S: Strategy>(
         violations,
         poison: check::poison_hits(),
         idle_in_transition: task.idle_in_transition(),
-        cache_misses: task.cache_misses(),
+        stale_cache_refills: task.stale_cache_refills(),
         counters,
         pinned,
         sched,

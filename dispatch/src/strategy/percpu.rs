@@ -271,7 +271,7 @@ impl ReadSide for PerCpu {
                 return selection.code(task.version(selection.transition))(arg);
             }
         }
-        task.note_cache_miss();
+        task.note_stale_cache_refill();
         let selection = self.refill(entry, seen, guard.generation, site);
         // The state is read only now, after the source: a refill may read a change newer than
         // the generation loaded above, and only a state read after it is ordered after the task

@@ -74,7 +74,7 @@ impl ReadSide for Tls {
         let mut entry = cell.get();
         if entry.stamp != guard.generation {
             entry = self.refill(cell, guard.generation, site);
-            task.note_cache_miss();
+            task.note_stale_cache_refill();
         }
         entry.selection.code(task.version(entry.selection.transition))(arg)
     }

@@ -81,18 +81,18 @@ pub(crate) mod tests {
         let call = || s.call_alone(&local, &task, SiteId(0), 0);
         task.set_state_for_test(PatchState::Unpatched);
         assert_eq!(call(), fingerprint(0));
-        assert_eq!(task.cache_misses(), 1, "the first call misses");
+        assert_eq!(task.stale_cache_refills(), 1, "the first call misses");
         assert_eq!(call(), fingerprint(0));
-        assert_eq!(task.cache_misses(), 1, "the second call hits");
+        assert_eq!(task.stale_cache_refills(), 1, "the second call hits");
         source(&s).invalidate();
         task.set_state_for_test(PatchState::Patched);
         assert_eq!(call(), fingerprint(1), "the refill picks by the new state");
-        assert_eq!(task.cache_misses(), 2, "invalidate forces a miss");
+        assert_eq!(task.stale_cache_refills(), 2, "invalidate forces a miss");
         task.set_state_for_test(PatchState::Idle);
         assert_eq!(call(), fingerprint(1));
-        assert_eq!((task.cache_misses(), task.idle_in_transition()), (2, 1), "a hit counts Idle in transition");
+        assert_eq!((task.stale_cache_refills(), task.idle_in_transition()), (2, 1), "a hit counts Idle in transition");
         source(&s).invalidate();
         assert_eq!(call(), fingerprint(1));
-        assert_eq!((task.cache_misses(), task.idle_in_transition()), (3, 2), "so does a miss");
+        assert_eq!((task.stale_cache_refills(), task.idle_in_transition()), (3, 2), "so does a miss");
     }
 }
