@@ -276,17 +276,17 @@ pub fn markdown_table<S: AsRef<str>>(header: &[S], cells: &[Vec<String>]) -> Str
 fn answer_table(m: &Matrix) -> Table {
     let mut header = vec!["strategy".to_owned(), "consistency".to_owned()];
     header.extend(m.columns.iter().map(|c| c.title.clone()));
-    let cells =
-        m.rows
-            .iter()
-            .map(|(name, consistency, cells)| {
-                let mut row = vec![name.clone(), consistency.clone()];
-                row.extend(cells.iter().map(|c| {
-                    c.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
-                }));
-                row
-            })
-            .collect();
+    let cells = m
+        .rows
+        .iter()
+        .map(|(name, consistency, cells)| {
+            let mut row = vec![name.clone(), consistency.clone()];
+            row.extend(cells.iter().map(|c| {
+                c.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio_to_fnptr, if c.flagged { " !" } else { "" }))
+            }));
+            row
+        })
+        .collect();
     Table { title: "The answer", header, cells }
 }
 
