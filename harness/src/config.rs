@@ -40,6 +40,16 @@ pub enum Order {
     Random,
 }
 
+impl Order {
+    /// The name used on the command line, in run.json and in scenario names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Seq => "seq",
+            Order::Random => "random",
+        }
+    }
+}
+
 /// Where the measured loop's call instructions are: the call-site regime (see
 /// `dispatch::loops`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
@@ -129,10 +139,21 @@ impl Scenario {
     /// A compact name, e.g. `per-site_r2_1000hz_s8seq_d1_cycle_c4096`: for people and file
     /// names. Code selects scenarios by their fields.
     pub fn name(&self) -> String {
-        let order = match self.order {
+        self.name_with(self.order.name())
+    }
+
+    /// The name harnesses of schema 3 and 4 gave it, which their rows hold: [`Self::name`] with
+    /// `rand` for a random order. Reading such a run matches it (`record::load`); nothing else
+    /// uses it.
+    pub(crate) fn schema_4_name(&self) -> String {
+        self.name_with(match self.order {
             Order::Seq => "seq",
             Order::Random => "rand",
-        };
+        })
+    }
+
+    /// The name's one format, with `order` for the order's part.
+    fn name_with(&self, order: &str) -> String {
         let ops = match self.ops {
             Ops::Cycle => "cycle",
             Ops::Replace => "replace",
@@ -895,7 +916,19 @@ mod tests {
             ops: Ops::Replace,
             calls_per_safepoint: 256,
         };
-        assert_eq!(other.name(), "shared_r2_1000hz_s16rand_d0_replace_c256");
-        assert_eq!(Scenario::DEFAULT.in_regime(CallSites::Cold).name(), "cold_r1_steady_s2048rand_d1_cycle_c2048");
+        assert_eq!(other.name(), "shared_r2_1000hz_s16random_d0_replace_c256");
+        assert_eq!(other.schema_4_name(), "shared_r2_1000hz_s16rand_d0_replace_c256");
+        assert_eq!(Scenario::DEFAULT.in_regime(CallSites::Cold).name(), "cold_r1_steady_s2048random_d1_cycle_c2048");
+        assert_eq!(Scenario::DEFAULT.schema_4_name(), Scenario::DEFAULT.name());
+    }
+
+    /// An order has one name: the one its flag takes, run.json stores and scenario names show.
+    #[test]
+    fn an_order_has_the_same_name_everywhere() {
+        use clap::ValueEnum;
+        for order in [Order::Seq, Order::Random] {
+            assert_eq!(order.to_possible_value().unwrap().get_name(), order.name());
+            assert_eq!(serde_json::to_value(order).unwrap(), order.name());
+        }
     }
 }
