@@ -1,6 +1,6 @@
 //! Compiles the kernel's handler logic written in C (`c/kernel_handler.c`, wrapped by
 //! `src/kernel_c.rs`) with the system C compiler at -O2, as a kernel build compiles it, whatever
-//! the cargo profile: the C sections are measured beside the Rust ones (the harness's fidelity
+//! the cargo profile: the C loops are measured beside the Rust ones (the harness's fidelity
 //! check, the gungraun gate), so they must be optimized in the tests' debug builds too.
 fn main() {
     println!("cargo:rerun-if-changed=c/kernel_handler.c");
@@ -9,7 +9,7 @@ fn main() {
         .opt_level(2)
         // The Rust side aligns every loop to 64 bytes (.cargo/config.toml), without which the
         // measured loops' placement moved their ratios by up to 70% between builds; the C
-        // sections get the same alignment so that layout weighs on both sides alike.
+        // loops get the same alignment so that layout weighs on both sides alike.
         .flag_if_supported("-falign-loops=64")
         .warnings(true)
         .extra_warnings(true)

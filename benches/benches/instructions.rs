@@ -17,7 +17,7 @@
 use std::hint::black_box;
 
 use benches::{Fixture, Path, SKIPPED_LOG_VAR, WriterFixture, WriterOp};
-use dispatch::kernel_c::{C_SITES, CSection, CSections};
+use dispatch::kernel_c::{C_SITES, CLoop, CLoops};
 use dispatch::{Strategy, TransitionStats};
 use gungraun::Callgrind;
 use gungraun::prelude::*;
@@ -29,7 +29,7 @@ type Read<S> = Option<Fixture<S>>;
 /// A writer fixture, or none where the strategy cannot run here.
 type Write<S> = Option<WriterFixture<S>>;
 
-/// The per-site section: each site called from its own call instruction.
+/// The per-site loop: each site called from its own call instruction.
 fn read<S: Strategy>(fixture: Read<S>) -> (u64, Read<S>) {
     let Some(mut fixture) = fixture else { return (0, None) };
     let sum = black_box(fixture.per_site(ROUNDS));
@@ -99,25 +99,25 @@ macro_rules! benchmarks {
 dispatch::for_each_strategy!(benchmarks);
 
 const _: () =
-    assert!(C_SITES == benches::SITES, "the C sections have the fixtures' sites, so GATE_CALLS counts them too");
+    assert!(C_SITES == benches::FIXTURE_SITES, "the C loops have the fixtures' sites, so GATE_CALLS counts them too");
 
-/// A C section's fixture: the sections (set up here, outside the count) and which to run.
-fn c_fixture(which: CSection) -> (CSections, CSection) {
-    (CSections::new(), which)
+/// A C loop's fixture: the loops (set up here, outside the count) and which to run.
+fn c_fixture(which: CLoop) -> (CLoops, CLoop) {
+    (CLoops::new(), which)
 }
 
 // The kernel's handler written in C and its two floors in C (`dispatch::kernel_c`), in the
-// per-site section shape, for as many calls as every read path: the gate holds `klp`'s steady
+// per-site loop shape, for as many calls as every read path: the gate holds `klp`'s steady
 // count to the C handler's (`benches::gate::fidelity`). (A plain comment: gungraun's attribute
 // takes no doc comment.)
 #[library_benchmark]
-#[bench::c_direct(c_fixture(CSection::Direct))]
-#[bench::c_fnptr(c_fixture(CSection::Fnptr))]
-#[bench::c_handler(c_fixture(CSection::Handler))]
-fn c_steady(fixture: (CSections, CSection)) -> (u64, CSections) {
-    let (mut sections, which) = fixture;
-    let sum = black_box(sections.run(which, ROUNDS));
-    (sum, sections)
+#[bench::c_direct(c_fixture(CLoop::Direct))]
+#[bench::c_fnptr(c_fixture(CLoop::Fnptr))]
+#[bench::c_handler(c_fixture(CLoop::Handler))]
+fn c_steady(fixture: (CLoops, CLoop)) -> (u64, CLoops) {
+    let (mut loops, which) = fixture;
+    let sum = black_box(loops.run(which, ROUNDS));
+    (sum, loops)
 }
 
 library_benchmark_group!(

@@ -110,7 +110,7 @@ impl Visitor for Contended<'_, '_> {
                 let stop = AtomicBool::new(false);
                 let contender = dispatch::PatchSpec::new(
                     "contender",
-                    (0..benches::SITES)
+                    (0..benches::FIXTURE_SITES)
                         .map(|s| dispatch::FuncSpec::new(dispatch::SiteId(s as u32), dispatch::check::code(700 + s))),
                 );
                 // The fixture's own task sleeps meanwhile, so that it never holds a transition up.
@@ -134,7 +134,8 @@ impl Visitor for Contended<'_, '_> {
                                     let section = task.enter();
                                     for i in 0..n {
                                         black_box(
-                                            section.call(dispatch::SiteId((i % benches::SITES as u64) as u32), 0),
+                                            section
+                                                .call(dispatch::SiteId((i % benches::FIXTURE_SITES as u64) as u32), 0),
                                         );
                                     }
                                     drop(section);
@@ -179,7 +180,7 @@ impl Visitor for Contended<'_, '_> {
 fn benches<M: Measurement + 'static>(c: &mut Criterion<M>, available: &Availability) {
     for path in Path::ALL {
         let mut group = c.benchmark_group(path.name());
-        group.throughput(Throughput::Elements((ROUNDS * benches::SITES) as u64));
+        group.throughput(Throughput::Elements((ROUNDS * benches::FIXTURE_SITES) as u64));
         dispatch::strategy::visit_all(&mut ReadPath { group: &mut group, path, available });
         group.finish();
     }

@@ -14,7 +14,7 @@
 //! with one call instruction per site every indirect call is predicted (≈ 0 `Bim` per call),
 //! with one shared call instruction cycling over 8 sites almost none is (≈ 1 per call; valgrind
 //! 3.19 on a C loop of that shape: 800,160 of 800,299 indirect branches mispredicted over 100,000
-//! sections of 8 calls, against 168 with a call instruction per site). Callgrind's predictor is
+//! rounds of 8 calls, against 168 with a call instruction per site). Callgrind's predictor is
 //! the same on every machine, so a change that brings a shared call instruction back into a
 //! per-site path fails the gate on any CPU, even when it costs no instruction. Writer
 //! benchmarks (one operation, 11 to 23 `Bim` each) are reported but not limited on `Bim`: their
@@ -24,11 +24,11 @@
 //!
 //! Callgrind predicts indirect branches with an untagged table of 512 targets indexed by the low
 //! nine bits of the branch's address (valgrind's `cg_branchpred.c`), so two call instructions of
-//! one section whose addresses are equal modulo 512 evict each other: every pair costs two
+//! one loop whose addresses are equal modulo 512 evict each other: every pair costs two
 //! mispredictions per round of 8 sites. That is why a per-site path can show 0.25 or 0.75 per
 //! call (8 call sites on 5 distinct addresses modulo 512 give 0.75) where most show under 0.01.
-//! It depends only on the section's own layout, so it moves only when that code changes: then
-//! look at the section's disassembly (each site its own `call`) and update the baseline on
+//! It depends only on the loop's own layout, so it moves only when that code changes: then
+//! look at the loop's disassembly (each site its own `call`) and update the baseline on
 //! purpose.
 //!
 //! A strategy this machine cannot run (`dispatch::strategy::Info::availability`) is skipped by the
@@ -492,7 +492,7 @@ pub fn bmf(measured: &BTreeMap<String, Count>) -> serde_json::Value {
 pub const KLP_STEADY: &str = "read_path::steady::klp";
 
 /// The gungraun benchmark of the kernel's handler written in C (`dispatch::kernel_c`), in the
-/// same section shape and calling the same functions as [`KLP_STEADY`].
+/// same loop shape and calling the same functions as [`KLP_STEADY`].
 pub const C_HANDLER_STEADY: &str = "read_path::c_steady::c_handler";
 
 /// How many instructions per call `klp`'s steady read path may take beyond the kernel's own
@@ -538,7 +538,7 @@ pub fn fidelity_line(f: &Fidelity) -> String {
         Fidelity::Measured { klp, c_handler, within: false } => format!(
             "fidelity: **REGRESSION**: klp {klp:.2} instructions per call, the kernel's handler in C {c_handler:.2} \
              (steady, per site): klp may take at most {FIDELITY_MARGIN_PER_CALL} more per call; look at the \
-             disassembly of both sections for the work the kernel does not do"
+             disassembly of both loops for the work the kernel does not do"
         ),
         Fidelity::Skipped(reason) => format!("fidelity: skipped: klp is unavailable here: {reason}"),
     }

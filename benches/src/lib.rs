@@ -5,7 +5,7 @@
 pub mod gate;
 
 use dispatch::check::{self, code};
-use dispatch::sections;
+use dispatch::loops;
 use dispatch::strategy::Consistency;
 use dispatch::{
     FuncSpec, Op, PatchId, PatchSpec, PatchState, Patcher, PatcherConfig, Progress, SiteId, Strategy, Task,
@@ -41,15 +41,15 @@ pub fn available<S: Strategy>() -> bool {
     false
 }
 
-/// Sites per fixture: a section calls each of them in turn, as a kernel that patched several
+/// Sites per fixture: a measured loop calls each of them in turn, as a kernel that patched several
 /// functions calls each from its own call sites.
-pub const SITES: usize = 8;
+pub const FIXTURE_SITES: usize = 8;
 
 /// Rounds of every site per read-path benchmark of the gungraun suite.
 pub const GATE_ROUNDS: usize = 125;
 
 /// Calls per read-path benchmark of the gungraun suite; the gate divides by it.
-pub const GATE_CALLS: usize = GATE_ROUNDS * SITES;
+pub const GATE_CALLS: usize = GATE_ROUNDS * FIXTURE_SITES;
 
 /// Which read path a fixture's task takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub struct Fixture<S: Strategy> {
     pub task: Task<S>,
     _blocker: Option<Task<S>>,
     pub patcher: Patcher<S>,
-    /// Every site in turn, [`GATE_ROUNDS`] times: the calls of the shared section.
+    /// Every site in turn, [`GATE_ROUNDS`] times: the calls of the shared loop.
     shared_order: Vec<SiteId>,
     /// The signature of one call of every site on this path.
     expected: u64,
@@ -97,7 +97,7 @@ pub struct Fixture<S: Strategy> {
 impl<S: Strategy> Fixture<S> {
     pub fn new(path: Path) -> Self {
         // One extra site, never called: the replace of the nop path patches only that one.
-        let originals: Vec<_> = (0..=SITES).map(code).collect();
+        let originals: Vec<_> = (0..=FIXTURE_SITES).map(code).collect();
         let patcher = Patcher::<S>::new(&originals, PatcherConfig::default());
         let task = patcher.register().expect("capacity");
         let (settled, in_transition) = match path {
@@ -114,7 +114,7 @@ impl<S: Strategy> Fixture<S> {
             let blocker = patcher.register().expect("capacity");
             let progress = match op {
                 Op::Replace => {
-                    let spare = FuncSpec::new(SiteId(SITES as u32), code(900));
+                    let spare = FuncSpec::new(SiteId(FIXTURE_SITES as u32), code(900));
                     patcher.replace(patcher.load(PatchSpec::new("r", [spare])).expect("valid patch"))
                 }
                 _ => patcher.enable(all_sites(&patcher, settled + 1)),
@@ -131,13 +131,13 @@ impl<S: Strategy> Fixture<S> {
             Path::TransitionUnpatched => PatchState::Unpatched,
         };
         assert_eq!(task.patch_state(), state);
-        let shared_order = (0..GATE_CALLS).map(|i| SiteId((i % SITES) as u32)).collect();
+        let shared_order = (0..GATE_CALLS).map(|i| SiteId((i % FIXTURE_SITES) as u32)).collect();
         // Per-task strategies honour the state; `fnptr` always runs the head (= Patched view).
         let view = if S::INFO.consistency == Consistency::PerTask { state } else { PatchState::Patched };
         let expected = match S::INFO.consistency {
             // `direct` ignores patches: every site calls its original.
-            Consistency::NotPatchable => check::signature(&originals[..SITES], 0),
-            _ => check::signature(&patcher.universe(view)[..SITES], 0),
+            Consistency::NotPatchable => check::signature(&originals[..FIXTURE_SITES], 0),
+            _ => check::signature(&patcher.universe(view)[..FIXTURE_SITES], 0),
         };
         let mut fixture = Self { task, _blocker: blocker, patcher, shared_order, expected };
         fixture.verify();
@@ -148,8 +148,8 @@ impl<S: Strategy> Fixture<S> {
     /// site: benches measure the right thing.
     pub fn verify(&mut self) {
         let (per_site, shared) = (self.per_site(1), self.shared(1));
-        assert_eq!(per_site, self.expected, "{}: the per-site section resolves elsewhere", S::INFO.name);
-        assert_eq!(shared, self.expected, "{}: the shared section resolves elsewhere", S::INFO.name);
+        assert_eq!(per_site, self.expected, "{}: the per-site loop resolves elsewhere", S::INFO.name);
+        assert_eq!(shared, self.expected, "{}: the shared loop resolves elsewhere", S::INFO.name);
     }
 
     /// After a contended run the patch under contention may or may not be enabled: checks that
@@ -160,7 +160,7 @@ impl<S: Strategy> Fixture<S> {
         }
         let got = self.per_site(1);
         let candidates = [PatchState::Idle, PatchState::Unpatched, PatchState::Patched]
-            .map(|s| check::signature(&self.patcher.universe(s)[..SITES], 0));
+            .map(|s| check::signature(&self.patcher.universe(s)[..FIXTURE_SITES], 0));
         assert!(
             candidates.contains(&got) || got == self.expected,
             "{}: unexpected targets after contention",
@@ -169,17 +169,17 @@ impl<S: Strategy> Fixture<S> {
     }
 
     /// `rounds` rounds of every site, each site called from its own call instruction: the timed
-    /// body of the read-path benches (`dispatch::sections::per_site`).
+    /// body of the read-path benches (`dispatch::loops::per_site`).
     #[inline]
     pub fn per_site(&mut self, rounds: usize) -> u64 {
-        sections::per_site::<S, SITES>(&mut self.task, rounds)
+        loops::per_site::<S, FIXTURE_SITES>(&mut self.task, rounds)
     }
 
-    /// The same calls from one shared call instruction (`dispatch::sections::shared`); at most
+    /// The same calls from one shared call instruction (`dispatch::loops::shared`); at most
     /// [`GATE_ROUNDS`] rounds.
     #[inline]
     pub fn shared(&mut self, rounds: usize) -> u64 {
-        sections::shared(&mut self.task, &self.shared_order[..rounds * SITES])
+        loops::shared(&mut self.task, &self.shared_order[..rounds * FIXTURE_SITES])
     }
 }
 
@@ -191,7 +191,8 @@ impl<S: Strategy> std::fmt::Debug for Fixture<S> {
 
 /// Loads patch `n`: a func for every called site.
 fn all_sites<S: Strategy>(patcher: &Patcher<S>, n: usize) -> PatchId {
-    let spec = PatchSpec::new(format!("p{n}"), (0..SITES).map(|s| FuncSpec::new(SiteId(s as u32), code(100 * n + s))));
+    let spec =
+        PatchSpec::new(format!("p{n}"), (0..FIXTURE_SITES).map(|s| FuncSpec::new(SiteId(s as u32), code(100 * n + s))));
     patcher.load(spec).expect("valid patch")
 }
 
@@ -224,13 +225,13 @@ pub struct WriterFixture<S: Strategy> {
 
 impl<S: Strategy> WriterFixture<S> {
     pub fn new(op: WriterOp) -> Self {
-        let originals: Vec<_> = (0..SITES).map(code).collect();
+        let originals: Vec<_> = (0..FIXTURE_SITES).map(code).collect();
         let patcher = Patcher::<S>::new(&originals, PatcherConfig::default());
         let patch = match op {
             WriterOp::Enable => all_sites(&patcher, 1),
             WriterOp::Replace => {
                 patcher.enable(all_sites(&patcher, 1)).expect("enable");
-                let half = (0..SITES / 2).map(|s| FuncSpec::new(SiteId(s as u32), code(300 + s)));
+                let half = (0..FIXTURE_SITES / 2).map(|s| FuncSpec::new(SiteId(s as u32), code(300 + s)));
                 patcher.load(PatchSpec::new("cumulative", half)).expect("valid patch")
             }
         };

@@ -1,24 +1,24 @@
-/* The kernel's own redirection logic in C, and its two floors, in the per-site section shape of
- * dispatch's sections.rs: 8 sites, each called from its own call instruction, the section's sum
+/* The kernel's own redirection logic in C, and its two floors, in the per-site loop shape of
+ * dispatch's loops.rs: 8 sites, each called from its own call instruction, the loop's sum
  * returned. Built by dispatch/build.rs with the system C compiler at -O2; wrapped by
  * dispatch/src/kernel_c.rs; measured beside the Rust strategies by the harness (its fidelity
  * check) and counted by the gungraun gate.
  *
- * - kh_handler_section: klp_ftrace_handler() of kernel/livepatch/patch.c (v6.x) over the
+ * - kh_handler_loop: klp_ftrace_handler() of kernel/livepatch/patch.c (v6.x) over the
  *   kernel's own data layout: a klp_ops per patched function whose func_stack is a list_head of
  *   klp_funcs (newest first), the func's transition and nop flags, the calling task's
  *   patch_state. Each step below quotes the kernel line it stands for.
- * - kh_fnptr_section: one relaxed function pointer per site (the suite's `fnptr`).
- * - kh_direct_section: a direct call per site (the suite's `direct`).
+ * - kh_fnptr_loop: one relaxed function pointer per site (the suite's `fnptr`).
+ * - kh_direct_loop: a direct call per site (the suite's `direct`).
  *
  * What is left out of the handler, and why:
  * - ftrace_test_recursion_trylock()/unlock(): the recursion guard, left out by the Rust `klp`
  *   too (its read path cannot re-enter itself), so that both sides measure the same steps.
  * - ftrace_regs_set_instruction_pointer(fregs, func->new_func): ftrace resumes at new_func after
- *   the handler; here the handler returns the function and the section calls it, as the Rust
+ *   the handler; here the handler returns the function and the loop calls it, as the Rust
  *   read paths do. "goto unlock" (the original runs) returns the site's original.
  *
- * Only readers live here; sites are set up before any section runs (kh_new, kh_push), from one
+ * Only readers live here; sites are set up before any loop runs (kh_new, kh_push), from one
  * thread, and then only read, so the writer's barriers (smp_wmb in klp_init_transition and
  * __klp_enable_patch) have no counterpart to pair with in this file. The reader's smp_rmb() are
  * kept where the kernel has them: on x86 they are compiler barriers, which is what they cost.
@@ -85,7 +85,7 @@ struct kh_task {
 	uint64_t idle_warnings;
 };
 
-/* Everything the sections read: 8 sites of each kind. Allocated by kh_new, one per user. */
+/* Everything the loops read: 8 sites of each kind. Allocated by kh_new, one per user. */
 struct kh {
 	struct klp_ops ops[KH_SITES];
 	struct klp_func funcs[KH_SITES][KH_DEPTH];
@@ -164,7 +164,7 @@ KH_TARGET(5, 0x6b68000000000005ull)
 KH_TARGET(6, 0x6b68000000000006ull)
 KH_TARGET(7, 0x6b68000000000007ull)
 
-/* What one round of kh_direct_section returns (its signature). */
+/* What one round of kh_direct_loop returns (its signature). */
 uint64_t kh_direct_signature(void)
 {
 	uint64_t s = 0;
@@ -193,7 +193,7 @@ void kh_free(struct kh *d)
 }
 
 /* list_add_rcu(&func->stack_node, &ops->func_stack) of a func for `site` (the new head), and the
- * site's function pointer set to it. Set-up only, before any section runs. Returns 0, or -1 for a
+ * site's function pointer set to it. Set-up only, before any loop runs. Returns 0, or -1 for a
  * site or depth out of range. */
 int kh_push(struct kh *d, unsigned site, code_t new_func, bool nop, bool transition)
 {
@@ -213,65 +213,65 @@ int kh_push(struct kh *d, unsigned site, code_t new_func, bool nop, bool transit
 	return 0;
 }
 
-/* One handler call of `site` for the task `current`, outside any section: for tests of its
+/* One handler call of `site` for the task `current`, outside any loop: for tests of its
  * selection. */
 uint64_t kh_handler_call(struct kh *d, struct kh_task *current, unsigned site, uint64_t arg)
 {
 	return klp_ftrace_handler(&d->ops[site % KH_SITES], current)(arg);
 }
 
-/* The sections' own sites: static, so that each site's klp_ops has a link-time address, as the
+/* The loops' own sites: static, so that each site's klp_ops has a link-time address, as the
  * ftrace trampoline of a patched function passes its ftrace_ops as a constant (the handler
- * finds its klp_ops with container_of). Set up once by kh_init_sections, before any section
+ * finds its klp_ops with container_of). Set up once by kh_init_loops, before any loop
  * runs, and only read after. */
-static struct kh sections;
+static struct kh loop_sites;
 
-/* The sections' sites: site k's original is originals[k], its stack one func, not in
+/* The loops' sites: site k's original is originals[k], its stack one func, not in
  * transition, whose new_func is news[k] (the steady state of one patch on every site); site k's
- * function pointer is news[k]. Call once, before any section runs. */
-void kh_init_sections(const code_t originals[KH_SITES], const code_t news[KH_SITES])
+ * function pointer is news[k]. Call once, before any loop runs. */
+void kh_init_loops(const code_t originals[KH_SITES], const code_t news[KH_SITES])
 {
 	for (unsigned k = 0; k < KH_SITES; k++) {
-		struct klp_ops *ops = &sections.ops[k];
+		struct klp_ops *ops = &loop_sites.ops[k];
 		ops->func_stack.next = ops->func_stack.prev = &ops->func_stack;
 		ops->orig = originals[k];
-		sections.depth[k] = 0;
+		loop_sites.depth[k] = 0;
 	}
 	for (unsigned k = 0; k < KH_SITES; k++)
-		kh_push(&sections, k, news[k], false, false);
+		kh_push(&loop_sites, k, news[k], false, false);
 }
 
-/* The sections. Each site has its own call instruction (the macros unroll the 8 sites, each
+/* The loops. Each site has its own call instruction (the macros unroll the 8 sites, each
  * site's operands constants at its instruction), and every call's result is summed, so that no
  * call can be dropped. */
 #define KH_8(CALL) CALL(0) CALL(1) CALL(2) CALL(3) CALL(4) CALL(5) CALL(6) CALL(7)
 
-__attribute__((noinline)) uint64_t kh_handler_section(struct kh_task *current, size_t rounds)
+__attribute__((noinline)) uint64_t kh_handler_loop(struct kh_task *current, size_t rounds)
 {
 	uint64_t s = 0;
 	for (size_t r = 0; r < rounds; r++) {
-#define KH_HANDLER(k) s += klp_ftrace_handler(&sections.ops[k], current)(0);
+#define KH_HANDLER(k) s += klp_ftrace_handler(&loop_sites.ops[k], current)(0);
 		KH_8(KH_HANDLER)
 #undef KH_HANDLER
 	}
 	return s;
 }
 
-__attribute__((noinline)) uint64_t kh_fnptr_section(struct kh_task *current, size_t rounds)
+__attribute__((noinline)) uint64_t kh_fnptr_loop(struct kh_task *current, size_t rounds)
 {
 	(void)current;
 	uint64_t s = 0;
 	for (size_t r = 0; r < rounds; r++) {
 		/* Relaxed: __atomic_load_n(..., __ATOMIC_RELAXED), a plain mov on x86-64, as `fnptr`'s
 		 * AtomicPtr::load(Relaxed). */
-#define KH_FNPTR(k) s += __atomic_load_n(&sections.fnptr[k], __ATOMIC_RELAXED)(0);
+#define KH_FNPTR(k) s += __atomic_load_n(&loop_sites.fnptr[k], __ATOMIC_RELAXED)(0);
 		KH_8(KH_FNPTR)
 #undef KH_FNPTR
 	}
 	return s;
 }
 
-__attribute__((noinline)) uint64_t kh_direct_section(struct kh_task *current, size_t rounds)
+__attribute__((noinline)) uint64_t kh_direct_loop(struct kh_task *current, size_t rounds)
 {
 	(void)current;
 	uint64_t s = 0;

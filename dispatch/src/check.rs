@@ -17,7 +17,7 @@ use crate::model::{Code, PatchSpec};
 
 /// How many distinct fingerprinted functions [`CODES`] holds.
 ///
-/// As many as the cold section has sites and more, so that a workload of up to 2048 sites with a
+/// As many as the cold loop has sites and more, so that a workload of up to 2048 sites with a
 /// few patch versions gives every site of every version its own function: otherwise two sites
 /// share one, and universes whose sums cannot be told apart creep in.
 pub const CODE_COUNT: usize = 4096;

@@ -94,7 +94,7 @@ pub enum Invariant {
 
 /// The ordering pairs between the writer (the transition engine, one at a time) and the lock-free
 /// readers (the redirection path and the tasks' safe points). Each strategy states, in its module,
-/// which of its atomics carry each pair; the grace-period mechanics are in the `tasks` module.
+/// which of its atomics carry each pair; the grace-period mechanics are in the `task_list` module.
 #[derive(Clone, Copy, Debug)]
 pub enum Barrier {
     /// **B1. Task states before the flag.** Writer: every task's state is set to the opposite of

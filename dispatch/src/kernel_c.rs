@@ -1,9 +1,9 @@
 //! The kernel's own handler, written in C over the kernel's data layout (`c/kernel_handler.c`,
 //! compiled by the system C compiler at -O2), and its two floors in C (a relaxed function
-//! pointer, a direct call), in the per-site section shape of [`sections`](crate::sections): 8
-//! sites, each called from its own call instruction, the section's sum returned.
+//! pointer, a direct call), in the per-site loop shape of [`loops`](crate::loops): 8
+//! sites, each called from its own call instruction, the loop's sum returned.
 //!
-//! It is what `klp` re-creates, measured beside it: the harness times these sections in the same
+//! It is what `klp` re-creates, measured beside it: the harness times these loops in the same
 //! rounds as its per-site steady scenario and reports `klp ÷ fnptr` against `C handler ÷ C fnptr`
 //! (the run's fidelity check), and the gungraun gate counts their instructions and fails when
 //! `klp` takes more than one instruction per call over the C handler's. A ratio that moves
@@ -22,12 +22,12 @@ use std::sync::Once;
 use crate::check;
 use crate::model::{Code, PatchState};
 
-/// Sites of every C section.
+/// Sites of every C loop.
 pub const C_SITES: usize = 8;
 
-/// The three C sections.
+/// The three C loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CSection {
+pub enum CLoop {
     /// A direct call per site: `direct`'s counterpart.
     Direct,
     /// A relaxed atomic function pointer per site: `fnptr`'s counterpart.
@@ -36,24 +36,24 @@ pub enum CSection {
     Handler,
 }
 
-impl CSection {
-    pub const ALL: [CSection; 3] = [CSection::Direct, CSection::Fnptr, CSection::Handler];
+impl CLoop {
+    pub const ALL: [CLoop; 3] = [CLoop::Direct, CLoop::Fnptr, CLoop::Handler];
 
     /// The name under which runs and the gate report it.
     pub fn name(self) -> &'static str {
         match self {
-            CSection::Direct => "C direct",
-            CSection::Fnptr => "C fnptr",
-            CSection::Handler => "C handler",
+            CLoop::Direct => "C direct",
+            CLoop::Fnptr => "C fnptr",
+            CLoop::Handler => "C handler",
         }
     }
 
     /// The name without spaces (a benchmark id, a file name).
     pub fn id(self) -> &'static str {
         match self {
-            CSection::Direct => "c_direct",
-            CSection::Fnptr => "c_fnptr",
-            CSection::Handler => "c_handler",
+            CLoop::Direct => "c_direct",
+            CLoop::Fnptr => "c_fnptr",
+            CLoop::Handler => "c_handler",
         }
     }
 }
@@ -83,10 +83,10 @@ impl CTask {
 // SAFETY (of every call below): the C functions take only the pointers described at each, read
 // and write nothing else but their own static sites, and never unwind.
 unsafe extern "C" {
-    fn kh_init_sections(originals: *const Code, news: *const Code);
-    fn kh_direct_section(current: *mut CTask, rounds: usize) -> u64;
-    fn kh_fnptr_section(current: *mut CTask, rounds: usize) -> u64;
-    fn kh_handler_section(current: *mut CTask, rounds: usize) -> u64;
+    fn kh_init_loops(originals: *const Code, news: *const Code);
+    fn kh_direct_loop(current: *mut CTask, rounds: usize) -> u64;
+    fn kh_fnptr_loop(current: *mut CTask, rounds: usize) -> u64;
+    fn kh_handler_loop(current: *mut CTask, rounds: usize) -> u64;
     fn kh_direct_signature() -> u64;
 }
 
@@ -107,7 +107,7 @@ unsafe extern "C" {
     fn kh_handler_call(d: *mut Kh, current: *mut CTask, site: c_uint, arg: u64) -> u64;
 }
 
-/// The sections' originals and new funcs: what `C handler` and `C fnptr` call. They are the
+/// The loops' originals and new funcs: what `C handler` and `C fnptr` call. They are the
 /// fingerprinted functions every strategy calls, so a call here costs what a call of a strategy
 /// costs beyond its redirection (the gate compares whole counts).
 fn codes() -> ([Code; C_SITES], [Code; C_SITES]) {
@@ -116,54 +116,54 @@ fn codes() -> ([Code; C_SITES], [Code; C_SITES]) {
 
 static INIT: Once = Once::new();
 
-/// A thread's handle on the C sections: its own task (the C handler's `current`), the sites
+/// A thread's handle on the C loops: its own task (the C handler's `current`), the sites
 /// shared by every handle. Not `Sync`: the task is the calling thread's, as `current` is.
 #[derive(Debug)]
-pub struct CSections {
+pub struct CLoops {
     task: CTask,
 }
 
-impl Default for CSections {
+impl Default for CLoops {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl CSections {
+impl CLoops {
     /// Sets the sites up (once per process) and makes a task for the calling thread, Idle as
     /// every task is outside a transition.
     pub fn new() -> Self {
         INIT.call_once(|| {
             let (originals, news) = codes();
             // SAFETY: two arrays of C_SITES (KH_SITES in the C) codes; `Once` makes this the
-            // only call, before any section can run (every section needs a `CSections`).
-            unsafe { kh_init_sections(originals.as_ptr(), news.as_ptr()) };
+            // only call, before any loop can run (every loop needs a `CLoops`).
+            unsafe { kh_init_loops(originals.as_ptr(), news.as_ptr()) };
         });
         Self { task: CTask::new(PatchState::Idle) }
     }
 
     /// Runs `which` for `rounds` rounds of the 8 sites; returns the sum of every call.
     #[inline(never)]
-    pub fn run(&mut self, which: CSection, rounds: usize) -> u64 {
+    pub fn run(&mut self, which: CLoop, rounds: usize) -> u64 {
         let task = &mut self.task as *mut CTask;
         // SAFETY: the sites were set up in `new` (this handle exists) and are only read now;
         // `task` is this handle's own, exclusively borrowed for the call.
         unsafe {
             match which {
-                CSection::Direct => kh_direct_section(task, rounds),
-                CSection::Fnptr => kh_fnptr_section(task, rounds),
-                CSection::Handler => kh_handler_section(task, rounds),
+                CLoop::Direct => kh_direct_loop(task, rounds),
+                CLoop::Fnptr => kh_fnptr_loop(task, rounds),
+                CLoop::Handler => kh_handler_loop(task, rounds),
             }
         }
     }
 
     /// What one round of `which` returns: [`run`](Self::run) returns `rounds` times it
     /// (wrapping).
-    pub fn signature(which: CSection) -> u64 {
+    pub fn signature(which: CLoop) -> u64 {
         match which {
             // SAFETY: a pure function of constants.
-            CSection::Direct => unsafe { kh_direct_signature() },
-            CSection::Fnptr | CSection::Handler => check::signature(&codes().1, 0),
+            CLoop::Direct => unsafe { kh_direct_signature() },
+            CLoop::Fnptr | CLoop::Handler => check::signature(&codes().1, 0),
         }
     }
 }
@@ -206,18 +206,18 @@ mod tests {
     use crate::model::{FuncId, StackEntry, select};
 
     #[test]
-    fn every_section_calls_every_site_every_round() {
-        let mut c = CSections::new();
-        for which in CSection::ALL {
-            let one = CSections::signature(which);
+    fn every_loop_calls_every_site_every_round() {
+        let mut c = CLoops::new();
+        for which in CLoop::ALL {
+            let one = CLoops::signature(which);
             assert_eq!(c.run(which, 1), one, "{}", which.name());
             assert_eq!(c.run(which, 5), one.wrapping_mul(5), "{}", which.name());
             assert_eq!(c.run(which, 0), 0, "{}", which.name());
         }
         // Steady state: the handler and the pointer run the patch's funcs, not the originals.
         let (originals, news) = codes();
-        assert_eq!(CSections::signature(CSection::Handler), check::signature(&news, 0));
-        assert_ne!(CSections::signature(CSection::Handler), check::signature(&originals, 0));
+        assert_eq!(CLoops::signature(CLoop::Handler), check::signature(&news, 0));
+        assert_ne!(CLoops::signature(CLoop::Handler), check::signature(&originals, 0));
         assert_eq!(c.task.idle_warnings, 0, "the steady path never reads the task's state");
     }
 

@@ -6,12 +6,12 @@
 //! 1. [`docs`]: the rules, in prose: the handler's steps, the invariants, the barrier pairs.
 //! 2. [`model`]: ids, states, patch specs, errors, and the one selection rule.
 //!    Beside it, [`rng`] and [`check`] (fingerprinted functions, poison, the universe log).
-//! 3. [`tasks`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
+//! 3. [`task_list`]: per-task atomics, safe points, parking, grace periods; knows no strategy.
 //! 4. [`strategy`]: the trait, the registry, the shared building blocks, one file per strategy.
 //! 5. [`task`]: the handle a thread calls sites through; [`transition`]: the [`Patcher`];
-//!    [`sections`]: the measured loops (one call instruction per site, one shared, or cold);
+//!    [`loops`]: the measured loops (one call instruction per site, one shared, or cold);
 //!    [`kernel_c`]: the kernel's handler in C, and a C function pointer and direct call, in the
-//!    per-site section shape: what `klp` is measured against.
+//!    per-site loop shape: what `klp` is measured against.
 //! 6. [`driver`]: the writer's loop (announce, start, reverse, poll, record), used by every
 //!    caller that drives transitions; [`torture`]: the consistency stress engine.
 
@@ -25,14 +25,14 @@ pub mod model;
 pub mod check;
 pub mod rng;
 
-pub mod tasks;
+pub mod task_list;
 
 pub mod strategy;
 
 pub mod task;
 pub mod transition;
 
-pub mod sections;
+pub mod loops;
 
 pub mod kernel_c;
 

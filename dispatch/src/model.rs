@@ -8,7 +8,7 @@
 //!
 //! The one selection rule, "which code does this task run at this site", is [`Version::select`];
 //! the writer side precomputes with [`select`] and [`Selection`], the reader side asks
-//! [`TaskState::version`](crate::tasks::TaskState::version), which applies the same rule and counts
+//! [`TaskState::version`](crate::task_list::TaskState::version), which applies the same rule and counts
 //! an Idle task found inside a transition.
 
 use std::fmt;
@@ -121,7 +121,7 @@ impl Version {
     /// once: outside a transition every task runs the head; inside one, an Unpatched task runs the
     /// previous version and a Patched one the head. An Idle task inside a transition breaks
     /// [`Invariant::TriState`](crate::docs::Invariant::TriState): it runs the head, as the kernel
-    /// does after its warning; readers count it ([`TaskState::version`](crate::tasks::TaskState::version)).
+    /// does after its warning; readers count it ([`TaskState::version`](crate::task_list::TaskState::version)).
     #[inline(always)]
     pub fn select(in_transition: bool, state: PatchState) -> Self {
         if in_transition && state == PatchState::Unpatched { Self::Previous } else { Self::Head }

@@ -1,6 +1,6 @@
 //! The task handle: what a registered thread calls sites through, one layer above the strategies
 //! (it holds the strategy's per-task state) and one below the [`Patcher`](crate::Patcher), which
-//! hands handles out. The per-task atomics it wraps live in [`tasks`](crate::tasks).
+//! hands handles out. The per-task atomics it wraps live in [`task_list`](crate::task_list).
 
 use std::cell::Cell;
 use std::fmt;
@@ -10,10 +10,11 @@ use std::ptr::NonNull;
 use crate::model::{Code, Error, PatchState, SiteId};
 use crate::strategy::Strategy;
 use crate::sync::{Arc, thread_token};
-use crate::tasks::{TaskState, Tasks};
+use crate::task_list::{TaskState, Tasks};
 
-/// What the patcher and every task share: the strategy, the task list and the sites' originals.
-pub(crate) struct Shared<S> {
+/// The patched program, as the patcher and every task hold it: the strategy that redirects its
+/// calls, its task list and its sites' original code.
+pub(crate) struct Program<S> {
     pub(crate) strategy: S,
     pub(crate) tasks: Tasks,
     pub(crate) originals: Box<[Code]>,
@@ -27,10 +28,10 @@ pub(crate) struct Shared<S> {
 /// [`Error::WrongThread`]. The read path [`Task::call`] does not check ownership: it must stay as
 /// cheap as the kernel handler's `current->patch_state` load.
 pub struct Task<S: Strategy> {
-    /// First, so that it is dropped before `shared`: a strategy's reader state may point into the
+    /// First, so that it is dropped before `program`: a strategy's reader state may point into the
     /// strategy (`arcswap`'s caches do), and must not outlive it.
     local: S::TaskLocal,
-    shared: Arc<Shared<S>>,
+    program: Arc<Program<S>>,
     slot: NonNull<TaskState>,
     index: usize,
     /// The owning thread's token, 0 until first use.
@@ -39,27 +40,27 @@ pub struct Task<S: Strategy> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-// SAFETY: `slot` points into `shared.tasks.slots`, a boxed slice that lives as long as the `Arc`
+// SAFETY: `slot` points into `program.tasks.slots`, a boxed slice that lives as long as the `Arc`
 // this handle holds and whose fields are all atomics; the handle is not Sync, so it is used by one
 // thread at a time, and `S::TaskLocal: Send` covers the rest.
 unsafe impl<S: Strategy> Send for Task<S> {}
 
 impl<S: Strategy> Task<S> {
-    pub(crate) fn register(shared: &Arc<Shared<S>>, parent: Option<&TaskState>) -> Result<Self, Error> {
-        let index = shared.tasks.register(parent)?;
+    pub(crate) fn register(program: &Arc<Program<S>>, parent: Option<&TaskState>) -> Result<Self, Error> {
+        let index = program.tasks.register(parent)?;
         Ok(Self {
-            slot: shared.tasks.slot(index),
+            slot: program.tasks.slot(index),
             index,
             owner: Cell::new(thread_token()),
-            local: shared.strategy.task_local(),
-            shared: Arc::clone(shared),
+            local: program.strategy.task_local(),
+            program: Arc::clone(program),
             _not_sync: PhantomData,
         })
     }
 
     #[inline(always)]
     fn state(&self) -> &TaskState {
-        // SAFETY: see `unsafe impl Send`: the slot outlives `self.shared`, which we hold.
+        // SAFETY: see `unsafe impl Send`: the slot outlives `self.program`, which we hold.
         unsafe { self.slot.as_ref() }
     }
 
@@ -85,13 +86,13 @@ impl<S: Strategy> Task<S> {
     /// inlined, like every strategy's `call`.
     #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
-        self.shared.strategy.call_alone(&self.local, self.state(), site, arg)
+        self.program.strategy.call_alone(&self.local, self.state(), site, arg)
     }
 
     /// [`call`](Task::call) for a site known at compile time.
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
-        let strategy = &self.shared.strategy;
+        let strategy = &self.program.strategy;
         strategy.call_at::<SITE>(&strategy.enter(&self.local), self.state(), arg)
     }
 
@@ -123,8 +124,8 @@ impl<S: Strategy> Task<S> {
     /// ```
     #[inline(always)]
     pub fn enter(&mut self) -> CriticalSection<'_, S> {
-        let strategy = &self.shared.strategy;
-        CriticalSection { strategy, section: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
+        let strategy = &self.program.strategy;
+        CriticalSection { strategy, guard: strategy.enter(&self.local), state: self.state(), _not_sync: PhantomData }
     }
 
     /// A safe point: migrate if a transition is pending for this task, then report a quiescent
@@ -133,26 +134,26 @@ impl<S: Strategy> Task<S> {
     #[inline]
     pub fn safe_point(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.safe_point(self.state());
+        self.program.tasks.safe_point(self.state());
         Ok(())
     }
 
     /// Sleeps outside any site: quiescent for grace periods, and migratable by the patcher.
     pub fn park(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.park(self.state(), None)
+        self.program.tasks.park(self.state(), None)
     }
 
     /// Sleeps inside `site` (a patched function on the stack): quiescent for grace periods, but a
     /// transition that touches `site` cannot migrate it (the kernel's -EADDRINUSE stack check).
     pub fn park_in(&self, site: SiteId) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.park(self.state(), Some(site))
+        self.program.tasks.park(self.state(), Some(site))
     }
 
     pub fn unpark(&self) -> Result<(), Error> {
         self.check_owner()?;
-        self.shared.tasks.unpark(self.state())
+        self.program.tasks.unpark(self.state())
     }
 
     /// Creates a task that inherits this task's state and pending flag (fork,
@@ -160,7 +161,7 @@ impl<S: Strategy> Task<S> {
     /// it to the new thread; its first use there makes that thread its owner.
     pub fn spawn_child(&self) -> Result<Self, Error> {
         self.check_owner()?;
-        let mut child = Self::register(&self.shared, Some(self.state()))?;
+        let mut child = Self::register(&self.program, Some(self.state()))?;
         child.owner = Cell::new(0);
         Ok(child)
     }
@@ -173,9 +174,9 @@ impl<S: Strategy> Task<S> {
         self.state().is_pending()
     }
 
-    /// Misses of a cache strategy on this task's reads.
-    pub fn cache_misses(&self) -> u64 {
-        self.state().cache_misses()
+    /// Refills of a cache strategy's stale cache on this task's reads (`percpu`, `tls`).
+    pub fn stale_cache_refills(&self) -> u64 {
+        self.state().stale_cache_refills()
     }
 
     /// How often this task saw a transition while Idle
@@ -188,7 +189,7 @@ impl<S: Strategy> Task<S> {
 /// An open critical section of a task ([`Task::enter`]); it ends when dropped.
 pub struct CriticalSection<'a, S: Strategy> {
     strategy: &'a S,
-    section: S::Section<'a>,
+    guard: S::Guard<'a>,
     state: &'a TaskState,
     /// A task's section is its own thread's, like the task: not Sync.
     _not_sync: PhantomData<Cell<()>>,
@@ -198,24 +199,24 @@ impl<'a, S: Strategy> CriticalSection<'a, S> {
     /// Resolves `site` for the task and calls it.
     #[inline(always)]
     pub fn call(&self, site: SiteId, arg: u64) -> u64 {
-        self.strategy.call(&self.section, self.state, site, arg)
+        self.strategy.call(&self.guard, self.state, site, arg)
     }
 
     /// [`call`](CriticalSection::call) for a site known at compile time: where this is inlined,
-    /// the site's call instruction serves that site alone (see [`sections`](crate::sections)).
+    /// the site's call instruction serves that site alone (see [`loops`](crate::loops)).
     #[inline(always)]
     pub fn call_at<const SITE: usize>(&self, arg: u64) -> u64 {
-        self.strategy.call_at::<SITE>(&self.section, self.state, arg)
+        self.strategy.call_at::<SITE>(&self.guard, self.state, arg)
     }
 
-    /// What a read needs, borrowed once: the strategy, the section and the task's shared state.
-    /// A measured loop that takes them as separate arguments lets the compiler keep the
-    /// strategy's fields and the section in registers across the calls it makes (see
-    /// [`sections`](crate::sections)); through a reference to a struct it reloads them after every
+    /// What a read needs, borrowed once: the strategy, its guard of this section and the task's
+    /// shared state. A measured loop that takes them as separate arguments lets the compiler keep
+    /// the strategy's fields and the guard in registers across the calls it makes (see
+    /// [`loops`](crate::loops)); through a reference to a struct it reloads them after every
     /// call.
     #[inline(always)]
-    pub fn read_parts(&self) -> (&'a S, &S::Section<'a>, &'a TaskState) {
-        (self.strategy, &self.section, self.state)
+    pub fn read_parts(&self) -> (&'a S, &S::Guard<'a>, &'a TaskState) {
+        (self.strategy, &self.guard, self.state)
     }
 }
 
@@ -228,7 +229,7 @@ impl<S: Strategy> fmt::Debug for CriticalSection<'_, S> {
 impl<S: Strategy> Drop for Task<S> {
     /// An exiting task stops blocking transitions and grace periods at once.
     fn drop(&mut self) {
-        self.shared.tasks.release(self.index);
+        self.program.tasks.release(self.index);
     }
 }
 

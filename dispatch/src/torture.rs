@@ -14,8 +14,9 @@ use crate::driver::Driver;
 use crate::rng::Rng;
 use crate::{Code, FuncSpec, Op, PatchSpec, Patcher, PatcherConfig, SiteId, Strategy, Task, Waiting};
 
-/// Sites every patch set is spread over.
-pub const SITES: usize = 8;
+/// The torture engine's sites: every patch set is spread over them, and every reader calls each
+/// of them twice per critical section.
+pub const TORTURE_SITES: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -67,8 +68,8 @@ pub struct Report {
     pub inheritance_errors: u64,
 }
 
-/// Patches over [`SITES`] sites: A and B overlap (stacking), C and D cover parts (a replace by
-/// either gets nops for the rest).
+/// Patches over [`TORTURE_SITES`] sites: A and B overlap (stacking), C and D cover parts (a
+/// replace by either gets nops for the rest).
 pub fn patch_specs() -> Vec<PatchSpec> {
     let patch = |name: &str, base: usize, sites: std::ops::Range<usize>| {
         PatchSpec::new(name, sites.map(|s| FuncSpec::new(SiteId(s as u32), code(base + s))))
@@ -96,7 +97,7 @@ impl Tally {
 
 /// Every site once, summed, each call in a section of its own: the universe the task sees.
 fn round<S: Strategy>(task: &Task<S>, r: usize) -> u64 {
-    (0..SITES).fold(0u64, |sum, i| sum.wrapping_add(task.call(SiteId(((i + r) % SITES) as u32), 0)))
+    (0..TORTURE_SITES).fold(0u64, |sum, i| sum.wrapping_add(task.call(SiteId(((i + r) % TORTURE_SITES) as u32), 0)))
 }
 
 /// One critical section: every site, twice, in an order that depends on `r`; both rounds must
@@ -106,10 +107,10 @@ fn section<S: Strategy>(task: &mut Task<S>, r: usize, universes: &UniverseLog, t
     let section = task.enter();
     let mut sums = [0u64; 2];
     for (round, sum) in sums.iter_mut().enumerate() {
-        for i in 0..SITES {
-            let site = if (r + round).is_multiple_of(2) { i } else { SITES - 1 - i };
+        for i in 0..TORTURE_SITES {
+            let site = if (r + round).is_multiple_of(2) { i } else { TORTURE_SITES - 1 - i };
             *sum = sum.wrapping_add(section.call(SiteId(site as u32), 0));
-            if panic_here && round == 1 && i == SITES / 2 {
+            if panic_here && round == 1 && i == TORTURE_SITES / 2 {
                 panic!("injected reader panic in the middle of a critical section (test hook)");
             }
         }
@@ -135,7 +136,7 @@ impl Drop for StopOnPanic<'_> {
 
 /// Runs readers against a writer; `after_transition(n)` is called after the n-th completion.
 pub fn run<S: Strategy>(cfg: &Config, mut after_transition: impl FnMut(u64)) -> Report {
-    let originals: Vec<Code> = (0..SITES).map(code).collect();
+    let originals: Vec<Code> = (0..TORTURE_SITES).map(code).collect();
     let capacity = cfg.readers * 4 + 4;
     let p = Patcher::<S>::new(&originals, PatcherConfig { capacity, ..Default::default() });
     let universes = UniverseLog::new(signature(&originals, 0));

@@ -18,7 +18,7 @@
 //! Grace periods are polled, never blocked on (`start_poll_synchronize_rcu`-style), so neither
 //! `try_complete` nor the engine's lock ever waits for a task. A writer that must wait
 //! ([`Patcher::wait`], [`Patcher::wait_with`]) spins briefly after each change, then sleeps until
-//! the task that makes progress wakes it (see `tasks`, *Waking the writer*).
+//! the task that makes progress wakes it (see `task_list`, *Waking the writer*).
 //!
 //! Each transition's time is split into [`Phases`], in the kernel's terms, so that a latency can be
 //! read as the strategy's work, the tasks' progress or the writer's own delay.
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use crate::model::{Code, Error, Forbidden, FuncId, Op, PatchId, PatchSpec, PatchState, SiteId, StackEntry, select};
 use crate::strategy::{StackChange, StackOp, Strategy};
 use crate::sync::{Arc, Mutex, MutexGuard, spin_hint};
-use crate::task::{Shared, Task};
-use crate::tasks::Tasks;
+use crate::task::{Program, Task};
+use crate::task_list::Tasks;
 
 /// How patches may stack.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,7 +249,7 @@ struct Engine {
 
 /// The transition engine for strategy `S`.
 pub struct Patcher<S: Strategy> {
-    shared: Arc<Shared<S>>,
+    program: Arc<Program<S>>,
     engine: Mutex<Engine>,
     config: PatcherConfig,
 }
@@ -264,7 +264,7 @@ impl<S: Strategy> Patcher<S> {
     /// A patcher over sites whose original implementations are `originals` (index = [`SiteId`]).
     pub fn new(originals: &[Code], config: PatcherConfig) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            program: Arc::new(Program {
                 strategy: S::new(originals),
                 tasks: Tasks::new(config.capacity),
                 originals: originals.into(),
@@ -283,22 +283,22 @@ impl<S: Strategy> Patcher<S> {
     }
 
     pub fn sites(&self) -> usize {
-        self.shared.originals.len()
+        self.program.originals.len()
     }
 
     pub fn originals(&self) -> &[Code] {
-        &self.shared.originals
+        &self.program.originals
     }
 
     /// The strategy, for callers that drive its read side directly (benches).
     pub fn strategy(&self) -> &S {
-        &self.shared.strategy
+        &self.program.strategy
     }
 
     /// Registers the calling thread as a task. During a transition it starts in the target state
     /// (it is at a safe point); use [`Task::spawn_child`] to inherit a parent's state instead.
     pub fn register(&self) -> Result<Task<S>, Error> {
-        Task::register(&self.shared, None)
+        Task::register(&self.program, None)
     }
 
     fn engine(&self) -> MutexGuard<'_, Engine> {
@@ -387,24 +387,24 @@ impl<S: Strategy> Patcher<S> {
     /// and after a grace period the target flips and tasks migrate back.
     pub fn reverse(&self) -> Result<Progress, Error> {
         let mut e = self.engine();
-        let shared = &*self.shared;
+        let program = &*self.program;
         let t = e.transition.as_mut().ok_or(Error::NoTransition)?;
         match t.phase {
             Phase::Migrating { since } => {
                 let now = Instant::now();
                 t.stats.phases.migrate += now - since;
-                let list = shared.tasks.lock();
-                shared.tasks.clear_pending(&list);
+                let list = program.tasks.lock();
+                program.tasks.clear_pending(&list);
                 drop(list);
-                t.phase = Phase::Reversing { gp: shared.tasks.gp_start(), since: now };
+                t.phase = Phase::Reversing { gp: program.tasks.gp_start(), since: now };
                 t.stats.reversals += 1;
             }
             Phase::Reversing { since, .. } => {
                 // Reversing a reversal before its target flipped: keep the target and re-mark.
                 let now = Instant::now();
                 t.stats.phases.grace += now - since;
-                let list = shared.tasks.lock();
-                shared.tasks.start(&list);
+                let list = program.tasks.lock();
+                program.tasks.start(&list);
                 t.phase = Phase::Migrating { since: now };
                 t.stats.reversals += 1;
             }
@@ -413,7 +413,7 @@ impl<S: Strategy> Patcher<S> {
             }
         }
         // A writer asleep in `wait` (on another thread) must see the new phase.
-        shared.tasks.doorbell.ring();
+        program.tasks.doorbell.ring();
         Ok(self.advance(&mut e))
     }
 
@@ -434,7 +434,7 @@ impl<S: Strategy> Patcher<S> {
         }
         let progress = self.advance(&mut e);
         // A writer asleep in `wait` (on another thread) must see the forced tasks.
-        self.shared.tasks.doorbell.ring();
+        self.program.tasks.doorbell.ring();
         Ok(progress)
     }
 
@@ -467,7 +467,7 @@ impl<S: Strategy> Patcher<S> {
     /// [`Progress::NoTransition`] if none was in progress), or until `give_up`, asked with the
     /// time waited so far between steps, says so (then the last progress; the transition stays in
     /// flight). It spins for `waiting.spin` after every change of progress, then sleeps until a
-    /// task rings the doorbell (see `tasks`, *Waking the writer*) or `waiting.nap` has passed.
+    /// task rings the doorbell (see `task_list`, *Waking the writer*) or `waiting.nap` has passed.
     pub fn wait_with(&self, waiting: Waiting, mut give_up: impl FnMut(Duration) -> bool) -> Progress {
         let start = Instant::now();
         let mut last = self.try_complete();
@@ -484,7 +484,7 @@ impl<S: Strategy> Patcher<S> {
                 // The check runs after the doorbell has our announcement: progress made before
                 // that is seen by it, progress made after it rings.
                 let advanced = |p: Progress| (Stage::of(&p) != before).then_some(p);
-                match self.shared.tasks.doorbell.wait(waiting.nap, || advanced(self.try_complete())) {
+                match self.program.tasks.doorbell.wait(waiting.nap, || advanced(self.try_complete())) {
                     Some(p) => p,
                     None => self.try_complete(),
                 }
@@ -518,13 +518,13 @@ impl<S: Strategy> Patcher<S> {
     /// What each site runs for a task in `state`, according to the engine's own stacks.
     pub fn universe(&self, state: PatchState) -> Vec<Code> {
         let e = self.engine();
-        e.stacks.iter().zip(self.shared.originals.iter()).map(|(s, &o)| select(&s.entries, o, state)).collect()
+        e.stacks.iter().zip(self.program.originals.iter()).map(|(s, &o)| select(&s.entries, o, state)).collect()
     }
 
     // ---- the protocol ----
 
     fn begin(&self, e: &mut Engine, patch: PatchId, op: Op, replaced: Vec<PatchId>) {
-        let tasks = &self.shared.tasks;
+        let tasks = &self.program.tasks;
         let target = if op == Op::Disable { PatchState::Unpatched } else { PatchState::Patched };
         let rec = e.patches[patch.0 as usize].as_ref().expect("checked by the caller");
         let per_task = match op {
@@ -567,7 +567,7 @@ impl<S: Strategy> Patcher<S> {
                 }
                 if op == Op::Replace {
                     for site in e.nop_sites(patch, &replaced) {
-                        let original = self.shared.originals[site.index()];
+                        let original = self.program.originals[site.index()];
                         let entry = StackEntry { func: e.new_func(), code: original, nop: true, transition: true };
                         self.push(e, site, patch, entry);
                     }
@@ -604,13 +604,13 @@ impl<S: Strategy> Patcher<S> {
     /// The strategy's `finish_batch`, timed.
     fn finish_batch(&self) -> Duration {
         let t = Instant::now();
-        self.shared.strategy.finish_batch();
+        self.program.strategy.finish_batch();
         t.elapsed()
     }
 
     /// Runs the state machine until it has to wait.
     fn advance(&self, e: &mut Engine) -> Progress {
-        let tasks = &self.shared.tasks;
+        let tasks = &self.program.tasks;
         loop {
             let Some(t) = e.transition.as_mut() else { return Progress::NoTransition };
             match t.phase {
@@ -671,7 +671,7 @@ impl<S: Strategy> Patcher<S> {
     /// the target and mark the tasks again. A reversed disable gets its immediate funcs back at
     /// once.
     fn flip(&self, e: &mut Engine, seen: Instant) {
-        let tasks = &self.shared.tasks;
+        let tasks = &self.program.tasks;
         let t = e.transition.as_mut().expect("in transition");
         t.target = t.target.opposite();
         t.stats.target = t.target;
@@ -734,7 +734,7 @@ impl<S: Strategy> Patcher<S> {
         // The grace period below must cover every task that could still see the changes above.
         let batch = self.finish_batch();
         // transition=0 → sync → Idle (Patched), unlink → sync (Unpatched).
-        let gp = self.shared.tasks.gp_start();
+        let gp = self.program.tasks.gp_start();
         let since = Instant::now();
         let t = e.transition.as_mut().expect("in transition");
         t.stats.phases.batch += batch;
@@ -745,11 +745,11 @@ impl<S: Strategy> Patcher<S> {
     /// After the final grace period (seen at `seen`): tasks back to Idle, the unlinked funcs
     /// reclaimed.
     fn settle(&self, e: &mut Engine, seen: Instant) -> TransitionStats {
-        let tasks = &self.shared.tasks;
+        let tasks = &self.program.tasks;
         let list = tasks.lock();
         tasks.reset_idle(&list);
         drop(list);
-        self.shared.strategy.reclaim();
+        self.program.strategy.reclaim();
         let mut t = e.transition.take().expect("in transition");
         t.stats.migrated_at_safe_point = tasks.migrated_at_safe_point();
         let ended = Instant::now();
@@ -788,8 +788,8 @@ impl<S: Strategy> Patcher<S> {
 
     fn publish(&self, e: &Engine, site: SiteId, op: StackOp) {
         let change =
-            StackChange { op, stack: &e.stacks[site.index()].entries, original: self.shared.originals[site.index()] };
-        self.shared.strategy.apply(site, change);
+            StackChange { op, stack: &e.stacks[site.index()].entries, original: self.program.originals[site.index()] };
+        self.program.strategy.apply(site, change);
     }
 }
 
@@ -848,7 +848,7 @@ mod tests {
     use crate::check::code;
     use crate::model::FuncSpec;
     use crate::strategy::{Consistency, Info, ReadSide, WriteSide, always_available, no_machine_fact};
-    use crate::tasks::TaskState;
+    use crate::task_list::TaskState;
 
     /// What the engine told [`Recorder`], with whether the watched task was pending then.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -874,10 +874,10 @@ mod tests {
 
     impl ReadSide for Recorder {
         type TaskLocal = ();
-        type Section<'a> = ();
+        type Guard<'a> = ();
         fn task_local(&self) {}
         fn enter(&self, _local: &()) {}
-        fn call(&self, _section: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
+        fn call(&self, _guard: &(), _task: &TaskState, _site: SiteId, arg: u64) -> u64 {
             arg
         }
     }

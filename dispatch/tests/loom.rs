@@ -14,12 +14,13 @@ use dispatch::{FuncSpec, PatchSpec, Patcher, PatcherConfig, Progress, SiteId, St
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 
-const SITES: [SiteId; 2] = [SiteId(0), SiteId(1)];
+/// The models' two sites: the patch covers both, and each critical section calls both.
+const MODEL_SITES: [SiteId; 2] = [SiteId(0), SiteId(1)];
 
 /// One critical section: both sites must come from one universe.
 fn section<S: Strategy>(task: &mut Task<S>, old: u64, new: u64) {
     let section = task.enter();
-    let sum = SITES.iter().fold(0u64, |acc, &s| acc.wrapping_add(section.call(s, 0)));
+    let sum = MODEL_SITES.iter().fold(0u64, |acc, &s| acc.wrapping_add(section.call(s, 0)));
     assert!(sum == old || sum == new, "mixed universes");
 }
 
@@ -37,7 +38,7 @@ fn two_task_transition<S: Strategy>(disable: bool, preemptions: Option<usize>) {
     model.max_branches = 100_000;
     model.check(move || {
         let p = Arc::new(Patcher::<S>::new(&[code(0), code(1)], PatcherConfig { capacity: 2, ..Default::default() }));
-        let patch = p.load(PatchSpec::new("p", SITES.map(|s| FuncSpec::new(s, code(10 + s.index()))))).unwrap();
+        let patch = p.load(PatchSpec::new("p", MODEL_SITES.map(|s| FuncSpec::new(s, code(10 + s.index()))))).unwrap();
         let (orig, patched) =
             (fingerprint(0).wrapping_add(fingerprint(1)), fingerprint(10).wrapping_add(fingerprint(11)));
         let (old, new) = if disable {

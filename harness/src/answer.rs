@@ -24,7 +24,7 @@ pub struct Column {
 /// its rounds was flagged for interference.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cell {
-    pub ratio: f64,
+    pub ratio_to_fnptr: f64,
     pub flagged: bool,
 }
 
@@ -97,7 +97,7 @@ fn columns(summaries: &[Summary]) -> Vec<Column> {
 
 fn cell(summaries: &[Summary], scenario: &Scenario, strategy: &str) -> Option<Cell> {
     let s = summaries.iter().find(|s| &s.scenario == scenario && s.strategy == strategy)?;
-    Some(Cell { ratio: s.ratio_to_fnptr?.median, flagged: s.flagged_rounds > 0 })
+    Some(Cell { ratio_to_fnptr: s.ratio_to_fnptr?.median, flagged: s.flagged_rounds > 0 })
 }
 
 /// The run's matrix (empty without a ratio to `fnptr` anywhere).
@@ -113,7 +113,7 @@ pub fn matrix(summaries: &[Summary]) -> Matrix {
     rows.retain(|(_, _, cells)| cells.iter().any(Option::is_some));
     // Ranked by the first column (per site, steady); a strategy without it goes last.
     rows.sort_by(|a, b| {
-        let key = |cells: &[Option<Cell>]| cells.first().copied().flatten().map_or(f64::INFINITY, |c| c.ratio);
+        let key = |cells: &[Option<Cell>]| cells.first().copied().flatten().map_or(f64::INFINITY, |c| c.ratio_to_fnptr);
         key(&a.2).total_cmp(&key(&b.2))
     });
     Matrix { columns, rows }
@@ -146,19 +146,22 @@ pub fn findings(summaries: &[Summary], check: Option<&MethodCheck>) -> Vec<Strin
     let per_site = column(&|c| c.title == "per site");
     let readers = column(&|c| c.title.ends_with(" readers"));
     for (strategy, _, cells) in &m.rows {
-        let steady = per_site.and_then(|i| cells[i]).map(|c| c.ratio);
+        let steady = per_site.and_then(|i| cells[i]).map(|c| c.ratio_to_fnptr);
         if let (Some(steady), Some(i)) = (steady, readers)
-            && let Some(many) = cells[i].filter(|c| c.ratio > NOTABLE_GROWTH * steady)
+            && let Some(many) = cells[i].filter(|c| c.ratio_to_fnptr > NOTABLE_GROWTH * steady)
         {
             out.push(format!(
                 "{strategy} stops scaling at {}: {:.1}x fnptr, against {steady:.2}x with one",
-                m.columns[i].title, many.ratio
+                m.columns[i].title, many.ratio_to_fnptr
             ));
         }
         for (i, c) in m.columns.iter().enumerate().filter(|(_, c)| c.title.ends_with("transitions")) {
-            if let (Some(steady), Some(under)) =
-                (steady, cells[i].filter(|x| steady.is_some_and(|s| x.ratio > NOTABLE_GROWTH * s)).map(|x| x.ratio))
-            {
+            if let (Some(steady), Some(under)) = (
+                steady,
+                cells[i]
+                    .filter(|x| steady.is_some_and(|s| x.ratio_to_fnptr > NOTABLE_GROWTH * s))
+                    .map(|x| x.ratio_to_fnptr),
+            ) {
                 out.push(format!(
                     "{strategy}'s calls cost {:.1}x more with {}: {under:.2}x fnptr, against {steady:.2}x steady",
                     under / steady,
@@ -177,7 +180,7 @@ pub fn findings(summaries: &[Summary], check: Option<&MethodCheck>) -> Vec<Strin
     {
         out.push(format!(
             "the cheapest per-task redirection per site is {name}: {:.2}x {BASELINE}{}",
-            cell.ratio,
+            cell.ratio_to_fnptr,
             if cell.flagged { " (flagged)" } else { "" }
         ));
     }
@@ -247,7 +250,7 @@ pub fn differences(hosts: &[Host<'_>]) -> Vec<Difference> {
             if cells.len() < 2 {
                 return None;
             }
-            let ratios = cells.iter().map(|(_, c)| c.ratio);
+            let ratios = cells.iter().map(|(_, c)| c.ratio_to_fnptr);
             let spread = ratios.clone().fold(f64::MIN, f64::max) / ratios.fold(f64::MAX, f64::min);
             let cause = cause(hosts, &key, &cells);
             Some(Difference { strategy, key, cells, spread, cause })
@@ -341,7 +344,7 @@ mod tests {
         assert_eq!(titles, ["per site", "cold", "2 readers", "back-to-back transitions"]);
         let names: Vec<&str> = m.rows.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(names, ["fnptr", "klp", "rwlock"], "ranked by the per-site ratio");
-        assert_eq!(m.rows[1].2[1], Some(Cell { ratio: 4.1, flagged: true }));
+        assert_eq!(m.rows[1].2[1], Some(Cell { ratio_to_fnptr: 4.1, flagged: true }));
 
         let found = findings(&summaries, None);
         assert!(

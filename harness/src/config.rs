@@ -40,19 +40,29 @@ pub enum Order {
     Random,
 }
 
+impl Order {
+    /// The name used on the command line, in run.json and in scenario names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Seq => "seq",
+            Order::Random => "random",
+        }
+    }
+}
+
 /// Where the measured loop's call instructions are: the call-site regime (see
-/// `dispatch::sections`).
+/// `dispatch::loops`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
     /// call predicted, so what is measured is the redirection itself. Generated for the sizes in
-    /// `dispatch::sections::PER_SITE_SIZES`, the sites called in sequence.
+    /// `dispatch::loops::PER_SITE_SIZES`, the sites called in sequence.
     PerSite,
     /// One call instruction cycling through the sites, as in an interpreter or at a vtable call
     /// site: where the CPU's indirect-branch predictor shows.
     Shared,
-    /// `dispatch::sections::COLD_SITES` distinct call instructions, one per site, in a fixed
+    /// `dispatch::loops::COLD_SITES` distinct call instructions, one per site, in a fixed
     /// random order: more code than the L1 instruction cache holds, data accessed at random.
     Cold,
 }
@@ -129,10 +139,21 @@ impl Scenario {
     /// A compact name, e.g. `per-site_r2_1000hz_s8seq_d1_cycle_c4096`: for people and file
     /// names. Code selects scenarios by their fields.
     pub fn name(&self) -> String {
-        let order = match self.order {
+        self.name_with(self.order.name())
+    }
+
+    /// The name harnesses of schema 3 and 4 gave it, which their rows hold: [`Self::name`] with
+    /// `rand` for a random order. Reading such a run matches it (`record::load`); nothing else
+    /// uses it.
+    pub(crate) fn schema_4_name(&self) -> String {
+        self.name_with(match self.order {
             Order::Seq => "seq",
             Order::Random => "rand",
-        };
+        })
+    }
+
+    /// The name's one format, with `order` for the order's part.
+    fn name_with(&self, order: &str) -> String {
         let ops = match self.ops {
             Ops::Cycle => "cycle",
             Ops::Replace => "replace",
@@ -174,16 +195,16 @@ impl Scenario {
     }
 
     /// This scenario in the regime `call_sites`, with the dimensions that regime fixes: the cold
-    /// section is generated for [`dispatch::sections::COLD_SITES`] sites, each called once per
+    /// loop is generated for [`dispatch::loops::COLD_SITES`] sites, each called once per critical
     /// section in a fixed random order. The one place that rule is written: [`Grid`] builds
     /// scenarios with it and [`validate`] refuses any cold scenario it would change.
     pub fn in_regime(&self, call_sites: CallSites) -> Scenario {
         let base = Scenario { call_sites, ..self.clone() };
         match call_sites {
             CallSites::Cold => Scenario {
-                sites: dispatch::sections::COLD_SITES,
+                sites: dispatch::loops::COLD_SITES,
                 order: Order::Random,
-                calls_per_safepoint: dispatch::sections::COLD_SITES,
+                calls_per_safepoint: dispatch::loops::COLD_SITES,
                 ..base
             },
             CallSites::PerSite | CallSites::Shared => base,
@@ -542,10 +563,10 @@ pub fn parse_call_sites(s: &str) -> Result<Vec<CallSites>, ConfigError> {
 
 /// What each call-site regime can measure (its code is generated at compile time).
 fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
-    use dispatch::sections::{COLD_SITES, PER_SITE_SIZES};
+    use dispatch::loops::{COLD_SITES, PER_SITE_SIZES};
     match s.call_sites {
         CallSites::PerSite if !PER_SITE_SIZES.contains(&s.sites) => Err(bad(format!(
-            "--sites {}: per-site sections are generated for {} sites (each size its own compiled function); \
+            "--sites {}: per-site loops are generated for {} sites (each size its own compiled function); \
              use one of these, or --call-sites shared for any number",
             s.sites,
             per_site_sizes()
@@ -554,7 +575,7 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
             "--order random: per-site call sites call their sites in sequence; use --call-sites shared (or cold) for a random order",
         )),
         CallSites::PerSite if !s.calls_per_safepoint.is_multiple_of(s.sites) => Err(bad(format!(
-            "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site section calls every site equally often",
+            "--calls-per-safepoint {} is not a multiple of --sites {}: a per-site loop calls every site equally often",
             s.calls_per_safepoint, s.sites
         ))),
         CallSites::Cold if *s != s.in_regime(CallSites::Cold) => Err(bad(format!(
@@ -564,9 +585,9 @@ fn validate_call_sites(s: &Scenario) -> Result<(), ConfigError> {
     }
 }
 
-/// [`dispatch::sections::PER_SITE_SIZES`] in words: "1, 2, …, 32 or 64".
+/// [`dispatch::loops::PER_SITE_SIZES`] in words: "1, 2, …, 32 or 64".
 fn per_site_sizes() -> String {
-    let sizes: Vec<String> = dispatch::sections::PER_SITE_SIZES.iter().map(usize::to_string).collect();
+    let sizes: Vec<String> = dispatch::loops::PER_SITE_SIZES.iter().map(usize::to_string).collect();
     match sizes.split_last() {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
@@ -813,10 +834,10 @@ mod tests {
         assert!(with(|s| s.sites = 0).contains("--sites 0 is out of range"));
         assert_eq!(
             with(|s| s.sites = 13),
-            "--sites 13: per-site sections are generated for 1, 2, 3, 4, 5, 6, 7, 8, 16, 32 or 64 sites \
+            "--sites 13: per-site loops are generated for 1, 2, 3, 4, 5, 6, 7, 8, 16, 32 or 64 sites \
              (each size its own compiled function); use one of these, or --call-sites shared for any number"
         );
-        assert!(with(|s| s.sites = 65).contains("--sites 65: per-site sections are generated for"));
+        assert!(with(|s| s.sites = 65).contains("--sites 65: per-site loops are generated for"));
         assert!(with(|s| s.calls_per_safepoint = 1_000_000_000).contains("--calls-per-safepoint"));
         assert!(with(|s| s.depth = usize::MAX).contains("--depth 18446744073709551615 is out of range"));
         assert!(with(|s| s.rate = Rate::Hz(1e-19)).contains("--rate 0.0000000000000000001 is out of range"));
@@ -913,7 +934,19 @@ mod tests {
             ops: Ops::Replace,
             calls_per_safepoint: 256,
         };
-        assert_eq!(other.name(), "shared_r2_1000hz_s16rand_d0_replace_c256");
-        assert_eq!(Scenario::DEFAULT.in_regime(CallSites::Cold).name(), "cold_r1_steady_s2048rand_d1_cycle_c2048");
+        assert_eq!(other.name(), "shared_r2_1000hz_s16random_d0_replace_c256");
+        assert_eq!(other.schema_4_name(), "shared_r2_1000hz_s16rand_d0_replace_c256");
+        assert_eq!(Scenario::DEFAULT.in_regime(CallSites::Cold).name(), "cold_r1_steady_s2048random_d1_cycle_c2048");
+        assert_eq!(Scenario::DEFAULT.schema_4_name(), Scenario::DEFAULT.name());
+    }
+
+    /// An order has one name: the one its flag takes, run.json stores and scenario names show.
+    #[test]
+    fn an_order_has_the_same_name_everywhere() {
+        use clap::ValueEnum;
+        for order in [Order::Seq, Order::Random] {
+            assert_eq!(order.to_possible_value().unwrap().get_name(), order.name());
+            assert_eq!(serde_json::to_value(order).unwrap(), order.name());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The run's fidelity check: whether `klp` costs here what the kernel's own handler costs. Beside
 //! the per-site steady scenario (8 sites), every round also times the kernel's handler written in
-//! C, a C function pointer and a C direct call (`dispatch::kernel_c`, the same section shape,
+//! C, a C function pointer and a C direct call (`dispatch::kernel_c`, the same loop shape,
 //! built by the system C compiler at -O2), on the first reader's CPU, right after the round's
 //! strategies. The check compares `klp ÷ fnptr` with `C handler ÷ C fnptr` round by round: a
 //! quotient near 1 says the `klp` figure is the kernel's logic at this CPU's prices; above
@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use dispatch::kernel_c::{C_SITES, CSection, CSections};
+use dispatch::kernel_c::{C_SITES, CLoop, CLoops};
 use dispatch::rng::Rng;
 use dispatch::strategy::BASELINE;
 
@@ -33,12 +33,12 @@ pub const WARNING: &str = "klp costs more over a plain pointer than the kernel's
 /// The strategy held to the C handler.
 const KLP: &str = "klp";
 
-/// Mixed into the run's seed for the order of the C sections in each round, so that drawing it
+/// Mixed into the run's seed for the order of the C loops in each round, so that drawing it
 /// leaves the strategies' order (drawn from the run's seed) as it was.
 pub const SEED: u64 = 0x6b6c_705f_6669_6465;
 
 /// The scenario a run checks its fidelity on: the first per-site steady scenario with the C
-/// sections' sites ([`C_SITES`]), where the run measures both `klp` and `fnptr`; `None` otherwise.
+/// loops' sites ([`C_SITES`]), where the run measures both `klp` and `fnptr`; `None` otherwise.
 pub fn scenario(cfg: &RunConfig) -> Option<&Scenario> {
     let has = |name: &str| cfg.strategies.iter().any(|s| s == name);
     if !has(KLP) || !has(BASELINE) {
@@ -47,11 +47,11 @@ pub fn scenario(cfg: &RunConfig) -> Option<&Scenario> {
     cfg.scenarios.iter().find(|s| s.call_sites == CallSites::PerSite && s.is_steady() && s.sites == C_SITES)
 }
 
-/// Times the three C sections of `round` once each, in an order drawn from `rng`, on the CPU of
-/// the scenario's first reader: per section `cfg.warmup` of warm-up (and at least 4 batches), then
+/// Times the three C loops of `round` once each, in an order drawn from `rng`, on the CPU of
+/// the scenario's first reader: per loop `cfg.warmup` of warm-up (and at least 4 batches), then
 /// batches of one critical section (the scenario's calls per safe point) for `cfg.duration`, the
 /// clock's overhead subtracted per batch, as a reader times a strategy. Every batch's sum is
-/// checked: a section that skipped a call fails the run.
+/// checked: a loop that skipped a call fails the run.
 pub fn measure_round(
     cfg: &RunConfig,
     scenario: &Scenario,
@@ -61,18 +61,18 @@ pub fn measure_round(
 ) -> Result<CRound, String> {
     let cpu = reader_cpu(&cfg.cpus, 0);
     let rounds = (scenario.calls_per_safepoint / C_SITES).max(1);
-    let mut order = CSection::ALL.to_vec();
+    let mut order = CLoop::ALL.to_vec();
     rng.shuffle(&mut order);
     let time = move || -> Result<CRound, String> {
         if let Some(id) = cpu {
             core_affinity::set_for_current(core_affinity::CoreId { id });
         }
-        let mut c = CSections::new();
+        let mut c = CLoops::new();
         let mut ns = [0.0f64; 3];
         for which in order {
-            let want = CSections::signature(which).wrapping_mul(rounds as u64);
+            let want = CLoops::signature(which).wrapping_mul(rounds as u64);
             let wrong =
-                |sum: u64| format!("{}: a section returned {sum:#x}, not {want:#x}: a call went missing", which.name());
+                |sum: u64| format!("{}: a loop returned {sum:#x}, not {want:#x}: a call went missing", which.name());
             let warm_until = Instant::now() + cfg.warmup;
             let mut warm = 0;
             while warm < 4 || Instant::now() < warm_until {
@@ -97,12 +97,12 @@ pub fn measure_round(
                     break;
                 }
             }
-            ns[CSection::ALL.iter().position(|&s| s == which).expect("one of ALL")] = busy_ns / calls as f64;
+            ns[CLoop::ALL.iter().position(|&s| s == which).expect("one of ALL")] = busy_ns / calls as f64;
         }
         Ok(CRound { round, direct_ns: ns[0], fnptr_ns: ns[1], handler_ns: ns[2] })
     };
     // A thread of its own, so that pinning it leaves the harness's main thread as it was.
-    std::thread::scope(|s| s.spawn(time).join().unwrap_or_else(|_| Err("the C sections' thread panicked".into())))
+    std::thread::scope(|s| s.spawn(time).join().unwrap_or_else(|_| Err("the C loops' thread panicked".into())))
 }
 
 /// The fidelity check of a run: per round of `scenario`, `klp ÷ fnptr` (from `rows`) over
@@ -245,7 +245,7 @@ mod tests {
         }
     }
 
-    /// Only rounds with klp, fnptr and the C sections count; none such, no check.
+    /// Only rounds with klp, fnptr and the C loops count; none such, no check.
     #[test]
     fn rounds_without_both_sides_do_not_count() {
         let (mut rows, c) = figures(&[1.2, 5.0, 1.2], &[1.2, 1.2, 1.2]);

@@ -68,7 +68,9 @@ pub fn answer_tables(hosts: &[HostRun]) -> Vec<(String, Vec<String>, Vec<Vec<Str
                         let cell = m.columns.iter().position(|c| c.key == key).and_then(|i| {
                             m.rows.iter().find(|(name, _, _)| name == st).and_then(|(_, _, cells)| cells[i])
                         });
-                        cell.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
+                        cell.map_or("-".to_owned(), |c| {
+                            format!("{:.2}{}", c.ratio_to_fnptr, if c.flagged { " !" } else { "" })
+                        })
                     }));
                     row
                 })
@@ -89,7 +91,8 @@ pub fn difference_lines(hosts: &[HostRun]) -> Vec<String> {
         .iter()
         .take(DIFFERENCES_LISTED)
         .map(|d| {
-            let cells: Vec<String> = d.cells.iter().map(|(label, c)| format!("{:.2}x on {label}", c.ratio)).collect();
+            let cells: Vec<String> =
+                d.cells.iter().map(|(label, c)| format!("{:.2}x on {label}", c.ratio_to_fnptr)).collect();
             let cause = d.cause.as_ref().map_or(String::new(), |c| format!("; {c}"));
             format!("{}, {}: {} ({:.1}x apart){cause}", d.strategy, d.key, cells.join(", "), d.spread)
         })

@@ -359,8 +359,8 @@ fn answer_matrix(summaries: &[Summary]) -> String {
             ];
             row.extend(cells.iter().map(|c| match c {
                 Some(c) => Cell {
-                    text: format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }),
-                    exact: Some((c.ratio, format!("{} x fnptr, median over rounds", c.ratio))),
+                    text: format!("{:.2}{}", c.ratio_to_fnptr, if c.flagged { " !" } else { "" }),
+                    exact: Some((c.ratio_to_fnptr, format!("{} x fnptr, median over rounds", c.ratio_to_fnptr))),
                     flagged: c.flagged,
                 },
                 None => Cell { text: "-".into(), exact: None, flagged: false },

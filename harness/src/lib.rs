@@ -15,7 +15,7 @@
 //! 7. [`summary`]: the rows aggregated per scenario and strategy, and every verdict (the method
 //!    check, the failures that fail the run); [`answer`]: from them, the ranked strategy × regime
 //!    matrix and the notable findings that every report opens with;
-//!    [`fidelity`]: the C sections timed beside the per-site steady scenario, and whether `klp`
+//!    [`fidelity`]: the C loops timed beside the per-site steady scenario, and whether `klp`
 //!    costs what the kernel's handler costs.
 //! 8. [`output`], [`compare`], [`report`](mod@report), [`export`], [`hosts`], then [`plot`]: atomic
 //!    output, `harness compare`, the tables and `report.md`, `bmf.json` and `rows.csv`, the
@@ -168,7 +168,7 @@ pub fn run(cfg: RunConfig, skipped: Vec<Skipped>, log: &mut dyn FnMut(&str)) -> 
     ));
     let started = output::utc_now();
     let host = sched::HostWatch::start();
-    // The fidelity check's C sections, timed after each round of its scenario.
+    // The fidelity check's C loops, timed after each round of its scenario.
     let fidelity_scenario = fidelity::scenario(&cfg).cloned();
     let (mut c_rounds, mut c_rng) = (Vec::new(), dispatch::rng::Rng::new(cfg.seed ^ fidelity::SEED));
     let mut after_round = |scenario: &config::Scenario, round: usize| {

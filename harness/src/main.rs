@@ -53,7 +53,7 @@ enum Command {
         filter: Option<String>,
     },
     /// One report from runs made on different machines (same schema): a table per scenario with
-    /// a column per host, the ratio-to-fnptr plot with a series per host, each host's
+    /// a column per host, the plot of the ratio to fnptr with a series per host, each host's
     /// environment. Given one run, writes its report files again with this harness. Exit 0
     /// written, 2 unusable input (an unreadable run, mixed schema versions, an existing --out),
     /// 3 files not all written.

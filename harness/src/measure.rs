@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use crate::config::{Rate, RunConfig, Scenario};
 use crate::counters::CounterKind;
 use crate::hist;
-use crate::protocol::{Control, ReaderCtx, ReaderResult, Section, WriterPlace, WriterResult, reader, writer};
+use crate::protocol::{Control, MeasuredLoop, ReaderCtx, ReaderResult, WriterPlace, WriterResult, reader, writer};
 use crate::record::{Histograms, Interference, Percentiles, PhasePercentiles, Row};
 use crate::sched::CpuTimes;
 use crate::workload::Workload;
@@ -96,7 +96,7 @@ impl Visitor for Measure<'_> {
         let ctx = ReaderCtx {
             patcher: &p,
             work,
-            section: Section::new(s.call_sites, work, s.sites)?,
+            measured_loop: MeasuredLoop::new(s.call_sites, work, s.sites)?,
             universes: &universes,
             control: &control,
             readers: s.readers,
@@ -249,11 +249,11 @@ impl Measure<'_> {
                 .as_ref()
                 .map(|_| writer_shares_cpu(&self.cfg.cpus, s.readers, self.cfg.writer_cpu)),
             grace_period_us: writer.as_ref().and_then(|w| percentiles(&w.grace, 1000.0)),
-            critical_sections: sum(|r| r.sections),
+            critical_sections: sum(|r| r.critical_sections),
             violations: sum(|r| r.violations),
             use_after_reclaim: sum(|r| r.poison),
             idle_in_transition: sum(|r| r.idle_in_transition),
-            stale_cache_refills: sum(|r| r.cache_misses),
+            stale_cache_refills: sum(|r| r.stale_cache_refills),
             counter_kind: self.counters,
             counters,
             clock_overhead_ns: self.clock_ns,
@@ -281,7 +281,7 @@ impl Measure<'_> {
 /// Runs every scenario: per scenario, `rounds` rounds, each measuring every strategy once in a
 /// fresh random order. Fills in each row's ratio to the baseline ([`BASELINE`]) from the same
 /// round. `after_round` runs after each round of each scenario, given the scenario and the round
-/// (the fidelity check times its C sections there).
+/// (the fidelity check times its C loops there).
 pub fn run_all(
     cfg: &RunConfig,
     counters: CounterKind,

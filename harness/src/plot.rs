@@ -412,7 +412,7 @@ fn per_scenario(
 
 const RATIO_TITLE: &str = "Cost over a plain function pointer: ns/call ÷ fnptr's in the same round, per strategy";
 
-fn ratio(runs: &[&[Summary]], legend: Vec<String>) -> Figure {
+fn ratio_to_fnptr(runs: &[&[Summary]], legend: Vec<String>) -> Figure {
     let mut names: Vec<Scenario> = Vec::new();
     for s in runs.iter().flat_map(|r| r.iter()).filter(|s| s.ratio_to_fnptr.is_some()) {
         if !names.contains(&s.scenario) {
@@ -637,7 +637,8 @@ fn regimes(summaries: &[Summary]) -> Option<Figure> {
 /// Draws every plot of a run into `dir`; returns the file names written, or why none could be.
 pub fn draw_all(dir: &Path, summaries: &[Summary], host: &str) -> Result<Vec<String>, String> {
     plotfont::register()?;
-    let mut figures = vec![("ratio", ratio(&[summaries], vec![host.to_owned()])), ("latency", latency(summaries))];
+    let mut figures =
+        vec![("ratio", ratio_to_fnptr(&[summaries], vec![host.to_owned()])), ("latency", latency(summaries))];
     let optional = [
         ("throughput", throughput(summaries)),
         ("slowdown", slowdown(summaries)),
@@ -661,7 +662,7 @@ pub fn scenario_svgs(summaries: &[Summary], scenario: &Scenario, host: &str) -> 
         return Vec::new();
     }
     let own: Vec<Summary> = summaries.iter().filter(|s| &s.scenario == scenario).cloned().collect();
-    let mut ratio = ratio(&[&own], vec![host.to_owned()]);
+    let mut ratio = ratio_to_fnptr(&[&own], vec![host.to_owned()]);
     let mut latency = latency(&own);
     ratio.title = format!("Ratio to fnptr: {}", scenario.short());
     latency.title = format!("Per-batch ns/call percentiles: {}", scenario.short());
@@ -690,7 +691,7 @@ type Builder = fn(&[Summary]) -> Option<Figure>;
 pub fn draw_hosts(dir: &Path, hosts: &[HostRun]) -> Result<Vec<String>, String> {
     plotfont::register()?;
     let runs: Vec<&[Summary]> = hosts.iter().map(|h| h.summaries.as_slice()).collect();
-    let mut files = ratio(&runs, hosts.iter().map(|h| h.label.clone()).collect()).save(dir, "ratio")?;
+    let mut files = ratio_to_fnptr(&runs, hosts.iter().map(|h| h.label.clone()).collect()).save(dir, "ratio")?;
     let builders: [(&str, Builder); 5] = [
         ("latency", |s| Some(latency(s))),
         ("throughput", throughput),

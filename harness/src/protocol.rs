@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dispatch::check::{self, UniverseLog};
 use dispatch::driver::Driver;
-use dispatch::sections::{self, SectionFn};
+use dispatch::loops::{self, LoopFn};
 use dispatch::strategy::Consistency;
 use dispatch::{Op, PatchSpec, Patcher, SiteId, Strategy, Task, Waiting};
 use hdrhistogram::Histogram;
@@ -69,35 +69,37 @@ pub(crate) struct ReaderResult {
     pub(crate) elapsed: Duration,
     pub(crate) hist: Histogram<u64>,
     pub(crate) clamped: u64,
-    pub(crate) sections: u64,
+    pub(crate) critical_sections: u64,
     pub(crate) violations: u64,
     pub(crate) poison: u64,
     pub(crate) idle_in_transition: u64,
-    pub(crate) cache_misses: u64,
+    pub(crate) stale_cache_refills: u64,
     pub(crate) counters: Option<CounterValues>,
     pub(crate) pinned: bool,
     /// What the scheduler did to it over the measured span.
     pub(crate) sched: ReaderSched,
 }
 
-/// One critical section of the scenario's call-site regime, as generated in `dispatch::sections`.
-pub(crate) enum Section<'a, S: Strategy> {
-    /// The per-site section of the scenario's size, and how many rounds of it make a section.
-    PerSite(SectionFn<S>, usize),
+/// The measured loop of the scenario's call-site regime, as generated in `dispatch::loops`: one
+/// run of it is one critical section, timed as one batch.
+pub(crate) enum MeasuredLoop<'a, S: Strategy> {
+    /// The per-site loop of the scenario's size, and how many rounds of its sites make a critical
+    /// section.
+    PerSite(LoopFn<S>, usize),
     Shared(&'a [SiteId]),
     Cold,
 }
 
-impl<'a, S: Strategy> Section<'a, S> {
+impl<'a, S: Strategy> MeasuredLoop<'a, S> {
     pub(crate) fn new(call_sites: CallSites, work: &'a Workload, sites: usize) -> Result<Self, String> {
         Ok(match call_sites {
             CallSites::PerSite => {
-                let f = sections::per_site_fn::<S>(sites)
-                    .ok_or_else(|| format!("no per-site section is generated for {sites} sites"))?;
-                Section::PerSite(f, work.order.len() / sites)
+                let f = loops::per_site_fn::<S>(sites)
+                    .ok_or_else(|| format!("no per-site loop is generated for {sites} sites"))?;
+                MeasuredLoop::PerSite(f, work.order.len() / sites)
             }
-            CallSites::Shared => Section::Shared(&work.order),
-            CallSites::Cold => Section::Cold,
+            CallSites::Shared => MeasuredLoop::Shared(&work.order),
+            CallSites::Cold => MeasuredLoop::Cold,
         })
     }
 
@@ -106,9 +108,9 @@ impl<'a, S: Strategy> Section<'a, S> {
     #[inline(always)]
     fn run(&self, task: &mut Task<S>) -> u64 {
         black_box(match *self {
-            Section::PerSite(f, rounds) => f(task, rounds),
-            Section::Shared(order) => sections::shared(task, order),
-            Section::Cold => sections::cold(task, 1),
+            MeasuredLoop::PerSite(f, rounds) => f(task, rounds),
+            MeasuredLoop::Shared(order) => loops::shared(task, order),
+            MeasuredLoop::Cold => loops::cold(task, 1),
         })
     }
 }
@@ -116,7 +118,7 @@ impl<'a, S: Strategy> Section<'a, S> {
 pub(crate) struct ReaderCtx<'a, S: Strategy> {
     pub(crate) patcher: &'a Patcher<S>,
     pub(crate) work: &'a Workload,
-    pub(crate) section: Section<'a, S>,
+    pub(crate) measured_loop: MeasuredLoop<'a, S>,
     pub(crate) universes: &'a UniverseLog,
     pub(crate) control: &'a Control,
     pub(crate) readers: usize,
@@ -140,7 +142,7 @@ pub(crate) fn reader<S: Strategy>(
     };
     // Values are ps per call; 1 s per call is far beyond anything a batch can take.
     let mut hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid bounds");
-    let section = &ctx.section;
+    let measured_loop = &ctx.measured_loop;
     // `direct` is not patchable: it has no universe to check.
     let checked = S::INFO.consistency != Consistency::NotPatchable;
     let check = |sum: u64, violations: &mut u64| {
@@ -148,7 +150,7 @@ pub(crate) fn reader<S: Strategy>(
             *violations += 1;
         }
     };
-    let (mut violations, mut sections) = (0u64, 0u64);
+    let (mut violations, mut critical_sections) = (0u64, 0u64);
 
     // AcqRel / Acquire in `wait_for`: the start barrier; every thread's setup happens before anyone measures.
     ctx.control.arrived.fetch_add(1, Ordering::AcqRel);
@@ -163,7 +165,7 @@ pub(crate) fn reader<S: Strategy>(
     let warm_until = Instant::now() + ctx.warmup;
     let mut warm = 0;
     while warm < 4 || ctx.control.checked_in.load(Ordering::Acquire) < ctx.readers || Instant::now() < warm_until {
-        check(section.run(&mut task), &mut violations);
+        check(measured_loop.run(&mut task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
         warm += 1;
         if ctx.control.aborted() {
@@ -183,7 +185,7 @@ pub(crate) fn reader<S: Strategy>(
     let deadline = start + ctx.duration;
     loop {
         let t0 = Instant::now();
-        let sum = section.run(&mut task);
+        let sum = measured_loop.run(&mut task);
         let t1 = Instant::now();
         let ns = ((t1 - t0).as_nanos() as f64 - ctx.clock_ns).max(0.0);
         busy_ns += ns;
@@ -194,10 +196,10 @@ pub(crate) fn reader<S: Strategy>(
             clamped += 1;
         }
         check(sum, &mut violations);
-        sections += 1;
+        critical_sections += 1;
         task.safe_point().map_err(|e| e.to_string())?;
-        if panic_after.is_some_and(|n| sections >= n) {
-            panic!("injected reader panic after {sections} batches (test hook)");
+        if panic_after.is_some_and(|n| critical_sections >= n) {
+            panic!("injected reader panic after {critical_sections} batches (test hook)");
         }
         if t1 >= deadline || ctx.control.aborted() {
             break;
@@ -213,7 +215,7 @@ pub(crate) fn reader<S: Strategy>(
     // Keep the load on until the last reader is done.
     ctx.control.done.fetch_add(1, Ordering::AcqRel);
     while ctx.control.done.load(Ordering::Acquire) < ctx.readers && !ctx.control.aborted() {
-        check(section.run(&mut task), &mut violations);
+        check(measured_loop.run(&mut task), &mut violations);
         task.safe_point().map_err(|e| e.to_string())?;
     }
     Ok(ReaderResult {
@@ -222,11 +224,11 @@ pub(crate) fn reader<S: Strategy>(
         elapsed,
         hist,
         clamped,
-        sections,
+        critical_sections,
         violations,
         poison: check::poison_hits(),
         idle_in_transition: task.idle_in_transition(),
-        cache_misses: task.cache_misses(),
+        stale_cache_refills: task.stale_cache_refills(),
         counters,
         pinned,
         sched,

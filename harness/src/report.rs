@@ -276,17 +276,17 @@ pub fn markdown_table<S: AsRef<str>>(header: &[S], cells: &[Vec<String>]) -> Str
 fn answer_table(m: &Matrix) -> Table {
     let mut header = vec!["strategy".to_owned(), "consistency".to_owned()];
     header.extend(m.columns.iter().map(|c| c.title.clone()));
-    let cells =
-        m.rows
-            .iter()
-            .map(|(name, consistency, cells)| {
-                let mut row = vec![name.clone(), consistency.clone()];
-                row.extend(cells.iter().map(|c| {
-                    c.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio, if c.flagged { " !" } else { "" }))
-                }));
-                row
-            })
-            .collect();
+    let cells = m
+        .rows
+        .iter()
+        .map(|(name, consistency, cells)| {
+            let mut row = vec![name.clone(), consistency.clone()];
+            row.extend(cells.iter().map(|c| {
+                c.map_or("-".to_owned(), |c| format!("{:.2}{}", c.ratio_to_fnptr, if c.flagged { " !" } else { "" }))
+            }));
+            row
+        })
+        .collect();
     Table { title: "The answer", header, cells }
 }
 
@@ -578,7 +578,7 @@ pub fn guide() -> String {
          indirect call predicted: the redirection itself); `shared` calls every site from one instruction (what \
          an interpreter or a vtable call site sees: the CPU's indirect-branch predictor shows); `cold` calls {} \
          sites, each from its own instruction, in a fixed random order (more code than the L1i holds).\n",
-        dispatch::sections::COLD_SITES
+        dispatch::loops::COLD_SITES
     )
     .unwrap();
     writeln!(md, "Columns (medians over rounds unless a range is given):\n").unwrap();

@@ -2,8 +2,8 @@
 //! the writer applies.
 
 use dispatch::check::{self, signature};
+use dispatch::loops::COLD_ORDER;
 use dispatch::rng::Rng;
-use dispatch::sections::COLD_ORDER;
 use dispatch::{Code, FuncSpec, PatchSpec, SiteId};
 
 use crate::config::{CallSites, Order, Scenario};
@@ -40,7 +40,7 @@ impl Workload {
         let originals: Vec<Code> = (0..s.sites).map(|i| version(i, 0)).collect();
         let mut rng = Rng::new(seed);
         let order = match s.call_sites {
-            // What the generated section calls, in its order.
+            // What the generated loop calls, in its order.
             CallSites::Cold => COLD_ORDER.iter().map(|&i| SiteId(u32::from(i))).collect(),
             CallSites::PerSite | CallSites::Shared => (0..s.calls_per_safepoint)
                 .map(|i| {

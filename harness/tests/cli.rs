@@ -105,7 +105,7 @@ fn list_and_env_say_which_strategies_are_unavailable_and_why() {
 }
 
 /// A run with klp and fnptr in a per-site steady scenario of 8 sites records its fidelity check:
-/// the C sections timed in every round, the figures and the verdict, in run.json, report.md and on
+/// the C loops timed in every round, the figures and the verdict, in run.json, report.md and on
 /// the terminal (pass or warning: which one depends on the host, so either is accepted); without
 /// klp there is none.
 #[test]

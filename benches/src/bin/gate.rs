@@ -48,7 +48,7 @@ mispredictions (callgrind's Bim, from --branch-sim=yes) grow by more than bim_pe
 (0.05 unless the baseline says otherwise): a call instruction per site is predicted (about 0 per\n\
 call), one shared call instruction cycling over 8 sites is not (about 1 per call). The gate also\n\
 fails when klp's steady per-site read path takes more than 1 instruction per call over the kernel's\n\
-own handler written in C (read_path::c_steady::c_handler, the same section shape): the fidelity\n\
+own handler written in C (read_path::c_steady::c_handler, the same loop shape): the fidelity\n\
 check, printed under the table. The baseline\n\
 records the rustc, valgrind and gungraun-runner versions ($GUNGRAUN_RUNNER, default gungraun-runner\n\
 on PATH); counts from other versions are unusable.\n\n\

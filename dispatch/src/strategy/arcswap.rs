@@ -38,7 +38,7 @@ use crate::model::{Code, Selection, SiteId};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug)]
 struct Snapshot(Selection);
@@ -52,8 +52,9 @@ impl Drop for Snapshot {
     }
 }
 
+/// `arcswap`: each site's [`Selection`] (what its stack resolves to), as a snapshot in an `ArcSwap`.
 #[derive(Debug)]
-pub struct ArcSwapStacks {
+pub struct ArcSwapSelections {
     /// Shared with every task's caches, which point into it (see [`SiteRef`]).
     sites: Arc<[ArcSwap<Snapshot>]>,
 }
@@ -96,14 +97,14 @@ type SiteCache = Cache<SiteRef, Arc<Snapshot>>;
 // cached `Arc<Snapshot>` is Send.
 unsafe impl Send for SiteCaches {}
 
-/// A critical section of `arcswap`: the task's caches, as the slice itself for the reason
-/// [`TlsSection`](super::tls::TlsSection) gives.
+/// `arcswap`'s [`Guard`](ReadSide::Guard) of a critical section: the task's caches, as the slice
+/// itself for the reason [`TlsGuard`](super::tls::TlsGuard) gives.
 #[derive(Debug)]
-pub struct SectionCaches<'a>(&'a [UnsafeCell<SiteCache>]);
+pub struct CachesGuard<'a>(&'a [UnsafeCell<SiteCache>]);
 
-impl ReadSide for ArcSwapStacks {
+impl ReadSide for ArcSwapSelections {
     type TaskLocal = SiteCaches;
-    type Section<'a> = SectionCaches<'a>;
+    type Guard<'a> = CachesGuard<'a>;
 
     fn task_local(&self) -> SiteCaches {
         let cache = |site: &ArcSwap<Snapshot>| UnsafeCell::new(Cache::new(SiteRef(NonNull::from(site))));
@@ -111,14 +112,14 @@ impl ReadSide for ArcSwapStacks {
     }
 
     #[inline(always)]
-    fn enter<'a>(&'a self, local: &'a SiteCaches) -> SectionCaches<'a> {
+    fn enter<'a>(&'a self, local: &'a SiteCaches) -> CachesGuard<'a> {
         // Another strategy's caches would read its sites, not these.
         assert!(Arc::ptr_eq(&local.sites, &self.sites), "arcswap: reader state of another strategy");
-        SectionCaches(&local.caches)
+        CachesGuard(&local.caches)
     }
 
     #[inline(always)]
-    fn call(&self, caches: &SectionCaches<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, caches: &CachesGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // The code is copied out before the call: the `&mut` to the cache ends here.
         let code = {
             // SAFETY: the caches are this task's, used from its thread only (see `SiteCaches`),
@@ -132,14 +133,14 @@ impl ReadSide for ArcSwapStacks {
     }
 }
 
-impl WriteSide for ArcSwapStacks {
+impl WriteSide for ArcSwapSelections {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let snapshot = Snapshot(Selection::of(change.stack, change.original));
         self.sites[site.index()].store(snapshot.into());
     }
 }
 
-impl Strategy for ArcSwapStacks {
+impl Strategy for ArcSwapSelections {
     const INFO: Info = Info {
         name: "arcswap",
         description: "per-site immutable snapshot in `arc_swap::ArcSwap`, read through a per-task `arc_swap::Cache`: RCU-like without grace periods, a pointer compare per call, each task holding its last snapshots",

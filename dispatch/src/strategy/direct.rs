@@ -18,7 +18,7 @@ use crate::model::{Code, SiteId};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug, Default)]
 pub struct Direct;
@@ -27,12 +27,12 @@ impl ReadSide for Direct {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         check::code(site.index())(arg)
     }
 
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, _section: &(), _task: &TaskState, arg: u64) -> u64 {
+    fn call_at<const SITE: usize>(&self, _guard: &(), _task: &TaskState, arg: u64) -> u64 {
         // A constant index into a static table of functions: a direct call after optimization.
         (check::CODES[SITE % check::CODE_COUNT])(arg)
     }

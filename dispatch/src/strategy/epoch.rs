@@ -58,7 +58,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::{Arc, AtomicU8, Mutex, MutexGuard, Ordering};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// A registered participant of the strategy's collector, movable between threads.
 #[derive(Debug)]
@@ -203,17 +203,18 @@ impl Epoch {
     }
 }
 
-/// A critical section of `epoch`: the pin of the task's participant, which it borrows so that the
-/// participant cannot move to another thread (see [`Participant`]) while the pin lasts.
+/// `epoch`'s [`Guard`](ReadSide::Guard) of a critical section: the pin of the task's participant,
+/// which it borrows so that the participant cannot move to another thread (see [`Participant`])
+/// while the pin lasts.
 #[derive(Debug)]
-pub struct PinnedSection<'a> {
+pub struct PinnedGuard<'a> {
     guard: Guard,
     _participant: PhantomData<&'a TaskParticipant>,
 }
 
 impl ReadSide for Epoch {
     type TaskLocal = TaskParticipant;
-    type Section<'a> = PinnedSection<'a>;
+    type Guard<'a> = PinnedGuard<'a>;
 
     fn task_local(&self) -> TaskParticipant {
         TaskParticipant {
@@ -224,17 +225,17 @@ impl ReadSide for Epoch {
 
     /// Pins the task's participant until the section ends (the guard is dropped with it).
     #[inline(always)]
-    fn enter<'a>(&'a self, local: &'a TaskParticipant) -> PinnedSection<'a> {
+    fn enter<'a>(&'a self, local: &'a TaskParticipant) -> PinnedGuard<'a> {
         // A participant of another strategy's collector would not hold back this one's.
         assert!(Arc::ptr_eq(&local.pool, &self.participants), "epoch: reader state of another strategy");
-        PinnedSection { guard: local.participant.0.pin(), _participant: PhantomData }
+        PinnedGuard { guard: local.participant.0.pin(), _participant: PhantomData }
     }
 
     #[inline(always)]
-    fn call(&self, section: &PinnedSection<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, pinned: &PinnedGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A constant index below STACK_SITES where the site is known at compile time: no bounds
         // check (see `klp`).
-        let (ops, guard) = (&self.ops[site.index()], &section.guard);
+        let (ops, guard) = (&self.ops[site.index()], &pinned.guard);
         // Acquire: pairs with the Release that published or relinked the head.
         // SAFETY: nodes reachable while pinned are destroyed only after this guard is dropped.
         let head = unsafe { ops.head.load(Ordering::Acquire, guard).as_ref() };

@@ -15,7 +15,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::Ordering;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug)]
 pub struct Fnptr {
@@ -26,7 +26,7 @@ impl ReadSide for Fnptr {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), _task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // Relaxed: see the module's Synchronization section.
         (self.sites[site.index()].load(Ordering::Relaxed))(arg)
     }

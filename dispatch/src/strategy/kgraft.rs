@@ -32,7 +32,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::{AtomicPtr, Ordering};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// A site's fast word: a [`Code`], or null while a transition covers the site.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ impl ReadSide for Kgraft {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         match self.fast[site.index()].load() {
             Some(code) => code(arg),
             None => {

@@ -23,7 +23,7 @@
 //! | task states (init) → `flags.store(transition, Release)` (disable path) | `flags.load(Acquire)` → `patch_state` | [`Barrier::StatesBeforeFlag`]: a reader that sees transition=1 sees state Patched or Unpatched, never Idle |
 //! | unlink → grace period → poison → grace period → free | loads end before the task's next safe point | [`Barrier::UnlinkThenGracePeriod`]: a removed func is never freed under a reader; a reader that still reached one would run [`check::poisoned`] |
 //!
-//! The grace-period pairs themselves are in [`tasks`](crate::tasks); the phase order (unlink →
+//! The grace-period pairs themselves are in [`task_list`](crate::task_list); the phase order (unlink →
 //! grace period → transition=0, transition=0 → grace period → Idle) is in
 //! [`transition`](crate::transition).
 //!
@@ -44,7 +44,7 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::{AtomicPtr, AtomicU8, Mutex, Ordering};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// A `klp_func` on a func stack: what the read path loads first (the code and the flags), then
 /// the link below it.
@@ -115,8 +115,8 @@ impl ReadSide for Klp {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        // A site known at compile time (the per-site sections) is a constant index below
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        // A site known at compile time (the per-site loops) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
         let ops = &self.ops[site.index()];

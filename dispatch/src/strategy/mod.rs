@@ -31,7 +31,7 @@ pub mod tls;
 use std::fmt;
 
 use crate::model::{Code, FuncId, SiteId, StackEntry};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// What a strategy promises about the functions a task sees between two safe points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,9 +203,10 @@ pub enum StackOp {
 ///
 /// A task calls sites inside critical sections: the stretch between two of its safe points
 /// ([`Task::enter`](crate::Task::enter) opens one and borrows the task, so no safe point can
-/// happen inside). [`enter`](ReadSide::enter) runs once per section and may take there what the
-/// strategy keeps for the whole section (`tls` and `percpu` a writer generation, `percpu` its
-/// CPU's slot, `epoch` a pin); [`call`](ReadSide::call) runs per call with it.
+/// happen inside). [`enter`](ReadSide::enter) runs once per section and returns the strategy's
+/// [`Guard`](ReadSide::Guard): what it keeps for the whole section (`tls` and `percpu` a writer
+/// generation, `percpu` its CPU's slot, `epoch` a pin); [`call`](ReadSide::call) runs per call
+/// with it.
 ///
 /// A generation kept for a section lets the section miss the writer's later changes. That is
 /// sound because such a view can be stale but never wrong for the task that holds it:
@@ -225,27 +226,28 @@ pub trait ReadSide {
     /// Per-task reader state, created once per task (per-thread caches live here).
     type TaskLocal: Send;
 
-    /// What a task holds for one critical section, made by [`enter`](ReadSide::enter).
-    type Section<'a>
+    /// What the strategy holds for one critical section of a task: made by
+    /// [`enter`](ReadSide::enter), passed to every call of the section, dropped when it ends.
+    type Guard<'a>
     where
         Self: 'a;
 
     fn task_local(&self) -> Self::TaskLocal;
 
     /// Opens a critical section of the task whose reader state is `local`.
-    fn enter<'a>(&'a self, local: &'a Self::TaskLocal) -> Self::Section<'a>;
+    fn enter<'a>(&'a self, local: &'a Self::TaskLocal) -> Self::Guard<'a>;
 
-    /// Resolves `site` for the task whose state is `task`, inside `section`, and calls the
-    /// result with `arg`.
-    fn call(&self, section: &Self::Section<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64;
+    /// Resolves `site` for the task whose state is `task`, inside the critical section that
+    /// `guard` was made for, and calls the result with `arg`.
+    fn call(&self, guard: &Self::Guard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64;
 
     /// [`call`](ReadSide::call) for a site known at compile time. Inlined into a section that
-    /// calls each site from its own call instruction (see [`sections`](crate::sections)), the
+    /// calls each site from its own call instruction (see [`loops`](crate::loops)), the
     /// site's index becomes a constant, as at a kernel call site that always calls one function.
     /// A strategy overrides it only where a constant site changes what it can do (`direct`).
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, section: &Self::Section<'_>, task: &TaskState, arg: u64) -> u64 {
-        self.call(section, task, SiteId(SITE as u32), arg)
+    fn call_at<const SITE: usize>(&self, guard: &Self::Guard<'_>, task: &TaskState, arg: u64) -> u64 {
+        self.call(guard, task, SiteId(SITE as u32), arg)
     }
 
     /// One call in a critical section of its own (what tests and [`Task::call`](crate::Task::call)
@@ -262,7 +264,7 @@ pub trait ReadSide {
 macro_rules! stateless_read_side {
     () => {
         type TaskLocal = ();
-        type Section<'a> = ();
+        type Guard<'a> = ();
 
         fn task_local(&self) {}
 
@@ -293,7 +295,7 @@ pub trait WriteSide {
 /// Keep a strategy's own fields immutable, and put whatever its writer changes (atomics, locks)
 /// behind a pointer (a `Box` or the slice it already owns). A type with no interior mutability of
 /// its own lets the compiler keep its table pointers in registers across the calls of a
-/// section (see [`sections`](crate::sections)), as a kernel call site keeps its operands; one
+/// section (see [`loops`](crate::loops)), as a kernel call site keeps its operands; one
 /// mutex or atomic directly in the struct made `klp`, `epoch`, `tls` and `percpu` reload them
 /// after every call while `fnptr` did not.
 pub trait Strategy: ReadSide + WriteSide + Send + Sync + Sized + 'static {
@@ -334,12 +336,12 @@ macro_rules! for_each_strategy {
             klp: $crate::strategy::klp::Klp,
             kgraft: $crate::strategy::kgraft::Kgraft,
             textpoke: $crate::strategy::textpoke::Textpoke,
-            arcswap: $crate::strategy::arcswap::ArcSwapStacks,
+            arcswap: $crate::strategy::arcswap::ArcSwapSelections,
             seqlock: $crate::strategy::seqlock::SeqLock,
             percpu: $crate::strategy::percpu::PerCpu,
             tls: $crate::strategy::tls::Tls,
             epoch: $crate::strategy::epoch::Epoch,
-            rwlock: $crate::strategy::rwlock::RwLockStacks,
+            rwlock: $crate::strategy::rwlock::RwLockSelections,
         }
     };
 }

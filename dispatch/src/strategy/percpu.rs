@@ -46,7 +46,7 @@ use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::cache::Source;
 use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, WriteSide, always_available};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, fence};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// How the current CPU id is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,31 +236,32 @@ impl PerCpu {
     }
 }
 
-/// A critical section of `percpu`: the slot of the CPU the task was on when it opened, and the
-/// generation it loaded then (why both may be kept: see the module comment and [`ReadSide`]).
+/// `percpu`'s [`Guard`](ReadSide::Guard) of a critical section: the slot of the CPU the task was on
+/// when the section opened, and the generation loaded then (why both may be kept: see the module
+/// comment and [`ReadSide`]).
 #[derive(Debug)]
-pub struct PerCpuSection<'a> {
+pub struct PerCpuGuard<'a> {
     slot: &'a [CpuEntry],
     generation: u64,
 }
 
 impl ReadSide for PerCpu {
     type TaskLocal = ();
-    type Section<'a> = PerCpuSection<'a>;
+    type Guard<'a> = PerCpuGuard<'a>;
 
     fn task_local(&self) {}
 
     #[inline(always)]
-    fn enter(&self, _local: &()) -> PerCpuSection<'_> {
-        PerCpuSection { slot: self.slot(self.cpu.current()), generation: self.source.generation() }
+    fn enter(&self, _local: &()) -> PerCpuGuard<'_> {
+        PerCpuGuard { slot: self.slot(self.cpu.current()), generation: self.source.generation() }
     }
 
     #[inline(always)]
-    fn call(&self, section: &PerCpuSection<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let entry = &section.slot[site.index()];
+    fn call(&self, guard: &PerCpuGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        let entry = &guard.slot[site.index()];
         // Acquire: pairs with the Release stamp store that ends `refill`.
         let seen = entry.stamp.load(Ordering::Acquire);
-        if seen == section.generation << 1 {
+        if seen == guard.generation << 1 {
             let selection = entry.selection();
             // Pairs with `fence(Release)` in `refill` (see the table above).
             fence(Ordering::Acquire);
@@ -270,8 +271,8 @@ impl ReadSide for PerCpu {
                 return selection.code(task.version(selection.transition))(arg);
             }
         }
-        task.note_cache_miss();
-        let selection = self.refill(entry, seen, section.generation, site);
+        task.note_stale_cache_refill();
+        let selection = self.refill(entry, seen, guard.generation, site);
         // The state is read only now, after the source: a refill may read a change newer than
         // the generation loaded above, and only a state read after it is ordered after the task
         // states the engine initialised before that change (a state read before it could still

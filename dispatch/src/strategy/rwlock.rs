@@ -18,32 +18,33 @@ use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
 use crate::sync::RwLock;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
+/// `rwlock`: each site's [`Selection`] (what its stack resolves to) behind a reader-writer lock.
 #[derive(Debug)]
-pub struct RwLockStacks {
+pub struct RwLockSelections {
     sites: Box<[RwLock<Selection>]>,
 }
 
-impl ReadSide for RwLockStacks {
+impl ReadSide for RwLockSelections {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A poisoned lock still holds a whole `Selection` (writers store it in one assignment).
         let selection = *self.sites[site.index()].read().unwrap_or_else(|e| e.into_inner());
         selection.code(task.version(selection.transition))(arg)
     }
 }
 
-impl WriteSide for RwLockStacks {
+impl WriteSide for RwLockSelections {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let selection = Selection::of(change.stack, change.original);
         *self.sites[site.index()].write().unwrap_or_else(|e| e.into_inner()) = selection;
     }
 }
 
-impl Strategy for RwLockStacks {
+impl Strategy for RwLockSelections {
     const INFO: Info = Info {
         name: "rwlock",
         description: "each site's selection behind a reader-writer lock: the naive baseline, a shared atomic write per call, that stops scaling at two readers",

@@ -11,7 +11,7 @@ use crate::strategy::blocks::seqlock_sites::SeqLockSites;
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 #[derive(Debug)]
 pub struct SeqLock {
@@ -22,7 +22,7 @@ impl ReadSide for SeqLock {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         let selection = self.sites.read::<true>(site);
         selection.code(task.version(selection.transition))(arg)
     }

@@ -67,7 +67,7 @@ use crate::strategy::blocks::text::{MAX_SITES, Target, Text};
 use crate::strategy::klp::Klp;
 use crate::strategy::{Consistency, Info, MachineFact, ReadSide, StackChange, Strategy, Unavailable, WriteSide};
 use crate::sync::thread_token;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// Whether this machine can run `textpoke`: x86-64 Linux whose text this process may patch.
 /// Opens the text (see `blocks::text`), so call it before spawning threads.
@@ -106,12 +106,12 @@ impl ReadSide for Textpoke {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
-    fn call(&self, _section: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
         SITE_CALLS[site.index()](task, arg)
     }
 
     #[inline(always)]
-    fn call_at<const SITE: usize>(&self, _section: &(), task: &TaskState, arg: u64) -> u64 {
+    fn call_at<const SITE: usize>(&self, _guard: &(), task: &TaskState, arg: u64) -> u64 {
         call_site::<SITE>(task, arg)
     }
 }

@@ -21,7 +21,7 @@ use crate::strategy::blocks::cache::Source;
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// One site's cached selection.
 #[derive(Clone, Copy, Debug)]
@@ -41,21 +41,22 @@ pub struct Tls {
     originals: Box<[Code]>,
 }
 
-/// A critical section of `tls`: the task's entries and the generation loaded when it opened.
+/// `tls`'s [`Guard`](ReadSide::Guard) of a critical section: the task's entries and the generation
+/// loaded when the section opened.
 ///
 /// The slice itself, not a reference to the task's `TlsEntries`: a measured loop receives the
-/// section by reference, and the compiler keeps what that reference points to in registers
+/// guard by reference, and the compiler keeps what that reference points to in registers
 /// across the calls, but not what lies one pointer further (the entries' address and length were
 /// reloaded after every call: two loads and a compare per call, seen in the disassembly).
 #[derive(Debug)]
-pub struct TlsSection<'a> {
+pub struct TlsGuard<'a> {
     entries: &'a [Cell<TlsEntry>],
     generation: u64,
 }
 
 impl ReadSide for Tls {
     type TaskLocal = TlsEntries;
-    type Section<'a> = TlsSection<'a>;
+    type Guard<'a> = TlsGuard<'a>;
 
     fn task_local(&self) -> TlsEntries {
         let empty = |&c: &Code| Cell::new(TlsEntry { stamp: 0, selection: Selection::of(&[], c) });
@@ -63,17 +64,17 @@ impl ReadSide for Tls {
     }
 
     #[inline(always)]
-    fn enter<'a>(&'a self, entries: &'a TlsEntries) -> TlsSection<'a> {
-        TlsSection { entries: &entries.0, generation: self.source.generation() }
+    fn enter<'a>(&'a self, entries: &'a TlsEntries) -> TlsGuard<'a> {
+        TlsGuard { entries: &entries.0, generation: self.source.generation() }
     }
 
     #[inline(always)]
-    fn call(&self, section: &TlsSection<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        let cell = &section.entries[site.index()];
+    fn call(&self, guard: &TlsGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        let cell = &guard.entries[site.index()];
         let mut entry = cell.get();
-        if entry.stamp != section.generation {
-            entry = self.refill(cell, section.generation, site);
-            task.note_cache_miss();
+        if entry.stamp != guard.generation {
+            entry = self.refill(cell, guard.generation, site);
+            task.note_stale_cache_refill();
         }
         entry.selection.code(task.version(entry.selection.transition))(arg)
     }

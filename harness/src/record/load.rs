@@ -100,7 +100,8 @@ pub fn load_run(path: &Path) -> Result<RunFile, String> {
 /// Reads a run of schema 4 or older as schema 5. Its env has `percpu_path` and `textpoke_text`
 /// where schema 5 has `strategy_facts`; its rows name their scenario (`"scenario":
 /// "per-site_r1_steady_…"`) beside its `call_sites` and `readers`, and their round `run`. Each
-/// row's scenario becomes the one of `config.scenarios` that has that name (a run's names are
+/// row's scenario becomes the one of `config.scenarios` that has that name, as those harnesses
+/// named it ([`Scenario::schema_4_name`]: `rand` where names now say `random`; a run's names are
 /// unique: the harness drops duplicate scenarios), and `run` becomes `round`. Names are matched,
 /// never parsed.
 fn to_schema_5(value: &mut serde_json::Value) -> Result<(), String> {
@@ -125,7 +126,7 @@ fn to_schema_5(value: &mut serde_json::Value) -> Result<(), String> {
         if let Some(name) = row.get("scenario").and_then(|v| v.as_str()) {
             let scenario = scenarios
                 .iter()
-                .find(|s| s.name() == name)
+                .find(|s| s.schema_4_name() == name)
                 .ok_or_else(|| format!("row {i}: its scenario {name:?} is none of config.scenarios"))?;
             row.insert("scenario".into(), serde_json::to_value(scenario).expect("a scenario serializes"));
         }
@@ -238,7 +239,7 @@ mod tests {
             serde_json::to_value([&current.rows[0].scenario, &current.rows[1].scenario]).unwrap();
         for (row, r) in value["rows"].as_array_mut().unwrap().iter_mut().zip(&current.rows) {
             let row = row.as_object_mut().unwrap();
-            row.insert("scenario".into(), r.scenario.name().into());
+            row.insert("scenario".into(), r.scenario.schema_4_name().into());
             row.insert("call_sites".into(), r.scenario.call_sites.name().into());
             row.insert("readers".into(), r.scenario.readers.into());
             let round = row.remove("round").unwrap();
@@ -273,6 +274,43 @@ mod tests {
         let e = load_run(&old).unwrap_err();
         assert!(e.contains(&format!("has schema_version 2, this harness reads 3 to {SCHEMA_VERSION}")), "{e}");
         let _ = fs::remove_dir_all(&root);
+    }
+
+    /// A random-order scenario was named `..._s2048rand_...` by the harnesses of schema 3 and 4
+    /// and is `..._s2048random_...` now: their rows, which name their scenario, still find it in
+    /// `config.scenarios`, and the run reads with this harness's names.
+    #[test]
+    fn schema_4_rows_find_their_random_order_scenarios_by_the_old_name() {
+        use crate::config::{CallSites, Order};
+        use crate::record::test_support::{row, run};
+        let current = run(vec![row("klp", CallSites::Cold, 0, 2.0), row("klp", CallSites::PerSite, 0, 1.0)]);
+        let cold = current.rows[0].scenario.clone();
+        assert_eq!(cold.order, Order::Random);
+        let mut value = serde_json::to_value(&current).unwrap();
+        value["schema_version"] = 4.into();
+        value["config"]["scenarios"] = serde_json::to_value([&cold, &current.rows[1].scenario]).unwrap();
+        // As a schema-4 harness wrote them: literally, not derived, so that this test fails if
+        // the old name is ever derived differently.
+        for (row, name) in value["rows"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(["cold_r1_steady_s2048rand_d1_cycle_c2048", "per-site_r1_steady_s8seq_d1_cycle_c4096"])
+        {
+            let row = row.as_object_mut().unwrap();
+            row.insert("scenario".into(), name.into());
+            let round = row.remove("round").unwrap();
+            row.insert("run".into(), round);
+        }
+        let root = std::env::temp_dir().join(format!("dispatch-bench-load-rand-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let old = root.join("run.json");
+        fs::write(&old, value.to_string()).unwrap();
+        let read = load_run(&old);
+        let _ = fs::remove_dir_all(&root);
+        let read = read.unwrap();
+        assert_eq!(read.rows, current.rows, "each row's scenario is config's of its old name");
+        assert_eq!(read.rows[0].scenario.name(), "cold_r1_steady_s2048random_d1_cycle_c2048");
     }
 
     /// A run of schema 5 (from before the fidelity check) reads as one without a check; a run of

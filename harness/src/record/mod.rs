@@ -28,10 +28,10 @@ pub const SCHEMA_VERSION: u32 = 6;
 /// The oldest `schema_version` this harness reads: a schema-3 run is a schema-4 run that skipped
 /// nothing (4 only added `skipped`), and a schema-4 run a schema-5 run whose CPU was not recorded
 /// (`env.cpu` absent: compare says what it could not check) and whose rows name their scenario
-/// (the scenario of `config.scenarios` of that name) and whose strategies' facts about the machine
-/// were two fields of env (see `load::to_schema_5`), so both are
-/// read as this schema's; a schema-5 run is a schema-6 run without phases or histograms (absent:
-/// empty), which its harness did not record.
+/// (the scenario of `config.scenarios` of that name, as its harness named it) and whose
+/// strategies' facts about the machine were two fields of env (see `load::to_schema_5`), so both
+/// are read as this schema's; a schema-5 run is a schema-6 run without phases or histograms
+/// (absent: empty), which its harness did not record.
 pub const OLDEST_READABLE: u32 = 3;
 
 /// Every leaf of a JSON value with its dotted path (`batch_ns.p99`, `sched.0.migrations`), in
@@ -85,7 +85,7 @@ pub struct RunFile {
     pub fidelity_check: Option<FidelityCheck>,
 }
 
-/// One round's timing of the C sections (`dispatch::kernel_c`), made right after the round's
+/// One round's timing of the C loops (`dispatch::kernel_c`), made right after the round's
 /// strategies in the fidelity check's scenario, on its first reader's CPU: ns per call.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct CRound {

@@ -1,7 +1,7 @@
 //! What the two cache strategies (`percpu`, `tls`) share: the source of truth they refill from (a
 //! [`SeqLockSites`]) and the generation every writer change bumps. A cache entry holds a whole
 //! [`Selection`] stamped with the generation it was read at; a reader picks from it with
-//! [`TaskState::version`](crate::tasks::TaskState::version), like every other strategy.
+//! [`TaskState::version`](crate::task_list::TaskState::version), like every other strategy.
 //!
 //! # Synchronization
 //!
@@ -68,7 +68,7 @@ pub(crate) mod tests {
     use crate::check::{code, fingerprint};
     use crate::model::{FuncId, PatchState, StackEntry};
     use crate::strategy::{StackOp, Strategy};
-    use crate::tasks::TaskState;
+    use crate::task_list::TaskState;
 
     /// The miss path, forced: after [`Source::invalidate`] the next call misses, refills and
     /// picks by the task's state like a hit does, and both paths count an Idle task found inside
@@ -81,18 +81,18 @@ pub(crate) mod tests {
         let call = || s.call_alone(&local, &task, SiteId(0), 0);
         task.set_state_for_test(PatchState::Unpatched);
         assert_eq!(call(), fingerprint(0));
-        assert_eq!(task.cache_misses(), 1, "the first call misses");
+        assert_eq!(task.stale_cache_refills(), 1, "the first call misses");
         assert_eq!(call(), fingerprint(0));
-        assert_eq!(task.cache_misses(), 1, "the second call hits");
+        assert_eq!(task.stale_cache_refills(), 1, "the second call hits");
         source(&s).invalidate();
         task.set_state_for_test(PatchState::Patched);
         assert_eq!(call(), fingerprint(1), "the refill picks by the new state");
-        assert_eq!(task.cache_misses(), 2, "invalidate forces a miss");
+        assert_eq!(task.stale_cache_refills(), 2, "invalidate forces a miss");
         task.set_state_for_test(PatchState::Idle);
         assert_eq!(call(), fingerprint(1));
-        assert_eq!((task.cache_misses(), task.idle_in_transition()), (2, 1), "a hit counts Idle in transition");
+        assert_eq!((task.stale_cache_refills(), task.idle_in_transition()), (2, 1), "a hit counts Idle in transition");
         source(&s).invalidate();
         assert_eq!(call(), fingerprint(1));
-        assert_eq!((task.cache_misses(), task.idle_in_transition()), (3, 2), "so does a miss");
+        assert_eq!((task.stale_cache_refills(), task.idle_in_transition()), (3, 2), "so does a miss");
     }
 }

@@ -7,7 +7,7 @@
 //! The read path does what the kernel's does and no more (`klp_ftrace_handler`; the C handler of
 //! [`kernel_c`](crate::kernel_c) is it, measured beside `klp`): the head's load, its test for an
 //! empty stack, one load and one test of its flags, the call through its code. Three choices
-//! keep it there, each measured in the gate's counts of `klp`'s per-site section (25.0
+//! keep it there, each measured in the gate's counts of `klp`'s per-site loop (25.0
 //! instructions per call before them, `fnptr` 10.6):
 //!
 //! - the sites are a table of [`STACK_SITES`] entries, so that a site known at compile time
@@ -22,7 +22,7 @@
 
 use crate::check;
 use crate::model::{Code, Version};
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
 /// The most sites a func-stack strategy serves: the sites any caller may have (the harness's
 /// `--sites` and the fingerprinted functions stop there too). Under loom, whose every atomic is

@@ -155,8 +155,8 @@ pub struct TaskState {
     /// Times a reader saw `transition` set while its state was Idle (a breach of
     /// [`Invariant::TriState`](crate::docs::Invariant::TriState); the kernel warns).
     idle_in_transition: AtomicU64,
-    /// Cache strategies' misses on this task's reads.
-    cache_misses: AtomicU64,
+    /// Refills of a cache strategy's cache that found it stale, on this task's reads.
+    stale_cache_refills: AtomicU64,
 }
 
 impl TaskState {
@@ -168,7 +168,7 @@ impl TaskState {
             run: AtomicState::new(RunState::Free),
             parked_in: AtomicU64::new(0),
             idle_in_transition: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
+            stale_cache_refills: AtomicU64::new(0),
         }
     }
 
@@ -209,13 +209,14 @@ impl TaskState {
         Version::select(true, state)
     }
 
-    /// Counts a cache miss of this task's read (cache strategies, on their slow path only).
+    /// Counts a read of this task that found its cache entry stale and refilled it (cache
+    /// strategies, on their miss path only).
     #[cold]
-    pub fn note_cache_miss(&self) {
+    pub fn note_stale_cache_refill(&self) {
         // Relaxed: a statistic; only this task's thread writes it, so a load-add-store suffices
         // and keeps a locked RMW off even the miss path.
-        let n = self.cache_misses.load(Ordering::Relaxed);
-        self.cache_misses.store(n + 1, Ordering::Relaxed);
+        let n = self.stale_cache_refills.load(Ordering::Relaxed);
+        self.stale_cache_refills.store(n + 1, Ordering::Relaxed);
     }
 
     /// Whether a transition waits for this task's next safe point (`TIF_PATCH_PENDING`).
@@ -224,9 +225,11 @@ impl TaskState {
         self.pending.load(Ordering::Relaxed)
     }
 
-    pub fn cache_misses(&self) -> u64 {
+    /// How often a cache strategy refilled a stale cache on this task's reads (`percpu`, `tls`):
+    /// not hardware cache misses.
+    pub fn stale_cache_refills(&self) -> u64 {
         // Relaxed: a statistic.
-        self.cache_misses.load(Ordering::Relaxed)
+        self.stale_cache_refills.load(Ordering::Relaxed)
     }
 
     /// How often a reader saw a transition while this task was Idle.
@@ -446,7 +449,7 @@ impl Tasks {
         slot.pending.store(pending, Ordering::Relaxed);
         slot.parked_in.store(0, Ordering::Relaxed);
         slot.idle_in_transition.store(0, Ordering::Relaxed);
-        slot.cache_misses.store(0, Ordering::Relaxed);
+        slot.stale_cache_refills.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire in `live`.
         slot.run.store(RunState::Running, Ordering::Release);
         self.online(slot);

@@ -1,5 +1,5 @@
-//! Critical sections as code: the measured loops of the harness, the criterion benches and the
-//! gungraun gate, written once.
+//! The measured loops of the harness, the criterion benches and the gungraun gate, written once:
+//! critical sections as code.
 //!
 //! A kernel that patched eight functions has eight call sites, each calling one function. How the
 //! measured loop places its call instructions decides what it measures:
@@ -14,12 +14,12 @@
 //! - [`cold`]: [`COLD_SITES`] distinct call instructions, one per site, in a fixed random order
 //!   of sites: a code footprint larger than the L1 instruction cache and data accessed at random.
 //!
-//! Each section function is one critical section of its task ([`Task::enter`]): a strategy takes
-//! what it keeps per section once, then makes every call of the section with it.
+//! Each loop is one critical section of its task ([`Task::enter`]): a strategy takes what it
+//! keeps per section once, then makes every call of the section with it.
 //!
-//! Every section is `#[inline(never)]`: one named function per regime, strategy and size, which
-//! the harness times as a whole (one call of overhead per section of thousands of calls) and
-//! which can be read in a disassembly.
+//! Every loop is `#[inline(never)]`: one named function per regime, strategy and size, which the
+//! harness times as a whole (one call of overhead per loop of thousands of calls) and which can
+//! be read in a disassembly.
 
 use seq_macro::seq;
 
@@ -27,21 +27,22 @@ use crate::check;
 use crate::model::SiteId;
 use crate::strategy::Strategy;
 use crate::task::Task;
-use crate::tasks::TaskState;
+use crate::task_list::TaskState;
 
-/// The most sites a per-site section serves.
+/// The most sites a per-site loop serves.
 pub const MAX_PER_SITE: usize = 64;
 
-/// Sites of the cold section; each is called once per section, from its own call instruction.
+/// Sites of the cold loop; each is called once per critical section, from its own call
+/// instruction.
 ///
 /// Measured in a release build on x86-64, one inlined call takes 11 bytes of code for `direct`,
 /// 68 for `fnptr` and 150 to 430 for the others, so 2048 calls are 22 KiB for `direct` and 140 KiB
 /// to 880 KiB for the rest: more than a 32 KiB L1 instruction cache for every redirection. 4096
-/// would put `direct` over it too, at twice the build time (the cold sections, one per strategy,
-/// are most of the harness's build: 2.7 minutes with 4096, against 1.1 without a cold section).
+/// would put `direct` over it too, at twice the build time (the cold loops, one per strategy,
+/// are most of the harness's build: 2.7 minutes with 4096, against 1.1 without a cold loop).
 pub const COLD_SITES: usize = 2048;
 
-/// The order the cold section calls its sites in: a permutation of `0..COLD_SITES`, fixed at
+/// The order the cold loop calls its sites in: a permutation of `0..COLD_SITES`, fixed at
 /// compile time (its call instructions are laid out in this order).
 pub static COLD_ORDER: [u16; COLD_SITES] = cold_order();
 
@@ -64,17 +65,17 @@ const fn cold_order() -> [u16; COLD_SITES] {
     order
 }
 
-/// A section generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
+/// A loop generated for a known set of sites ([`per_site`] of one size, or [`cold`]): the
 /// task, and how many rounds of its sites to call (`cold` always calls one).
-pub type SectionFn<S> = fn(&mut Task<S>, usize) -> u64;
+pub type LoopFn<S> = fn(&mut Task<S>, usize) -> u64;
 
 /// Calls sites `0..N`, each from its own call instruction, `rounds` times; returns the sum of
-/// what they returned (the section's signature, see [`check`]).
+/// what they returned (the critical section's signature, see [`check`]).
 #[inline(never)]
 pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
-    per_site_with::<S, N>(strategy, section, state, rounds)
+    let (strategy, guard, state) = section.read_parts();
+    per_site_with::<S, N>(strategy, guard, state, rounds)
 }
 
 /// [`per_site`]'s body. Its parts are arguments of a function that is not inlined, so that
@@ -84,17 +85,17 @@ pub fn per_site<S: Strategy, const N: usize>(task: &mut Task<S>, rounds: usize) 
 #[inline(never)]
 fn per_site_with<S: Strategy, const N: usize>(
     strategy: &S,
-    section: &S::Section<'_>,
+    guard: &S::Guard<'_>,
     state: &TaskState,
     rounds: usize,
 ) -> u64 {
-    const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site section has 1 to MAX_PER_SITE sites") };
+    const { assert!(N >= 1 && N <= MAX_PER_SITE, "a per-site loop has 1 to MAX_PER_SITE sites") };
     let mut sum = 0u64;
     for _ in 0..rounds {
         // `I < N` is decided at compile time: exactly N calls, each its own instruction.
         seq!(I in 0..64 {
             if I < N {
-                sum = sum.wrapping_add(strategy.call_at::<I>(section, state, 0));
+                sum = sum.wrapping_add(strategy.call_at::<I>(guard, state, 0));
             }
         });
     }
@@ -104,19 +105,19 @@ fn per_site_with<S: Strategy, const N: usize>(
 /// Generates [`PER_SITE_SIZES`] and [`per_site_fn`] from one list, so the two cannot disagree.
 macro_rules! per_site_sizes {
     ($($n:literal)*) => {
-        /// The sizes a per-site section is generated for: every size up to the default 8, then
+        /// The sizes a per-site loop is generated for: every size up to the default 8, then
         /// powers of two up to [`MAX_PER_SITE`].
         ///
         /// Each size is its own function for every strategy, its N call instructions compiled ahead,
         /// and the release build pays for each one (fat LTO optimizes them twice). Every size from 1
         /// to 64 was 2080 inlined read paths per strategy and about 30 s of the harness's release
         /// build on 2 vCPUs; these eleven are 148. A size between them would be a new function, not
-        /// a composition of these: a section's cost per call must not depend on how it was put
+        /// a composition of these: a loop's cost per call must not depend on how it was put
         /// together.
         pub const PER_SITE_SIZES: &[usize] = &[$($n),*];
 
-        /// The per-site section of `sites` sites, `None` for a size not in [`PER_SITE_SIZES`].
-        pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<SectionFn<S>> {
+        /// The per-site loop of `sites` sites, `None` for a size not in [`PER_SITE_SIZES`].
+        pub fn per_site_fn<S: Strategy>(sites: usize) -> Option<LoopFn<S>> {
             match sites {
                 $($n => Some(per_site::<S, $n>),)*
                 _ => None,
@@ -131,17 +132,17 @@ per_site_sizes!(1 2 3 4 5 6 7 8 16 32 64);
 #[inline(never)]
 pub fn shared<S: Strategy>(task: &mut Task<S>, order: &[SiteId]) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
-    shared_with(strategy, section, state, order)
+    let (strategy, guard, state) = section.read_parts();
+    shared_with(strategy, guard, state, order)
 }
 
 /// [`shared`]'s body, with its parts as arguments for the reason [`per_site_with`] gives: the
 /// regimes differ only in where the call instructions are.
 #[inline(never)]
-fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState, order: &[SiteId]) -> u64 {
+fn shared_with<S: Strategy>(strategy: &S, guard: &S::Guard<'_>, state: &TaskState, order: &[SiteId]) -> u64 {
     let mut sum = 0u64;
     for &site in order {
-        sum = sum.wrapping_add(strategy.call(section, state, site, 0));
+        sum = sum.wrapping_add(strategy.call(guard, state, site, 0));
     }
     sum
 }
@@ -150,24 +151,24 @@ fn shared_with<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &Task
 /// instruction. The patcher must have at least `COLD_SITES` sites.
 ///
 /// The calls are laid out in [`COLD_CHUNKS`] functions of [`COLD_CHUNK`] calls each, called one
-/// after the other (16 extra calls per section): the same instructions in the same order, in
+/// after the other (16 extra calls per loop): the same instructions in the same order, in
 /// functions small enough that the optimizer's cost stays linear in the number of sites (its
 /// passes grow faster than linearly with a function's size: one function of 4096 inlined read
 /// paths took the release build of the harness past 9 minutes).
 #[inline(never)]
 pub fn cold<S: Strategy>(task: &mut Task<S>, _rounds: usize) -> u64 {
     let section = task.enter();
-    let (strategy, section, state) = section.read_parts();
+    let (strategy, guard, state) = section.read_parts();
     let mut sum = 0u64;
     seq!(C in 0..16 {
-        sum = sum.wrapping_add(cold_chunk_~C(strategy, section, state));
+        sum = sum.wrapping_add(cold_chunk_~C(strategy, guard, state));
     });
     sum
 }
 
-/// Calls per chunk of the cold section.
+/// Calls per chunk of the cold loop.
 pub const COLD_CHUNK: usize = 128;
-/// Chunks of the cold section.
+/// Chunks of the cold loop.
 pub const COLD_CHUNKS: usize = COLD_SITES / COLD_CHUNK;
 
 seq!(C in 0..16 {
@@ -176,11 +177,11 @@ seq!(C in 0..16 {
     // The indexes are the macro's literals: `0 * COLD_CHUNK + 0` and the like are meant.
     #[allow(clippy::erasing_op, clippy::identity_op)]
     #[inline(never)]
-    fn cold_chunk_~C<S: Strategy>(strategy: &S, section: &S::Section<'_>, state: &TaskState) -> u64 {
+    fn cold_chunk_~C<S: Strategy>(strategy: &S, guard: &S::Guard<'_>, state: &TaskState) -> u64 {
         let mut sum = 0u64;
         seq!(K in 0..128 {
             sum = sum.wrapping_add(
-                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(section, state, 0),
+                strategy.call_at::<{ COLD_ORDER[C * COLD_CHUNK + K] as usize }>(guard, state, 0),
             );
         });
         sum
@@ -192,7 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cold_section_is_its_chunks() {
+    fn the_cold_loop_is_its_chunks() {
         assert_eq!(COLD_CHUNKS * COLD_CHUNK, COLD_SITES);
         assert_eq!(COLD_CHUNKS, 16, "cold() calls 16 chunks");
     }
