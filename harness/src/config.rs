@@ -9,7 +9,8 @@ use dispatch::strategy::Availability;
 use serde::{Deserialize, Serialize};
 
 /// Transition rate of the writer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rate {
     /// No writer: steady state.
@@ -31,7 +32,8 @@ impl fmt::Display for Rate {
 }
 
 /// The order readers call the sites in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// 0, 1, 2, …: every load and branch predicted.
@@ -52,7 +54,8 @@ impl Order {
 
 /// Where the measured loop's call instructions are: the call-site regime (see
 /// `dispatch::loops`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum CallSites {
     /// Each site called from its own call instruction, the site a constant there: every indirect
@@ -79,7 +82,8 @@ impl CallSites {
 }
 
 /// What the writer cycles through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Ops {
     /// Enable the top patch, then disable it.
@@ -91,7 +95,8 @@ pub enum Ops {
 }
 
 /// Hardware counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CountersMode {
     /// Use them where available; otherwise say why and record software counters.
@@ -107,7 +112,8 @@ pub enum CountersMode {
 /// summary carries it, its name is derived from it in one place ([`Scenario::name`]), its rules
 /// are checked in one place ([`Scenario::in_regime`], [`validate`]), and every consumer selects by
 /// its fields, never by its name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Scenario {
     pub call_sites: CallSites,
     pub readers: usize,
@@ -285,17 +291,18 @@ impl Scenario {
 }
 
 /// Everything a `run` needs, after validation.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RunConfig {
     pub strategies: Vec<String>,
     pub scenarios: Vec<Scenario>,
     /// Seconds.
     #[serde(with = "secs")]
-    #[schemars(with = "f64")]
+    #[cfg_attr(test, schemars(with = "f64"))]
     pub duration: Duration,
     /// Each measurement's readers run this long before they are timed (see [`WARMUP_DEFAULT`]).
     #[serde(with = "secs")]
-    #[schemars(with = "f64")]
+    #[cfg_attr(test, schemars(with = "f64"))]
     pub warmup: Duration,
     /// Rounds per scenario: within a round every strategy is measured once, in a shuffled order.
     #[serde(alias = "runs")]
@@ -372,7 +379,8 @@ pub fn parse_strategies(s: &str) -> Result<Vec<String>, ConfigError> {
 
 /// A strategy a run was asked for but did not measure, because this machine cannot run it: a
 /// top-level list of `run.json` (results/SCHEMA.md), said on stderr and in report.md.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Skipped {
     pub strategy: String,
     /// What is missing here and what to change (the strategy's `Info::availability`).

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::CountersMode;
 
 /// Which counter set a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CounterKind {
     Hardware,
@@ -32,7 +33,8 @@ pub enum CounterKind {
 }
 
 /// Whether hardware counters can be opened here, and why not.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Availability {
     pub available: bool,
     pub reason: Option<String>,
@@ -127,7 +129,8 @@ pub struct ThreadCounters {
 }
 
 /// Counter values over a measured span, scaled for multiplexing.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct CounterValues {
     pub values: BTreeMap<String, f64>,
     /// time_running < time_enabled: the kernel multiplexed the group and values are scaled.

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// What the CPU is. Every field that the machine does not report is `None`, shown as "unknown"
 /// (normal in a VM for clocks, and off x86 for everything cpuid answers).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct CpuIdentity {
     /// "AMD", "Intel", or cpuid's vendor string as it is (e.g. "HygonGenuine"); "unknown" off x86.
     pub vendor: String,

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::counters::Availability;
 use crate::cpu::CpuIdentity;
 
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Env {
     pub host: String,
     /// The CPU's model string. In a VM it may name no generation ("AMD EPYC"): [`Env::cpu`] says
@@ -39,7 +40,8 @@ pub struct Env {
 }
 
 /// One strategy's fact about the machine (`dispatch::strategy::MachineFact`), as run.json keeps it.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct StrategyFact {
     pub strategy: String,
     /// What it is about (`cpu id`, `text`).

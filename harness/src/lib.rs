@@ -262,7 +262,7 @@ fn write_files(staging: &mut Staging, run: &RunFile, summaries: &[summary::Summa
         Ok(bmf) => staging.write("bmf.json", &bmf),
         Err(e) => staging.record("bmf.json", Err(e.to_string())),
     }
-    staging.write("run.schema.json", record::json_schema().as_bytes());
+    staging.write("run.schema.json", record::JSON_SCHEMA.as_bytes());
     write_hgrm(staging, summaries);
     match export::rows_csv(&[run]) {
         Ok(csv) => staging.write("rows.csv", csv.as_bytes()),

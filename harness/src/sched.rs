@@ -89,7 +89,8 @@ impl ThreadSample {
 }
 
 /// What the scheduler did to one reader over its measured span (run.json's `rows[].sched[]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ReaderSched {
     /// The CPU it was on when the span began and when it ended.
     pub cpu_start: Option<usize>,
@@ -158,7 +159,8 @@ pub fn loadavg() -> Option<[f64; 3]> {
 }
 
 /// The host across a whole run (run.json's `host_load`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct HostLoad {
     pub loadavg_start: Option<[f64; 3]>,
     pub loadavg_end: Option<[f64; 3]>,

@@ -53,15 +53,22 @@ pub fn leaves(v: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
     out
 }
 
-/// The JSON Schema of `run.json`, generated from these types (schemars): committed as
-/// results/run.schema.json (a test keeps it current) and written into every run directory.
+/// The JSON Schema of `run.json`, as committed in results/run.schema.json and written into every
+/// run directory. The test below generates it from these types (schemars, a dev-dependency: the
+/// release build does not compile a schema generator to write a constant) and fails when the two
+/// differ.
+pub const JSON_SCHEMA: &str = include_str!("../../../results/run.schema.json");
+
+/// The JSON Schema of `run.json`, generated from these types.
+#[cfg(test)]
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(RunFile);
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
 /// Everything `run.json` holds.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RunFile {
     pub schema_version: u32,
     /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
@@ -87,7 +94,8 @@ pub struct RunFile {
 
 /// One round's timing of the C loops (`dispatch::kernel_c`), made right after the round's
 /// strategies in the fidelity check's scenario, on its first reader's CPU: ns per call.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct CRound {
     pub round: usize,
     /// A C direct call per site.
@@ -100,7 +108,8 @@ pub struct CRound {
 
 /// The run's fidelity check (`harness::fidelity`): `klp ÷ fnptr` against the kernel's handler in
 /// C over a C function pointer, in the same rounds of one scenario.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct FidelityCheck {
     /// The scenario the check was made on.
     pub scenario: String,
@@ -125,7 +134,8 @@ pub struct FidelityCheck {
 /// reader in the default suite), an indirect call through a pointer (`fnptr`) should cost what a direct call costs.
 /// Where it costs much more, indirect calls are not predicted here, and every ratio to `fnptr`
 /// measures mispredictions rather than redirection.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct MethodCheck {
     /// The scenario the check was made on.
     pub scenario: String,
@@ -141,7 +151,8 @@ pub struct MethodCheck {
 }
 
 /// Percentiles of a distribution, in the unit named by the field that holds them.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,
@@ -150,7 +161,8 @@ pub struct Percentiles {
 }
 
 /// One strategy × scenario × round: the unit of `run.json` (see results/SCHEMA.md).
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Row {
     pub strategy: String,
     pub consistency: String,
@@ -225,14 +237,16 @@ pub struct Row {
 }
 
 /// One phase of a row's transitions: its name (`dispatch::Phases::NAMES`) and percentiles, µs.
-#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PhasePercentiles {
     pub phase: String,
     pub us: Percentiles,
 }
 
 /// A row's distributions, each an HdrHistogram V2 serialization in base64 (see `hist`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Histograms {
     /// Per-batch time per call, picoseconds, merged over readers (`batch_ns` is its percentiles).
     pub batch_ps: Option<String>,
@@ -260,7 +274,8 @@ pub const MEAN_OVER_MEDIAN_LIMIT: f64 = 1.5;
 
 /// Whether a row's figures are the strategy's or its neighbours': the evidence, and the reasons
 /// it was flagged for (none: not flagged).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Interference {
     /// The largest share of its measured span any reader spent off its CPU; `None` without
     /// `/proc/thread-self/schedstat`.
@@ -416,6 +431,8 @@ mod tests {
              `UPDATE_SCHEMA=1 cargo test -p harness the_committed_json_schema`, review the diff, and if a field \
              changed meaning or went away bump SCHEMA_VERSION and results/SCHEMA.md"
         );
+        // What a run writes is that file as this build read it.
+        assert!(JSON_SCHEMA == generated, "JSON_SCHEMA is not the file this test checked; build again");
         let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
         assert_eq!(schema["title"], "RunFile");
         for field in ["schema_version", "config", "env", "rows", "host_load"] {
