@@ -100,7 +100,7 @@ struct RunArgs {
     /// Transition rates: 0 (steady), 0.001 to 10^9 Hz, or `max` (back to back).
     #[arg(long, default_value = "0,1000,max")]
     rate: String,
-    /// Seconds each reader measures per strategy, scenario and round: 0.001 to 3600 [default: 0.3,
+    /// Seconds each reader measures per strategy, scenario and round: 0.001 to 3600 [default: 0.2,
     /// --quick 0.05].
     #[arg(long, value_parser = |v: &str| config::DURATION.parse(v), allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -172,7 +172,7 @@ impl RunArgs {
         let readers = config::parse_readers(&self.readers, cpus.len().max(1))?;
         let writer_cpu = config::parse_writer_cpu(&self.writer_cpu, &cpus)?;
         let rates = config::parse_rates(&self.rate)?;
-        let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { 0.3 });
+        let duration = self.duration.unwrap_or(if self.quick { 0.05 } else { config::DURATION_DEFAULT });
         let rounds = self.rounds.unwrap_or(if self.quick { 2 } else { 3 });
         let grid = Grid {
             call_sites: config::parse_call_sites(&self.call_sites)?,
