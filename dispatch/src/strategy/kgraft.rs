@@ -39,8 +39,11 @@ use crate::task_list::TaskState;
 struct FastWord(AtomicPtr<()>);
 
 impl FastWord {
-    fn new(code: Code) -> Self {
-        Self(AtomicPtr::new(code as *mut ()))
+    /// The word of a site: its original, or, for a table entry past the strategy's sites, null,
+    /// so that a call for such a site takes the slow stub to `klp`'s entry for it, whose original
+    /// aborts saying why (see [`ops_table`](crate::strategy::blocks::func_stack::ops_table)).
+    fn of(original: Option<Code>) -> Self {
+        Self(AtomicPtr::new(original.map_or(ptr::null_mut(), |c| c as *mut ())))
     }
 
     /// The code every task runs now, or `None` while the site is in transition.
@@ -66,9 +69,11 @@ impl FastWord {
 
 #[derive(Debug)]
 pub struct Kgraft {
-    fast: Box<[FastWord]>,
-    /// The slow stub and the source of truth: the kernel's func stacks.
-    stacks: Klp,
+    /// The slow stub and the source of truth: the kernel's func stacks, with each site's fast
+    /// word beside its stack ([`Klp::extra`]): one table of `klp`'s size, so that a site known at
+    /// compile time indexes it without a bounds check, in the stacks' allocation, so that the
+    /// per-site loop reaches both from one register.
+    stacks: Klp<FastWord>,
 }
 
 impl ReadSide for Kgraft {
@@ -76,7 +81,7 @@ impl ReadSide for Kgraft {
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        match self.fast[site.index()].load() {
+        match self.stacks.extra(site).load() {
             Some(code) => code(arg),
             None => {
                 // kGraft's slow stub runs only during a transition. Inlined, so that each site
@@ -95,7 +100,7 @@ impl ReadSide for Kgraft {
 
 impl WriteSide for Kgraft {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
-        let fast = &self.fast[site.index()];
+        let fast = self.stacks.extra(site);
         let selection = Selection::of(change.stack, change.original);
         if selection.transition {
             // Null first: the stack change may be what a migrated task must see.
@@ -123,7 +128,7 @@ impl Strategy for Kgraft {
     };
 
     fn new(originals: &[Code]) -> Self {
-        Self { fast: originals.iter().map(|&c| FastWord::new(c)).collect(), stacks: Klp::new(originals) }
+        Self { stacks: Klp::with_extra(originals, FastWord::of) }
     }
 }
 
@@ -140,7 +145,7 @@ mod tests {
     fn the_fast_word_is_null_exactly_while_the_head_is_in_transition() {
         let k = Kgraft::new(&[code(0)]);
         let task = TaskState::new();
-        let word = || k.fast[0].load().map(|c| c(0));
+        let word = || k.stacks.extra(SiteId(0)).load().map(|c| c(0));
         assert_eq!(word(), Some(fingerprint(0)), "no stack: the original");
         let pushed = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         k.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &pushed, original: code(0) });
