@@ -92,7 +92,7 @@ impl ReadSide for Kgraft {
                 // instruction shared by every site) 1.04× and 1.29×; a per-section choice of
                 // path 1.15× and 1.04×. The fast path is kGraft's point, so it wins.
                 std::hint::cold_path();
-                self.stacks.call(&(), task, site, arg)
+                self.stacks.call_in_transition(task, site, arg)
             }
         }
     }

@@ -39,7 +39,9 @@ use std::ptr;
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, handler, ops_table};
+use crate::strategy::blocks::func_stack::{
+    Expect, Flags, InTransition, Ops, STACK_SITES, StackNode, Steady, handler, ops_table,
+};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -118,6 +120,14 @@ impl<X> Klp<X> {
         &self.sites.extra[site.index()]
     }
 
+    /// The handler as the slow path of a strategy built on these stacks runs it: a path that
+    /// only a transition leads to, so laid out for a head in transition ([`InTransition`]);
+    /// it picks what [`Klp::call`] picks.
+    #[inline(always)]
+    pub(crate) fn call_in_transition(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        self.sites.call::<InTransition>(task, site, arg)
+    }
+
     /// Walks the stack of `site` (writer only) to the link that points at `func`.
     fn link_to(&self, site: SiteId, func: FuncId) -> &AtomicPtr<Node> {
         let mut link = &self.sites.ops[site.index()].head;
@@ -149,10 +159,19 @@ impl<X: 'static> ReadSide for Klp<X> {
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        self.sites.call::<Steady>(task, site, arg)
+    }
+}
+
+impl<X> Sites<X> {
+    /// The handler for `site` on these stacks, laid out for the case `E` expects ([`Expect`]):
+    /// [`Klp::call`] and the slow paths built on `klp`.
+    #[inline(always)]
+    fn call<E: Expect>(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A site known at compile time (the per-site loops) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
-        let ops = &self.sites.ops[site.index()];
+        let ops = &self.ops[site.index()];
         // HandlerStep::LoadHead, `list_first_or_null_rcu`. Acquire (Barrier::FuncBeforeHead):
         // pairs with the Release publishing the node in `apply(Push)` or relinking in
         // `apply(Remove)`; without it a reader could see a new head with a stale `transition` flag
@@ -161,7 +180,7 @@ impl<X: 'static> ReadSide for Klp<X> {
         // SAFETY: a node reachable from a head is freed only two grace periods after it was
         // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
         let head = unsafe { head.as_ref() };
-        let code = handler(
+        let code = handler::<_, E>(
             head,
             task,
             |n| {

@@ -161,17 +161,19 @@ pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
 }
 
 /// `SITE`'s slow path, where its call instructions go while a transition covers it: `klp`'s
-/// handler for the calling task, inlined, with an indirect call of its own. One function per site,
-/// as `klp` inlines its handler at each call site: one shared slow path made every site's indirect
-/// call the same instruction, which the CPU then predicts as one (measured on the dev VM in
-/// criterion's `transition_patched`: 1.40× `klp`'s time; see the README for this layout's).
+/// handler for the calling task, inlined and laid out for a head in transition, the only case
+/// that leads here ([`Klp::call_in_transition`]), with an indirect jump of its own. One function
+/// per site, as `klp` inlines its handler at each call site: one shared slow path made every
+/// site's indirect call the same instruction, which the CPU then predicts as one (measured on the
+/// dev VM in criterion's `transition_patched`: 1.40× `klp`'s time; see the README for this
+/// layout's).
 extern "C" fn slow_path<const SITE: usize>(arg: u64, task: &TaskState) -> u64 {
     // Acquire: pairs with the Release in `Textpoke::new` (see the module's table).
     let active = ACTIVE.load(Ordering::Acquire);
     // SAFETY: a call instruction leads here only while a `Textpoke` owns the text (a call needs
     // `&Textpoke`), and its stacks stay where `ACTIVE` points until it is dropped.
     let stacks = unsafe { active.as_ref() }.expect("textpoke: the slow path ran while no strategy owns the text");
-    stacks.call(&(), task, SiteId(SITE as u32), arg)
+    stacks.call_in_transition(task, SiteId(SITE as u32), arg)
 }
 
 /// Where the call instructions of sites that the owning strategy does not have point. Reaching it
@@ -627,7 +629,7 @@ mod loom_models {
         fn execute(&self, fetched: Option<usize>, stacks: &Klp, task: &TaskState) -> u64 {
             // Relaxed: an instruction fetch is ordered by nothing but serialization.
             match fetched.unwrap_or_else(|| self.call.load(Ordering::Relaxed)) {
-                0 => stacks.call(&(), task, SiteId(0), 0),
+                0 => stacks.call_in_transition(task, SiteId(0), 0),
                 code => {
                     // SAFETY: every non-zero value stored is a `Code`'s address (see `encode`).
                     let code = unsafe { std::mem::transmute::<usize, Code>(code) };
