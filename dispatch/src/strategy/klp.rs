@@ -88,7 +88,7 @@ pub struct Klp<X = ()> {
 /// reloaded it on every call of the slow path. For `klp`, `X = ()`: `extra` takes no space and
 /// `ops` is where it always was.
 #[derive(Debug)]
-struct Sites<X> {
+pub(crate) struct Sites<X> {
     ops: [Ops<AtomicPtr<Node>>; STACK_SITES],
     extra: [X; STACK_SITES],
 }
@@ -126,6 +126,12 @@ impl<X> Klp<X> {
     #[inline(always)]
     pub(crate) fn call_in_transition(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         self.sites.call::<InTransition>(task, site, arg)
+    }
+
+    /// The stacks themselves, for a slow path that reaches them from a static (`textpoke`'s):
+    /// they stay where they are until this strategy is dropped.
+    pub(crate) fn sites(&self) -> &Sites<X> {
+        &self.sites
     }
 
     /// Walks the stack of `site` (writer only) to the link that points at `func`.
@@ -167,7 +173,7 @@ impl<X> Sites<X> {
     /// The handler for `site` on these stacks, laid out for the case `E` expects ([`Expect`]):
     /// [`Klp::call`] and the slow paths built on `klp`.
     #[inline(always)]
-    fn call<E: Expect>(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+    pub(crate) fn call<E: Expect>(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A site known at compile time (the per-site loops) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
