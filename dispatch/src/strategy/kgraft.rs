@@ -41,7 +41,7 @@ struct FastWord(AtomicPtr<()>);
 impl FastWord {
     /// The word of a site: its original, or, for a table entry past the strategy's sites, null,
     /// so that a call for such a site takes the slow stub to `klp`'s entry for it, whose original
-    /// aborts saying why (see [`ops_table`](crate::strategy::blocks::func_stack::ops_table)).
+    /// aborts saying why (see [`ops_array`](crate::strategy::blocks::func_stack::ops_array)).
     fn of(original: Option<Code>) -> Self {
         Self(AtomicPtr::new(original.map_or(ptr::null_mut(), |c| c as *mut ())))
     }

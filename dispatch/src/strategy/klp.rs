@@ -40,7 +40,7 @@ use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
 use crate::strategy::blocks::func_stack::{
-    Expect, Flags, InTransition, Ops, STACK_SITES, StackNode, Steady, handler, ops_table,
+    Expect, Flags, InTransition, Ops, STACK_SITES, StackNode, Steady, handler, ops_array,
 };
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
@@ -103,14 +103,14 @@ unsafe impl<X: Sync> Sync for Klp<X> {}
 
 impl<X> Klp<X> {
     /// `klp`'s stacks for `originals`, with `extra(original)` beside each site's stack (`None`
-    /// for the entries past `originals`, whose original is `unbound`: see [`ops_table`]). Panics
+    /// for the entries past `originals`, whose original is `unbound`: see [`ops_array`]). Panics
     /// with more originals than [`STACK_SITES`].
     pub(crate) fn with_extra(originals: &[Code], extra: impl Fn(Option<Code>) -> X) -> Self {
-        let ops = ops_table("klp", originals, || AtomicPtr::new(ptr::null_mut()));
-        let extra: Vec<X> = (0..STACK_SITES).map(|i| extra(originals.get(i).copied())).collect();
-        let extra: Box<[X; STACK_SITES]> =
-            extra.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"));
-        Self { sites: Box::new(Sites { ops: *ops, extra: *extra }), retired: Box::new(Mutex::new(Retired::default())) }
+        let sites = Sites {
+            ops: ops_array("klp", originals, || AtomicPtr::new(ptr::null_mut())),
+            extra: std::array::from_fn(|i| extra(originals.get(i).copied())),
+        };
+        Self { sites: Box::new(sites), retired: Box::new(Mutex::new(Retired::default())) }
     }
 
     /// What the strategy keeps beside the stacks for `site`. A site known at compile time is a

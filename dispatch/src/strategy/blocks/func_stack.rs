@@ -41,15 +41,31 @@ pub(crate) struct Ops<H> {
 /// with an empty stack. Entries past `originals` run [`unbound`]. Panics with more originals than
 /// [`STACK_SITES`].
 pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> Box<[Ops<H>; STACK_SITES]> {
+    check_sites(name, originals);
+    let table: Vec<Ops<H>> = (0..STACK_SITES).map(|i| ops_entry(originals, i, &empty)).collect();
+    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+}
+
+/// [`ops_table`]'s entries by value, for a strategy that keeps them in an allocation of its own
+/// beside other per-site tables (`klp`'s [`Sites`](crate::strategy::klp::Sites)), made once:
+/// built in a table of their own and moved, they cost the heap a second allocation and its free,
+/// which changed where later allocations came from (the gate counted `klp`'s writer 2% dearer
+/// in malloc and free alone).
+pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> [Ops<H>; STACK_SITES] {
+    check_sites(name, originals);
+    std::array::from_fn(|i| ops_entry(originals, i, &empty))
+}
+
+fn check_sites(name: &str, originals: &[Code]) {
     assert!(
         originals.len() <= STACK_SITES,
         "{name}: {} sites; a func-stack strategy serves at most {STACK_SITES}",
         originals.len()
     );
-    let table: Vec<Ops<H>> = (0..STACK_SITES)
-        .map(|i| Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) })
-        .collect();
-    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+}
+
+fn ops_entry<H>(originals: &[Code], i: usize, empty: impl Fn() -> H) -> Ops<H> {
+    Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) }
 }
 
 /// The original of every table entry past the strategy's sites. Only a call for a site the
