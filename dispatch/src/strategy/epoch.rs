@@ -53,7 +53,7 @@ use crossbeam_epoch::{self as epoch, Atomic, Collector, Guard, LocalHandle, Owne
 
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
-use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, handler, ops_table};
+use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, Steady, handler, ops_table};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -241,7 +241,7 @@ impl ReadSide for Epoch {
         let head = unsafe { ops.head.load(Ordering::Acquire, guard).as_ref() };
         // SAFETY: as for `head`; Acquire pairs with the Release that linked `next`.
         let next = |n: &Node| unsafe { n.next.load(Ordering::Acquire, guard).as_ref() };
-        handler(head, task, next, || ops.original)(arg)
+        handler::<_, Steady>(head, task, next, || ops.original)(arg)
     }
 }
 

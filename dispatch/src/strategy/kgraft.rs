@@ -3,9 +3,10 @@
 //! and through a *slow stub*, old or new by the calling task's flag, only while a transition ran.
 //! Here each site has a fast word: the code every task runs when no transition covers the site, or
 //! null while one does. A call loads the word and calls it; only a null word sends it down the
-//! slow stub, which is `klp`'s handler on the same func stack, unchanged. Steady state costs
-//! `fnptr` plus one test; in transition a call costs `klp`'s handler plus that test, laid out
-//! away from the fast path (what that and the alternatives cost: see [`Kgraft::call`]).
+//! slow stub, which is `klp`'s handler on the same func stack, laid out for a head in transition.
+//! Steady state costs `fnptr` plus one test; in transition a call costs `klp`'s handler plus that
+//! test, laid out away from the fast path (what that and the alternatives cost: see
+//! [`Kgraft::call`]). The words sit beside the stacks, in `klp`'s table ([`Klp::extra`]).
 //!
 //! The word is derived from the stack after every change: the head's code when the head is not
 //! in transition (then every task runs the head, whatever its state), null when it is.
@@ -39,8 +40,11 @@ use crate::task_list::TaskState;
 struct FastWord(AtomicPtr<()>);
 
 impl FastWord {
-    fn new(code: Code) -> Self {
-        Self(AtomicPtr::new(code as *mut ()))
+    /// The word of a site: its original, or, for a table entry past the strategy's sites, null,
+    /// so that a call for such a site takes the slow stub to `klp`'s entry for it, whose original
+    /// aborts saying why (see [`ops_array`](crate::strategy::blocks::func_stack::ops_array)).
+    fn of(original: Option<Code>) -> Self {
+        Self(AtomicPtr::new(original.map_or(ptr::null_mut(), |c| c as *mut ())))
     }
 
     /// The code every task runs now, or `None` while the site is in transition.
@@ -66,9 +70,11 @@ impl FastWord {
 
 #[derive(Debug)]
 pub struct Kgraft {
-    fast: Box<[FastWord]>,
-    /// The slow stub and the source of truth: the kernel's func stacks.
-    stacks: Klp,
+    /// The slow stub and the source of truth: the kernel's func stacks, with each site's fast
+    /// word beside its stack ([`Klp::extra`]): one table of `klp`'s size, so that a site known at
+    /// compile time indexes it without a bounds check, in the stacks' allocation, so that the
+    /// per-site loop reaches both from one register.
+    stacks: Klp<FastWord>,
 }
 
 impl ReadSide for Kgraft {
@@ -76,18 +82,30 @@ impl ReadSide for Kgraft {
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        match self.fast[site.index()].load() {
+        match self.stacks.extra(site).load() {
             Some(code) => code(arg),
             None => {
                 // kGraft's slow stub runs only during a transition. Inlined, so that each site
-                // keeps its own call instruction in transition too. Measured on the dev VM,
-                // steady per site and in transition (criterion's `transition_patched`): this
-                // 1.04× `fnptr` and 1.23× `klp`; without the cold hint 1.14× and 0.89×; a stub
-                // out of line that returns the code 1.01× and 1.67×; one that calls it (a call
-                // instruction shared by every site) 1.04× and 1.29×; a per-section choice of
-                // path 1.15× and 1.04×. The fast path is kGraft's point, so it wins.
+                // keeps its own call instruction in transition too; cold, so that the fast path
+                // falls straight through to the call; laid out for a head in transition (the
+                // only case that gets here). In transition a call is then klp's handler less its
+                // steady test, which fails there, plus this word's load, test and branch, and
+                // one jump back to the call: the gate counts 29.3 instructions per call in
+                // `transition_patched` against klp's 27.4, 12.3 steady against fnptr's 10.7.
+                //
+                // Measured on an AMD Zen 5 guest (family 26 model 2, 2 vCPUs), criterion's
+                // per-site `steady` and `transition_patched`, medians of three sets of 3 to 5
+                // interleaved rounds: this 0.98–1.02× `fnptr` and 1.02× `klp` (1.20× with the
+                // fast words in a slice of their own and the handler laid out for a steady
+                // head); without the cold hint (the stub inline, the fast path jumping over it:
+                // the same instruction counts) 1.01–1.04× and 0.90–0.91×. Measured earlier on
+                // the Intel dev VM, before those changes: this 1.04× and 1.23×; without the cold
+                // hint 1.14× and 0.89×; a stub out of line that returns the code 1.01× and
+                // 1.67×; one that calls it (a call instruction shared by every site) 1.04× and
+                // 1.29×; a per-section choice of path 1.15× and 1.04×. The fast path is kGraft's
+                // point, so it wins.
                 std::hint::cold_path();
-                self.stacks.call(&(), task, site, arg)
+                self.stacks.call_in_transition(task, site, arg)
             }
         }
     }
@@ -95,7 +113,7 @@ impl ReadSide for Kgraft {
 
 impl WriteSide for Kgraft {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
-        let fast = &self.fast[site.index()];
+        let fast = self.stacks.extra(site);
         let selection = Selection::of(change.stack, change.original);
         if selection.transition {
             // Null first: the stack change may be what a migrated task must see.
@@ -123,7 +141,7 @@ impl Strategy for Kgraft {
     };
 
     fn new(originals: &[Code]) -> Self {
-        Self { fast: originals.iter().map(|&c| FastWord::new(c)).collect(), stacks: Klp::new(originals) }
+        Self { stacks: Klp::with_extra(originals, FastWord::of) }
     }
 }
 
@@ -140,7 +158,7 @@ mod tests {
     fn the_fast_word_is_null_exactly_while_the_head_is_in_transition() {
         let k = Kgraft::new(&[code(0)]);
         let task = TaskState::new();
-        let word = || k.fast[0].load().map(|c| c(0));
+        let word = || k.stacks.extra(SiteId(0)).load().map(|c| c(0));
         assert_eq!(word(), Some(fingerprint(0)), "no stack: the original");
         let pushed = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         k.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &pushed, original: code(0) });

@@ -39,7 +39,9 @@ use std::ptr;
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, handler, ops_table};
+use crate::strategy::blocks::func_stack::{
+    Expect, Flags, InTransition, Ops, STACK_SITES, StackNode, Steady, handler, ops_array,
+};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -69,26 +71,72 @@ struct Retired {
     poisoned: Vec<*mut Node>,
 }
 
+/// `klp`, and the stacks of the strategies that run its handler as their slow path. `X` is what
+/// such a strategy keeps per site beside the stacks (`kgraft`'s fast word; `()` for `klp`
+/// itself), in the same allocation as the stacks: see [`Sites`].
 #[derive(Debug)]
-pub struct Klp {
-    /// Per site its `klp_ops`: the head of its stack, and its original. A table of
-    /// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check.
-    ops: Box<[Ops<AtomicPtr<Node>>; STACK_SITES]>,
+pub struct Klp<X = ()> {
+    sites: Box<Sites<X>>,
     /// Boxed, like every mutable part of a strategy: see [`Strategy`]'s note on immutable fields.
     retired: Box<Mutex<Retired>>,
 }
 
+/// Per site its `klp_ops` (the head of its stack, and its original) and its `X`: tables of
+/// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check, in one
+/// allocation, so that a read path that reads both (`kgraft`'s) reaches them from one base
+/// register. With two allocations, its per-site loop kept the second base on the stack and
+/// reloaded it on every call of the slow path. For `klp`, `X = ()`: `extra` takes no space and
+/// `ops` is where it always was.
+#[derive(Debug)]
+pub(crate) struct Sites<X> {
+    ops: [Ops<AtomicPtr<Node>>; STACK_SITES],
+    extra: [X; STACK_SITES],
+}
+
 // SAFETY: the raw node pointers are owned by this strategy: reachable from `heads` while linked,
 // in `retired` after. Nodes hold only atomics, readers only read them, and all writes happen
-// under the engine's lock (one writer) or in `Drop` (no readers left).
-unsafe impl Send for Klp {}
+// under the engine's lock (one writer) or in `Drop` (no readers left). `X` is shared as any
+// field is: hence the bounds.
+unsafe impl<X: Send> Send for Klp<X> {}
 // SAFETY: as above.
-unsafe impl Sync for Klp {}
+unsafe impl<X: Sync> Sync for Klp<X> {}
 
-impl Klp {
+impl<X> Klp<X> {
+    /// `klp`'s stacks for `originals`, with `extra(original)` beside each site's stack (`None`
+    /// for the entries past `originals`, whose original is `unbound`: see [`ops_array`]). Panics
+    /// with more originals than [`STACK_SITES`].
+    pub(crate) fn with_extra(originals: &[Code], extra: impl Fn(Option<Code>) -> X) -> Self {
+        let sites = Sites {
+            ops: ops_array("klp", originals, || AtomicPtr::new(ptr::null_mut())),
+            extra: std::array::from_fn(|i| extra(originals.get(i).copied())),
+        };
+        Self { sites: Box::new(sites), retired: Box::new(Mutex::new(Retired::default())) }
+    }
+
+    /// What the strategy keeps beside the stacks for `site`. A site known at compile time is a
+    /// constant index below [`STACK_SITES`]: no bounds check.
+    #[inline(always)]
+    pub(crate) fn extra(&self, site: SiteId) -> &X {
+        &self.sites.extra[site.index()]
+    }
+
+    /// The handler as the slow path of a strategy built on these stacks runs it: a path that
+    /// only a transition leads to, so laid out for a head in transition ([`InTransition`]);
+    /// it picks what [`Klp::call`] picks.
+    #[inline(always)]
+    pub(crate) fn call_in_transition(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        self.sites.call::<InTransition>(task, site, arg)
+    }
+
+    /// The stacks themselves, for a slow path that reaches them from a static (`textpoke`'s):
+    /// they stay where they are until this strategy is dropped.
+    pub(crate) fn sites(&self) -> &Sites<X> {
+        &self.sites
+    }
+
     /// Walks the stack of `site` (writer only) to the link that points at `func`.
     fn link_to(&self, site: SiteId, func: FuncId) -> &AtomicPtr<Node> {
-        let mut link = &self.ops[site.index()].head;
+        let mut link = &self.sites.ops[site.index()].head;
         loop {
             // Relaxed: the writer reads links only it has written.
             let node = link.load(Ordering::Relaxed);
@@ -111,11 +159,21 @@ impl Klp {
     }
 }
 
-impl ReadSide for Klp {
+// `'static`: a read side's `Guard<'a>` asks `Self: 'a` for every `'a`.
+impl<X: 'static> ReadSide for Klp<X> {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
+        self.sites.call::<Steady>(task, site, arg)
+    }
+}
+
+impl<X> Sites<X> {
+    /// The handler for `site` on these stacks, laid out for the case `E` expects ([`Expect`]):
+    /// [`Klp::call`] and the slow paths built on `klp`.
+    #[inline(always)]
+    pub(crate) fn call<E: Expect>(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A site known at compile time (the per-site loops) is a constant index below
         // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
@@ -128,7 +186,7 @@ impl ReadSide for Klp {
         // SAFETY: a node reachable from a head is freed only two grace periods after it was
         // unlinked, and this task cannot pass a safe point (end a grace period) inside `call`.
         let head = unsafe { head.as_ref() };
-        let code = handler(
+        let code = handler::<_, E>(
             head,
             task,
             |n| {
@@ -157,9 +215,9 @@ impl StackNode for Node {
     }
 }
 
-impl WriteSide for Klp {
+impl<X> WriteSide for Klp<X> {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
-        let head = &self.ops[site.index()].head;
+        let head = &self.sites.ops[site.index()].head;
         match change.op {
             StackOp::Push => {
                 let e = change.stack.last().expect("klp: push onto an empty stack");
@@ -216,7 +274,7 @@ impl WriteSide for Klp {
     }
 }
 
-impl Drop for Klp {
+impl<X> Drop for Klp<X> {
     fn drop(&mut self) {
         // No reader is left: every task holds an Arc to the state that owns this strategy.
         let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +283,7 @@ impl Drop for Klp {
             // SAFETY: retired nodes are unlinked, owned only by the retire lists, freed once.
             drop(unsafe { Box::from_raw(node) });
         }
-        for ops in self.ops.iter() {
+        for ops in self.sites.ops.iter() {
             let mut node = ops.head.swap(ptr::null_mut(), Ordering::Relaxed);
             while !node.is_null() {
                 // SAFETY: a linked node belongs to exactly one stack and is freed once here.
@@ -246,10 +304,7 @@ impl Strategy for Klp {
     };
 
     fn new(originals: &[Code]) -> Self {
-        Self {
-            ops: ops_table("klp", originals, || AtomicPtr::new(ptr::null_mut())),
-            retired: Box::new(Mutex::new(Retired::default())),
-        }
+        Self::with_extra(originals, |_| ())
     }
 }
 
@@ -334,7 +389,7 @@ mod tests {
         let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: false }];
         klp.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
         // A stale reader's view of the func: taken before it is unlinked.
-        let stale = klp.ops[0].head.load(Ordering::Acquire);
+        let stale = klp.sites.ops[0].head.load(Ordering::Acquire);
         klp.apply(SiteId(0), StackChange { op: StackOp::Remove(FuncId(1)), stack: &[], original: code(0) });
         // SAFETY: (test) the node stays allocated until the second `reclaim` below.
         let node = unsafe { &*stale };

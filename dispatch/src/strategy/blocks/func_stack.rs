@@ -41,15 +41,31 @@ pub(crate) struct Ops<H> {
 /// with an empty stack. Entries past `originals` run [`unbound`]. Panics with more originals than
 /// [`STACK_SITES`].
 pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> Box<[Ops<H>; STACK_SITES]> {
+    check_sites(name, originals);
+    let table: Vec<Ops<H>> = (0..STACK_SITES).map(|i| ops_entry(originals, i, &empty)).collect();
+    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+}
+
+/// [`ops_table`]'s entries by value, for a strategy that keeps them in an allocation of its own
+/// beside other per-site tables (`klp`'s [`Sites`](crate::strategy::klp::Sites)), made once:
+/// built in a table of their own and moved, they cost the heap a second allocation and its free,
+/// which changed where later allocations came from (the gate counted `klp`'s writer 2% dearer
+/// in malloc and free alone).
+pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> [Ops<H>; STACK_SITES] {
+    check_sites(name, originals);
+    std::array::from_fn(|i| ops_entry(originals, i, &empty))
+}
+
+fn check_sites(name: &str, originals: &[Code]) {
     assert!(
         originals.len() <= STACK_SITES,
         "{name}: {} sites; a func-stack strategy serves at most {STACK_SITES}",
         originals.len()
     );
-    let table: Vec<Ops<H>> = (0..STACK_SITES)
-        .map(|i| Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) })
-        .collect();
-    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+}
+
+fn ops_entry<H>(originals: &[Code], i: usize, empty: impl Fn() -> H) -> Ops<H> {
+    Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) }
 }
 
 /// The original of every table entry past the strategy's sites. Only a call for a site the
@@ -100,14 +116,43 @@ pub(crate) trait StackNode {
     fn code(&self) -> Code;
 }
 
+/// Which case a caller of [`handler`] expects, so that the compiler lays that one out as the
+/// straight path: [`Steady`] or [`InTransition`]. Both pick the same func: only the layout and
+/// the steady shortcut differ.
+pub(crate) trait Expect {
+    /// Whether the head is expected in transition.
+    const TRANSITION: bool;
+}
+
+/// The kernel's handler, called on every call of a patched function (`klp`, `epoch`): the head
+/// is steady, and the kernel's `unlikely(func->transition)` sends the rest out of line.
+#[derive(Debug)]
+pub(crate) enum Steady {}
+
+impl Expect for Steady {
+    const TRANSITION: bool = false;
+}
+
+/// A slow path that only a transition leads to (`kgraft`'s slow stub, `textpoke`'s slow path:
+/// a site whose head is not in transition does not get there, but for a call that races the
+/// writer). The head is in transition, so testing for steady first would cost a test and a branch
+/// on every call, and the transition path laid out of line a jump there and back.
+#[derive(Debug)]
+pub(crate) enum InTransition {}
+
+impl Expect for InTransition {
+    const TRANSITION: bool = true;
+}
+
 /// Steps [`LoadHead`] (given its result) to [`Redirect`] of the handler: from the head (`None`:
 /// an empty stack), pick the func for the task's state and return its code, or `original()` when
-/// the original runs (no func, no older func for an Unpatched task, or a nop).
+/// the original runs (no func, no older func for an Unpatched task, or a nop). `E` says which
+/// case to lay out straight ([`Expect`]); every case picks the same under either.
 ///
 /// [`LoadHead`]: crate::docs::HandlerStep::LoadHead
 /// [`Redirect`]: crate::docs::HandlerStep::Redirect
 #[inline(always)]
-pub(crate) fn handler<'a, N: StackNode>(
+pub(crate) fn handler<'a, N: StackNode, E: Expect>(
     head: Option<&'a N>,
     task: &TaskState,
     next: impl FnOnce(&'a N) -> Option<&'a N>,
@@ -120,14 +165,21 @@ pub(crate) fn handler<'a, N: StackNode>(
         return original();
     };
     let flags = head.flags();
-    // Neither in transition nor a nop: the steady path, one test for both flags.
-    if flags.0 == 0 {
-        return head.code();
-    }
-    // HandlerStep::CheckTransition, the kernel's `unlikely(func->transition)`, and the nop: both
-    // rare, so out of the straight path.
-    std::hint::cold_path();
-    let (func, flags) = if flags.transition() && task.version(true) == Version::Previous {
+    let in_transition = if !E::TRANSITION {
+        // Neither in transition nor a nop: the steady path, one test for both flags.
+        if flags.0 == 0 {
+            return head.code();
+        }
+        // HandlerStep::CheckTransition, the kernel's `unlikely(func->transition)`, and the
+        // nop: both rare, so out of the straight path.
+        std::hint::cold_path();
+        flags.transition() && task.version(true) == Version::Previous
+    } else {
+        // HandlerStep::CheckTransition, expected set: the same test and the same state read
+        // (`version`'s own tail), laid out straight.
+        flags.transition() && task.version_in_transition() == Version::Previous
+    };
+    let (func, flags) = if in_transition {
         // HandlerStep::PickByState: an Unpatched task runs the func below the head, or the
         // original when there is none.
         let Some(previous) = next(head) else { return original() };
@@ -165,10 +217,11 @@ mod tests {
         }
     }
 
-    /// [`handler`] picks what the model's one rule ([`select`]) picks, for every stack up to two
-    /// funcs deep with every combination of flags (a nop outside a transition included, which
-    /// the engine never leaves linked but the rule still answers) and every task state; and counts
-    /// an Idle task in a transition.
+    /// [`handler`] picks what the model's one rule ([`select`]) picks, under either [`Expect`],
+    /// for every stack up to two funcs deep with every combination of flags (a nop outside a
+    /// transition included, which the engine never leaves linked but the rule still answers, and
+    /// a steady head under `Expect::Transition`, which a slow path meets when it races the
+    /// writer) and every task state; and counts an Idle task in a transition.
     #[test]
     fn the_handler_selects_as_the_model_does() {
         let original = code(0);
@@ -193,14 +246,20 @@ mod tests {
                     })
                     .collect();
                 for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
-                    let task = TaskState::new();
-                    task.set_state_for_test(state);
-                    let got = handler(nodes.last(), &task, |n| n.below.map(|b| &nodes[b]), || original);
                     let want = select(&entries, original, state);
-                    assert!(std::ptr::fn_addr_eq(got, want), "stack {entries:?}, {state:?}");
                     let in_transition = entries.last().is_some_and(|h| h.transition);
                     let counted = u64::from(in_transition && state == PatchState::Idle);
-                    assert_eq!(task.idle_in_transition(), counted, "stack {entries:?}, {state:?}");
+                    let below = |n: &TestNode| n.below.map(|b| &nodes[b]);
+                    for expect in ["Steady", "InTransition"] {
+                        let task = TaskState::new();
+                        task.set_state_for_test(state);
+                        let got = match expect {
+                            "Steady" => handler::<_, Steady>(nodes.last(), &task, below, || original),
+                            _ => handler::<_, InTransition>(nodes.last(), &task, below, || original),
+                        };
+                        assert!(std::ptr::fn_addr_eq(got, want), "stack {entries:?}, {state:?}, {expect}");
+                        assert_eq!(task.idle_in_transition(), counted, "stack {entries:?}, {state:?}, {expect}");
+                    }
                 }
             }
         }
