@@ -53,7 +53,7 @@ use crossbeam_epoch::{self as epoch, Atomic, Collector, Guard, LocalHandle, Owne
 
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
-use crate::strategy::blocks::func_stack::{Flags, Ops, STACK_SITES, StackNode, Steady, handler, ops_table};
+use crate::strategy::blocks::func_stack::{Flags, Ops, StackNode, Steady, TABLE_SITES, handler, ops_table};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -177,8 +177,8 @@ impl StackNode for Node {
 #[derive(Debug)]
 pub struct Epoch {
     /// Per site its `klp_ops`: the head of its stack, and its original. A table of
-    /// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check.
-    ops: Box<[Ops<Atomic<Node>>; STACK_SITES]>,
+    /// [`TABLE_SITES`] entries, so that a site known at compile time needs no bounds check.
+    ops: Box<[Ops<Atomic<Node>>; TABLE_SITES]>,
     participants: Arc<Participants>,
     /// The writer's own participant (`apply` and `reclaim` run under the engine's lock, so it is
     /// never contended; the mutex only makes the strategy Sync). Boxed: see [`Strategy`]'s note
@@ -233,7 +233,7 @@ impl ReadSide for Epoch {
 
     #[inline(always)]
     fn call(&self, pinned: &PinnedGuard<'_>, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        // A constant index below STACK_SITES where the site is known at compile time: no bounds
+        // A constant index below TABLE_SITES where the site is known at compile time: no bounds
         // check (see `klp`).
         let (ops, guard) = (&self.ops[site.index()], &pinned.guard);
         // Acquire: pairs with the Release that published or relinked the head.

@@ -1,34 +1,42 @@
 //! `kgraft`: the kernel's predecessor (SUSE's kGraft), in data. kGraft redirected a patched
 //! function through a *fast stub*, a plain jump to the new code, once every task had migrated,
-//! and through a *slow stub*, old or new by the calling task's flag, only while a transition ran.
-//! Here each site has a fast word: the code every task runs when no transition covers the site, or
-//! null while one does. A call loads the word and calls it; only a null word sends it down the
-//! slow stub, which is `klp`'s handler on the same func stack, laid out for a head in transition.
-//! Steady state costs `fnptr` plus one test; in transition a call costs `klp`'s handler plus that
-//! test, laid out away from the fast path (what that and the alternatives cost: see
-//! [`Kgraft::call`]). The words sit beside the stacks, in `klp`'s table ([`Klp::extra`]).
+//! and through a *slow stub* only while a transition ran. The slow stub walked no func stack: each
+//! patched function kept two addresses, its new code and the code it replaced, and the stub chose
+//! between them by the calling task's in-progress flag. Here each site has the same three words:
 //!
-//! The word is derived from the stack after every change: the head's code when the head is not
-//! in transition (then every task runs the head, whatever its state), null when it is.
+//! - the *fast word*: the code every task runs when no transition covers the site, or null while
+//!   one does. A call loads it and calls it; only a null word sends it down the slow stub;
+//! - the slow stub's two codes, what a Patched task runs ([`Selection::head`]) and what an
+//!   Unpatched one runs ([`Selection::previous`]), picked by the task's state as `klp`'s handler
+//!   picks ([`TaskState::version_in_transition`], Idle count included).
+//!
+//! Steady state costs `fnptr` plus one test; in transition a call costs that test, the task's
+//! state and one of two loads, where `klp` walks its stack (what that and the alternatives cost:
+//! see [`Kgraft::call`]). The writer derives all three from the stack after every change, as the
+//! snapshot strategies derive their [`Selection`]: both codes always, then the fast word, the
+//! head's code when the head is not in transition (then every task runs it, whatever its state),
+//! null when it is. The codes are static functions, so nothing is ever freed, and no grace period
+//! is this strategy's concern.
 //!
 //! # Synchronization
 //!
 //! | writer ([`Kgraft::apply`]) | reader ([`Kgraft::call`]) | guarantees |
 //! |---|---|---|
-//! | a change that puts the head in transition: fast word ← null (Release) *before* the stack change, which comes before the engine marks any task pending | fast word (Acquire) | no task migrates before its word is null: a task that reaches the target runs the slow stub, which picks by its state; until then a stale word holds the head before the change, which is what the initial state picks |
-//! | a change that ends the head's transition (the engine makes it only after the last task reached the target): the stack change *before* fast word ← head (Release) | fast word (Acquire) → call | a task that sees the new word runs what its (target) state picks anyway; one that still sees null takes the slow stub, which sees the stack change |
-//! | every earlier word and stack change → fast word (Release) | fast word (Acquire) → the slow stub's loads | a reader that sees a word sees every change published before it, so its slow stub never reads a stack older than that word |
+//! | both codes (Relaxed) → fast word ← null (Release), in the change that puts the head in transition, which the engine makes after its task-state init and before it marks any task pending | fast word (Acquire) null → task state → one code (Relaxed) | a reader that sees null sees this transition's codes, and its task's state initialised ([`Barrier::StatesBeforeFlag`]: never Idle); no task migrates while it still finds the word of before, which holds the code its initial state picks |
+//! | both codes (Relaxed) → fast word ← head (Release), in the change that ends the head's transition (the engine makes it only after the last task reached the target) | fast word (Acquire) → call | a task that sees the new word runs what its (target) state picks anyway; one that still sees null picks from codes that answer its state as the new stack does |
+//! | a change while the word stays null (a cumulative replace unlinking funcs below the head): both codes (Relaxed) | one code (Relaxed) | each code is one atomic word: a racing reader gets the code its state picks from the stack before the change or after it, as a `klp` reader racing the same change does |
 //!
-//! The slow stub's own pairs ([`Barrier::FuncBeforeHead`], [`Barrier::StatesBeforeFlag`],
-//! reclamation after grace periods) are `klp`'s; see [`klp`](super::klp).
+//! A reader that found null is still in its call when the transition's last change is made, and
+//! the engine lets no transition end, and so none begin, until a grace period after that change
+//! has passed every task's safe point: a reader never mixes the codes of two transitions.
 //!
-//! [`Barrier::FuncBeforeHead`]: crate::docs::Barrier::FuncBeforeHead
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
 use std::ptr;
 
-use crate::model::{Code, Selection, SiteId};
-use crate::strategy::klp::Klp;
+use crate::model::{Code, Selection, SiteId, Version};
+use crate::strategy::blocks::atomic_code::AtomicCode;
+use crate::strategy::blocks::func_stack::{TABLE_SITES, check_sites, unbound};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -40,17 +48,16 @@ use crate::task_list::TaskState;
 struct FastWord(AtomicPtr<()>);
 
 impl FastWord {
-    /// The word of a site: its original, or, for a table entry past the strategy's sites, null,
-    /// so that a call for such a site takes the slow stub to `klp`'s entry for it, whose original
-    /// aborts saying why (see [`ops_array`](crate::strategy::blocks::func_stack::ops_array)).
-    fn of(original: Option<Code>) -> Self {
-        Self(AtomicPtr::new(original.map_or(ptr::null_mut(), |c| c as *mut ())))
+    fn new(code: Code) -> Self {
+        Self(AtomicPtr::new(code as *mut ()))
     }
 
     /// The code every task runs now, or `None` while the site is in transition.
     #[inline(always)]
     fn load(&self) -> Option<Code> {
-        // Acquire: pairs with the Release in `set` and `clear` (see the module's table).
+        // Acquire: pairs with the Release in `set` and `clear` (see the module's table); without
+        // it a reader that finds null could read the slow stub's codes of before the change, or
+        // its task's state before the engine initialised it.
         let p = self.0.load(Ordering::Acquire);
         // SAFETY: the only non-null values ever stored are `Code`s (see `new` and `set`), and a
         // fn pointer round-trips through `*mut ()` unchanged on every platform Rust supports.
@@ -63,18 +70,59 @@ impl FastWord {
     }
 
     fn clear(&self) {
-        // Release: pairs with the Acquire in `load`.
+        // Release: pairs with the Acquire in `load`: publishes the slow stub's codes stored
+        // before it, and the engine's task-state init made before the change.
         self.0.store(ptr::null_mut(), Ordering::Release);
     }
 }
 
+/// A site's slow stub: kGraft's two addresses per patched function (`loc_new` and `loc_old` of
+/// its `kgr_patch_fun`), as the code a Patched and an Unpatched task runs.
+#[derive(Debug)]
+struct SlowStub {
+    head: AtomicCode,
+    previous: AtomicCode,
+}
+
+impl SlowStub {
+    fn new(code: Code) -> Self {
+        Self { head: AtomicCode::new(code), previous: AtomicCode::new(code) }
+    }
+
+    /// The code `task` runs while the site is in transition.
+    #[inline(always)]
+    fn code(&self, task: &TaskState) -> Code {
+        // Relaxed: a reader gets here only after its Acquire load of the fast word found null,
+        // which orders these loads after the Release that published them (see the module's
+        // table); the codes are static functions, so nothing else is published through them.
+        match task.version_in_transition() {
+            Version::Head => self.head.load(Ordering::Relaxed),
+            Version::Previous => self.previous.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(&self, selection: &Selection) {
+        // Relaxed: published by the fast word's Release store that follows (see `apply`).
+        self.head.store(selection.head, Ordering::Relaxed);
+        self.previous.store(selection.previous, Ordering::Relaxed);
+    }
+}
+
+/// Per site its fast word and its slow stub: tables of [`TABLE_SITES`] entries, so that a site
+/// known at compile time needs no bounds check, in one allocation, so that the per-site loop
+/// reaches both from one base register (with two, it kept the second base on the stack and
+/// reloaded it on every call of the slow path). The fast words are a table of their own, so that
+/// the steady path's words of neighbouring sites share cache lines as `fnptr`'s do.
+#[derive(Debug)]
+struct Sites {
+    fast: [FastWord; TABLE_SITES],
+    slow: [SlowStub; TABLE_SITES],
+}
+
 #[derive(Debug)]
 pub struct Kgraft {
-    /// The slow stub and the source of truth: the kernel's func stacks, with each site's fast
-    /// word beside its stack ([`Klp::extra`]): one table of `klp`'s size, so that a site known at
-    /// compile time indexes it without a bounds check, in the stacks' allocation, so that the
-    /// per-site loop reaches both from one register.
-    stacks: Klp<FastWord>,
+    /// Boxed: see [`Strategy`]'s note on immutable fields.
+    sites: Box<Sites>,
 }
 
 impl ReadSide for Kgraft {
@@ -82,30 +130,28 @@ impl ReadSide for Kgraft {
 
     #[inline(always)]
     fn call(&self, _guard: &(), task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        match self.stacks.extra(site).load() {
+        // A site known at compile time (the per-site loops) is a constant index below
+        // TABLE_SITES: no bounds check.
+        let i = site.index();
+        match self.sites.fast[i].load() {
             Some(code) => code(arg),
             None => {
                 // kGraft's slow stub runs only during a transition. Inlined, so that each site
                 // keeps its own call instruction in transition too; cold, so that the fast path
-                // falls straight through to the call; laid out for a head in transition (the
-                // only case that gets here). In transition a call is then klp's handler less its
-                // steady test, which fails there, plus this word's load, test and branch, and
-                // one jump back to the call: the gate counts 29.3 instructions per call in
-                // `transition_patched` against klp's 27.4, 12.3 steady against fnptr's 10.7.
+                // falls straight through to the call. In transition a call is then this word's
+                // load, test and branch, the task's state and one of two loads, and one jump back
+                // to the call.
                 //
                 // Measured on an AMD Zen 5 guest (family 26 model 2, 2 vCPUs), criterion's
-                // per-site `steady` and `transition_patched`, medians of three sets of 3 to 5
-                // interleaved rounds: this 0.98–1.02× `fnptr` and 1.02× `klp` (1.20× with the
-                // fast words in a slice of their own and the handler laid out for a steady
-                // head); without the cold hint (the stub inline, the fast path jumping over it:
-                // the same instruction counts) 1.01–1.04× and 0.90–0.91×. Measured earlier on
-                // the Intel dev VM, before those changes: this 1.04× and 1.23×; without the cold
-                // hint 1.14× and 0.89×; a stub out of line that returns the code 1.01× and
-                // 1.67×; one that calls it (a call instruction shared by every site) 1.04× and
-                // 1.29×; a per-section choice of path 1.15× and 1.04×. The fast path is kGraft's
-                // point, so it wins.
+                // per-site `steady` and `transition_patched`, medians of interleaved rounds, with
+                // the slow stub as `klp`'s handler on a func stack (the design before this one):
+                // 0.98–1.02× `fnptr` and 1.02× `klp`; without the cold hint 1.01–1.04× and
+                // 0.90–0.91×. Measured earlier on the Intel dev VM with that handler: a stub out
+                // of line that returns the code 1.01× and 1.67×; one that calls it (a call
+                // instruction shared by every site) 1.04× and 1.29×; a per-section choice of path
+                // 1.15× and 1.04×. The fast path is kGraft's point, so it stays straight.
                 std::hint::cold_path();
-                self.stacks.call_in_transition(task, site, arg)
+                (self.sites.slow[i].code(task))(arg)
             }
         }
     }
@@ -113,35 +159,38 @@ impl ReadSide for Kgraft {
 
 impl WriteSide for Kgraft {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
-        let fast = self.stacks.extra(site);
+        let i = site.index();
         let selection = Selection::of(change.stack, change.original);
+        // The codes first, whatever the word becomes: a reader that finds the word this change
+        // stores (null) must find them; one that finds it set never reads them.
+        self.sites.slow[i].store(&selection);
         if selection.transition {
-            // Null first: the stack change may be what a migrated task must see.
-            fast.clear();
-            self.stacks.apply(site, change);
+            self.sites.fast[i].clear();
         } else {
-            // The stack first: a reader that still finds null must find this change there.
-            self.stacks.apply(site, change);
-            fast.set(selection.head);
+            self.sites.fast[i].set(selection.head);
         }
-    }
-
-    fn reclaim(&self) {
-        self.stacks.reclaim();
     }
 }
 
 impl Strategy for Kgraft {
     const INFO: Info = Info {
         name: "kgraft",
-        description: "kGraft's fast and slow stubs in data: a per-site word holds the code every task runs, cleared while a transition covers the site, when calls take klp's handler instead: steady state is fnptr plus one test",
+        description: "kGraft's fast and slow stubs in data: a per-site word holds the code every task runs, cleared while a transition covers the site, when calls pick the new or the old code by the task's state: steady state is fnptr plus one test",
         consistency: Consistency::PerTask,
         probe: always_available,
         machine_fact: no_machine_fact,
     };
 
+    /// Panics with more originals than [`TABLE_SITES`].
     fn new(originals: &[Code]) -> Self {
-        Self { stacks: Klp::with_extra(originals, FastWord::of) }
+        check_sites("kgraft", originals);
+        // Entries past `originals` run `unbound`, on either path: a caller's bug, reported.
+        let code = |i: usize| originals.get(i).copied().unwrap_or(unbound);
+        let sites = Sites {
+            fast: std::array::from_fn(|i| FastWord::new(code(i))),
+            slow: std::array::from_fn(|i| SlowStub::new(code(i))),
+        };
+        Self { sites: Box::new(sites) }
     }
 }
 
@@ -149,7 +198,7 @@ impl Strategy for Kgraft {
 mod tests {
     use super::*;
     use crate::check::{code, fingerprint};
-    use crate::model::{FuncId, PatchState, StackEntry};
+    use crate::model::{FuncId, PatchState, StackEntry, select};
     use crate::strategy::StackOp;
 
     /// The word follows the head's transition flag: null while it is set, the head's code once
@@ -158,7 +207,7 @@ mod tests {
     fn the_fast_word_is_null_exactly_while_the_head_is_in_transition() {
         let k = Kgraft::new(&[code(0)]);
         let task = TaskState::new();
-        let word = || k.stacks.extra(SiteId(0)).load().map(|c| c(0));
+        let word = || k.sites.fast[0].load().map(|c| c(0));
         assert_eq!(word(), Some(fingerprint(0)), "no stack: the original");
         let pushed = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
         k.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &pushed, original: code(0) });
@@ -173,10 +222,42 @@ mod tests {
         task.set_state_for_test(PatchState::Unpatched);
         assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(1), "the fast stub ignores the state");
     }
+
+    /// Whatever the stack, every task runs what the model's one rule ([`select`]) picks for its
+    /// state, on either stub: every stack up to two funcs deep with every combination of flags
+    /// (nops included), every state; an Idle task that finds the word null is counted.
+    #[test]
+    fn both_stubs_pick_as_the_model_does() {
+        let original = code(0);
+        for depth in 0..=2usize {
+            for bits in 0..(1u32 << (2 * depth)) {
+                let stack: Vec<StackEntry> = (0..depth)
+                    .map(|i| StackEntry {
+                        func: FuncId(i as u32),
+                        code: code(1 + i),
+                        nop: bits & (1 << (2 * i)) != 0,
+                        transition: bits & (1 << (2 * i + 1)) != 0,
+                    })
+                    .collect();
+                let k = Kgraft::new(&[original]);
+                k.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original });
+                for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
+                    let task = TaskState::new();
+                    task.set_state_for_test(state);
+                    let want = select(&stack, original, state)(0);
+                    assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), want, "stack {stack:?}, {state:?}");
+                    let in_transition = stack.last().is_some_and(|h| h.transition);
+                    let counted = u64::from(in_transition && state == PatchState::Idle);
+                    assert_eq!(task.idle_in_transition(), counted, "stack {stack:?}, {state:?}");
+                }
+            }
+        }
+    }
 }
 
 /// loom models of the fast word (run by `scripts/loom`), one per rule of `apply`: cleared before
-/// any task can migrate, set only after the last task has.
+/// any task can migrate, after the codes and the task states it publishes, set only after the
+/// last task has migrated.
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
@@ -185,9 +266,9 @@ mod loom_models {
     use crate::strategy::StackOp;
     use crate::sync::{Arc, AtomicBool};
 
-    fn push_in_transition(k: &Kgraft) {
-        let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: true }];
-        k.apply(SiteId(0), StackChange { op: StackOp::Push, stack: &stack, original: code(0) });
+    fn change(k: &Kgraft, op: StackOp, transition: bool) {
+        let stack = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition }];
+        k.apply(SiteId(0), StackChange { op, stack: &stack, original: code(0) });
     }
 
     /// The engine's enable, cut down to the word: the func is pushed in transition, then the
@@ -205,7 +286,7 @@ mod loom_models {
             let writer = {
                 let (k, pending) = (k.clone(), pending.clone());
                 loom::thread::spawn(move || {
-                    push_in_transition(&k);
+                    change(&k, StackOp::Push, true);
                     // `klp_start_transition`.
                     pending.store(true, Ordering::Release);
                 })
@@ -223,6 +304,58 @@ mod loom_models {
         });
     }
 
+    /// The word's own pair, without the engine: a reader that finds the word null finds the
+    /// slow stub's codes stored before it. The task is Patched from the start (as one that
+    /// migrated long ago), so no pending flag orders its loads; in the engine's transitions that
+    /// flag would, and the codes of a task's initial state do not change, so the model above
+    /// alone passes even with the codes stored after the word. Fails if `apply` does that.
+    #[test]
+    fn a_reader_that_finds_the_word_null_finds_the_codes_stored_before_it() {
+        loom::model(|| {
+            let k = Arc::new(Kgraft::new(&[code(0)]));
+            let task = Arc::new(TaskState::new());
+            task.set_state_for_test(PatchState::Patched);
+            let writer = {
+                let k = k.clone();
+                loom::thread::spawn(move || change(&k, StackOp::Push, true))
+            };
+            let word = k.sites.fast[0].load();
+            let got = k.call_alone(&(), &task, SiteId(0), 0);
+            if word.is_none() {
+                assert_eq!(got, fingerprint(1), "found the word null, ran the code of before");
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// [`Barrier::StatesBeforeFlag`] on the disable path: the engine sets every task's state
+    /// (Patched) and then puts the steady head in transition, clearing the word. A reader that
+    /// finds the word null must find the state set, never Idle. Fails if `clear` is not a
+    /// Release store (or `load` not an Acquire load).
+    ///
+    /// [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
+    #[test]
+    fn a_reader_that_finds_the_word_null_finds_its_state_set() {
+        loom::model(|| {
+            let k = Arc::new(Kgraft::new(&[code(0)]));
+            let task = Arc::new(TaskState::new());
+            change(&k, StackOp::Push, false);
+            let writer = {
+                let (k, task) = (k.clone(), task.clone());
+                loom::thread::spawn(move || {
+                    // klp_init_transition(UNPATCHED): every task starts Patched …
+                    task.set_state_for_test(PatchState::Patched);
+                    // … then transition=1 on the head, the word cleared.
+                    change(&k, StackOp::SetTransition(FuncId(1)), true);
+                })
+            };
+            // Idle or Patched, the head's version runs; only the Idle-in-transition count may tell.
+            assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(1));
+            writer.join().unwrap();
+            assert_eq!(task.idle_in_transition(), 0, "found the word null with state Idle");
+        });
+    }
+
     /// The end of the transition: the writer clears the head's flag only once the task has
     /// migrated (as the engine does once none is pending). Before migrating the task must run the
     /// old code. Fails if `apply` sets the word to the new head while the head is in transition.
@@ -232,7 +365,7 @@ mod loom_models {
             let k = Arc::new(Kgraft::new(&[code(0)]));
             let task = Arc::new(TaskState::new());
             task.set_state_for_test(PatchState::Unpatched);
-            push_in_transition(&k);
+            change(&k, StackOp::Push, true);
             let migrated = Arc::new(AtomicBool::new(false));
             let writer = {
                 let (k, migrated) = (k.clone(), migrated.clone());
@@ -240,17 +373,13 @@ mod loom_models {
                     while !migrated.load(Ordering::Acquire) {
                         loom::thread::yield_now();
                     }
-                    let settled = [StackEntry { func: FuncId(1), code: code(1), nop: false, transition: false }];
-                    k.apply(
-                        SiteId(0),
-                        StackChange { op: StackOp::SetTransition(FuncId(1)), stack: &settled, original: code(0) },
-                    );
+                    change(&k, StackOp::SetTransition(FuncId(1)), false);
                 })
             };
-            assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(0), "the new code before migrating");
+            assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(0), "the old code before migrating");
             task.set_state_for_test(PatchState::Patched);
             migrated.store(true, Ordering::Release);
-            assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(1), "the old code after migrating");
+            assert_eq!(k.call_alone(&(), &task, SiteId(0), 0), fingerprint(1), "the new code after migrating");
             writer.join().unwrap();
         });
     }

@@ -39,9 +39,7 @@ use std::ptr;
 use crate::check;
 use crate::model::{Code, FuncId, SiteId};
 use crate::strategy::blocks::atomic_code::AtomicCode;
-use crate::strategy::blocks::func_stack::{
-    Expect, Flags, InTransition, Ops, STACK_SITES, StackNode, Steady, handler, ops_array,
-};
+use crate::strategy::blocks::func_stack::{Expect, Flags, Ops, StackNode, Steady, TABLE_SITES, handler, ops_array};
 use crate::strategy::{
     Consistency, Info, ReadSide, StackChange, StackOp, Strategy, WriteSide, always_available, no_machine_fact,
 };
@@ -71,66 +69,32 @@ struct Retired {
     poisoned: Vec<*mut Node>,
 }
 
-/// `klp`, and the stacks of the strategies that run its handler as their slow path. `X` is what
-/// such a strategy keeps per site beside the stacks (`kgraft`'s fast word; `()` for `klp`
-/// itself), in the same allocation as the stacks: see [`Sites`].
+/// `klp`, and the stacks of the strategy that runs its handler as its slow path (`textpoke`).
 #[derive(Debug)]
-pub struct Klp<X = ()> {
-    sites: Box<Sites<X>>,
+pub struct Klp {
+    sites: Box<Sites>,
     /// Boxed, like every mutable part of a strategy: see [`Strategy`]'s note on immutable fields.
     retired: Box<Mutex<Retired>>,
 }
 
-/// Per site its `klp_ops` (the head of its stack, and its original) and its `X`: tables of
-/// [`STACK_SITES`] entries, so that a site known at compile time needs no bounds check, in one
-/// allocation, so that a read path that reads both (`kgraft`'s) reaches them from one base
-/// register. With two allocations, its per-site loop kept the second base on the stack and
-/// reloaded it on every call of the slow path. For `klp`, `X = ()`: `extra` takes no space and
-/// `ops` is where it always was.
+/// Per site its `klp_ops` (the head of its stack, and its original): a table of [`TABLE_SITES`]
+/// entries, so that a site known at compile time needs no bounds check.
 #[derive(Debug)]
-pub(crate) struct Sites<X> {
-    ops: [Ops<AtomicPtr<Node>>; STACK_SITES],
-    extra: [X; STACK_SITES],
+pub(crate) struct Sites {
+    ops: [Ops<AtomicPtr<Node>>; TABLE_SITES],
 }
 
 // SAFETY: the raw node pointers are owned by this strategy: reachable from `heads` while linked,
 // in `retired` after. Nodes hold only atomics, readers only read them, and all writes happen
-// under the engine's lock (one writer) or in `Drop` (no readers left). `X` is shared as any
-// field is: hence the bounds.
-unsafe impl<X: Send> Send for Klp<X> {}
+// under the engine's lock (one writer) or in `Drop` (no readers left).
+unsafe impl Send for Klp {}
 // SAFETY: as above.
-unsafe impl<X: Sync> Sync for Klp<X> {}
+unsafe impl Sync for Klp {}
 
-impl<X> Klp<X> {
-    /// `klp`'s stacks for `originals`, with `extra(original)` beside each site's stack (`None`
-    /// for the entries past `originals`, whose original is `unbound`: see [`ops_array`]). Panics
-    /// with more originals than [`STACK_SITES`].
-    pub(crate) fn with_extra(originals: &[Code], extra: impl Fn(Option<Code>) -> X) -> Self {
-        let sites = Sites {
-            ops: ops_array("klp", originals, || AtomicPtr::new(ptr::null_mut())),
-            extra: std::array::from_fn(|i| extra(originals.get(i).copied())),
-        };
-        Self { sites: Box::new(sites), retired: Box::new(Mutex::new(Retired::default())) }
-    }
-
-    /// What the strategy keeps beside the stacks for `site`. A site known at compile time is a
-    /// constant index below [`STACK_SITES`]: no bounds check.
-    #[inline(always)]
-    pub(crate) fn extra(&self, site: SiteId) -> &X {
-        &self.sites.extra[site.index()]
-    }
-
-    /// The handler as the slow path of a strategy built on these stacks runs it: a path that
-    /// only a transition leads to, so laid out for a head in transition ([`InTransition`]);
-    /// it picks what [`Klp::call`] picks.
-    #[inline(always)]
-    pub(crate) fn call_in_transition(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
-        self.sites.call::<InTransition>(task, site, arg)
-    }
-
+impl Klp {
     /// The stacks themselves, for a slow path that reaches them from a static (`textpoke`'s):
     /// they stay where they are until this strategy is dropped.
-    pub(crate) fn sites(&self) -> &Sites<X> {
+    pub(crate) fn sites(&self) -> &Sites {
         &self.sites
     }
 
@@ -159,8 +123,7 @@ impl<X> Klp<X> {
     }
 }
 
-// `'static`: a read side's `Guard<'a>` asks `Self: 'a` for every `'a`.
-impl<X: 'static> ReadSide for Klp<X> {
+impl ReadSide for Klp {
     crate::strategy::stateless_read_side!();
 
     #[inline(always)]
@@ -169,13 +132,14 @@ impl<X: 'static> ReadSide for Klp<X> {
     }
 }
 
-impl<X> Sites<X> {
+impl Sites {
     /// The handler for `site` on these stacks, laid out for the case `E` expects ([`Expect`]):
-    /// [`Klp::call`] and the slow paths built on `klp`.
+    /// [`Steady`] for [`Klp::call`], [`InTransition`](super::blocks::func_stack::InTransition)
+    /// for `textpoke`'s slow path, which only a transition leads to.
     #[inline(always)]
     pub(crate) fn call<E: Expect>(&self, task: &TaskState, site: SiteId, arg: u64) -> u64 {
         // A site known at compile time (the per-site loops) is a constant index below
-        // STACK_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
+        // TABLE_SITES: no bounds check, as the kernel's trampoline passes its `klp_ops` as a
         // constant.
         let ops = &self.ops[site.index()];
         // HandlerStep::LoadHead, `list_first_or_null_rcu`. Acquire (Barrier::FuncBeforeHead):
@@ -215,7 +179,7 @@ impl StackNode for Node {
     }
 }
 
-impl<X> WriteSide for Klp<X> {
+impl WriteSide for Klp {
     fn apply(&self, site: SiteId, change: StackChange<'_>) {
         let head = &self.sites.ops[site.index()].head;
         match change.op {
@@ -274,7 +238,7 @@ impl<X> WriteSide for Klp<X> {
     }
 }
 
-impl<X> Drop for Klp<X> {
+impl Drop for Klp {
     fn drop(&mut self) {
         // No reader is left: every task holds an Arc to the state that owns this strategy.
         let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
@@ -303,8 +267,11 @@ impl Strategy for Klp {
         machine_fact: no_machine_fact,
     };
 
+    /// Panics with more originals than [`TABLE_SITES`]; entries past them run `unbound` (see
+    /// [`ops_array`]).
     fn new(originals: &[Code]) -> Self {
-        Self::with_extra(originals, |_| ())
+        let sites = Sites { ops: ops_array("klp", originals, || AtomicPtr::new(ptr::null_mut())) };
+        Self { sites: Box::new(sites), retired: Box::new(Mutex::new(Retired::default())) }
     }
 }
 

@@ -90,7 +90,7 @@ fn machine_fact() -> Option<MachineFact> {
 }
 
 /// The stacks of the strategy that owns the text, for [`slow_path`]: null when none does.
-static ACTIVE: AtomicPtr<Sites<()>> = AtomicPtr::new(std::ptr::null_mut());
+static ACTIVE: AtomicPtr<Sites> = AtomicPtr::new(std::ptr::null_mut());
 
 #[derive(Debug)]
 pub struct Textpoke {
@@ -170,7 +170,7 @@ pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
 ///
 /// It adds to `klp`'s handler only what the call needs: the load of [`ACTIVE`] (the kernel's
 /// trampoline loads its `ftrace_ops` the same way) and the tail jump. The handler is laid out for
-/// a head in transition ([`Klp::call_in_transition`]), the only case that leads here. `ACTIVE`
+/// a head in transition ([`Sites::call`] with [`InTransition`]), the only case that leads here. `ACTIVE`
 /// points at the stacks themselves, not at the strategy that owns them (one dependent load less),
 /// and is not tested for null in a release build (see the SAFETY comment): the test's panic was a
 /// call, for which the function aligned the stack (a push and a pop), so the test cost four
@@ -643,7 +643,7 @@ mod loom_models {
         fn execute(&self, fetched: Option<usize>, stacks: &Klp, task: &TaskState) -> u64 {
             // Relaxed: an instruction fetch is ordered by nothing but serialization.
             match fetched.unwrap_or_else(|| self.call.load(Ordering::Relaxed)) {
-                0 => stacks.call_in_transition(task, SiteId(0), 0),
+                0 => stacks.sites().call::<InTransition>(task, SiteId(0), 0),
                 code => {
                     // SAFETY: every non-zero value stored is a `Code`'s address (see `encode`).
                     let code = unsafe { std::mem::transmute::<usize, Code>(code) };

@@ -1,6 +1,6 @@
 //! The kernel handler's walk of a func stack, written once for every strategy that keeps one
-//! (`klp` with its own grace periods, `epoch` under crossbeam-epoch; `kgraft` and `textpoke` run
-//! `klp`'s during transitions), and the per-site table those strategies keep the stacks in.
+//! (`klp` with its own grace periods, `epoch` under crossbeam-epoch; `textpoke` runs `klp`'s
+//! during transitions), and the per-site table those strategies keep the stacks in.
 //! Each strategy supplies its node type and how to follow a `next` link under its own
 //! reclamation scheme.
 //!
@@ -10,7 +10,7 @@
 //! keep it there, each measured in the gate's counts of `klp`'s per-site loop (25.0
 //! instructions per call before them, `fnptr` 10.6):
 //!
-//! - the sites are a table of [`STACK_SITES`] entries, so that a site known at compile time
+//! - the sites are a table of [`TABLE_SITES`] entries, so that a site known at compile time
 //!   indexes it without a bounds check (the kernel's ftrace trampoline passes its `klp_ops` as a
 //!   constant); two slices checked against lengths reloaded from the stack cost a compare and a
 //!   branch per call each;
@@ -24,10 +24,12 @@ use crate::check;
 use crate::model::{Code, Version};
 use crate::task_list::TaskState;
 
-/// The most sites a func-stack strategy serves: the sites any caller may have (the harness's
-/// `--sites` and the fingerprinted functions stop there too). Under loom, whose every atomic is
-/// an object it tracks, a few: its models use one site.
-pub(crate) const STACK_SITES: usize = if cfg!(loom) { 4 } else { check::CODE_COUNT };
+/// The most sites a strategy with a fixed per-site table serves (the func-stack strategies, and
+/// `kgraft`, for the same reason: a site known at compile time indexes the table without a
+/// bounds check): the sites any caller may have (the harness's `--sites` and the fingerprinted
+/// functions stop there too). Under loom, whose every atomic is an object it tracks, a few: its
+/// models use one site.
+pub(crate) const TABLE_SITES: usize = if cfg!(loom) { 4 } else { check::CODE_COUNT };
 
 /// A site of a func-stack strategy: what the kernel keeps per patched function (`struct
 /// klp_ops`): the head of its func stack, and the original, which runs when no func applies.
@@ -37,13 +39,13 @@ pub(crate) struct Ops<H> {
     pub(crate) original: Code,
 }
 
-/// The table of a func-stack strategy's sites: [`STACK_SITES`] entries, `originals` first, each
+/// The table of a func-stack strategy's sites: [`TABLE_SITES`] entries, `originals` first, each
 /// with an empty stack. Entries past `originals` run [`unbound`]. Panics with more originals than
-/// [`STACK_SITES`].
-pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> Box<[Ops<H>; STACK_SITES]> {
+/// [`TABLE_SITES`].
+pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> Box<[Ops<H>; TABLE_SITES]> {
     check_sites(name, originals);
-    let table: Vec<Ops<H>> = (0..STACK_SITES).map(|i| ops_entry(originals, i, &empty)).collect();
-    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("STACK_SITES entries"))
+    let table: Vec<Ops<H>> = (0..TABLE_SITES).map(|i| ops_entry(originals, i, &empty)).collect();
+    table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("TABLE_SITES entries"))
 }
 
 /// [`ops_table`]'s entries by value, for a strategy that keeps them in an allocation of its own
@@ -51,15 +53,15 @@ pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H
 /// built in a table of their own and moved, they cost the heap a second allocation and its free,
 /// which changed where later allocations came from (the gate counted `klp`'s writer 2% dearer
 /// in malloc and free alone).
-pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> [Ops<H>; STACK_SITES] {
+pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> [Ops<H>; TABLE_SITES] {
     check_sites(name, originals);
     std::array::from_fn(|i| ops_entry(originals, i, &empty))
 }
 
-fn check_sites(name: &str, originals: &[Code]) {
+pub(crate) fn check_sites(name: &str, originals: &[Code]) {
     assert!(
-        originals.len() <= STACK_SITES,
-        "{name}: {} sites; a func-stack strategy serves at most {STACK_SITES}",
+        originals.len() <= TABLE_SITES,
+        "{name}: {} sites; a func-stack strategy serves at most {TABLE_SITES}",
         originals.len()
     );
 }
@@ -68,11 +70,11 @@ fn ops_entry<H>(originals: &[Code], i: usize, empty: impl Fn() -> H) -> Ops<H> {
     Ops { head: empty(), original: originals.get(i).copied().unwrap_or(unbound) }
 }
 
-/// The original of every table entry past the strategy's sites. Only a call for a site the
-/// strategy was not made with gets here (a caller's bug, which the other strategies meet as a
+/// The original of every table entry past the strategy's sites (of `kgraft`'s too). Only a call
+/// for a site the strategy was not made with gets here (a caller's bug, which the other strategies meet as a
 /// bounds-check panic); a [`Code`] cannot unwind, so it aborts, saying why.
-extern "C" fn unbound(_arg: u64) -> u64 {
-    eprintln!("dispatch: a func-stack strategy was called for a site it was not made with; aborting");
+pub(crate) extern "C" fn unbound(_arg: u64) -> u64 {
+    eprintln!("dispatch: a strategy was called for a site it was not made with; aborting");
     std::process::abort()
 }
 
@@ -133,8 +135,7 @@ impl Expect for Steady {
     const TRANSITION: bool = false;
 }
 
-/// A slow path that only a transition leads to (`kgraft`'s slow stub, `textpoke`'s slow path:
-/// a site whose head is not in transition does not get there, but for a call that races the
+/// A slow path that only a transition leads to (`textpoke`'s: a site whose head is not in transition does not get there, but for a call that races the
 /// writer). The head is in transition, so testing for steady first would cost a test and a branch
 /// on every call, and the transition path laid out of line a jump there and back.
 #[derive(Debug)]
