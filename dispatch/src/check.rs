@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use seq_macro::seq;
 
 use crate::model::{Code, PatchSpec};
+#[cfg(all(test, not(loom)))]
+use crate::model::{FuncId, StackEntry};
 
 /// How many distinct fingerprinted functions [`CODES`] holds.
 ///
@@ -54,6 +56,29 @@ pub static CODES: [Code; CODE_COUNT] = seq!(N in 0..4096 { [#(tagged::<N>,)*] })
 /// The `n`th fingerprinted function (modulo [`CODE_COUNT`]).
 pub fn code(n: usize) -> Code {
     CODES[n % CODE_COUNT]
+}
+
+/// Every stack up to two funcs deep with every combination of `nop` and `transition` flags
+/// (21 stacks, a nop outside a transition and a steady head over one in transition included,
+/// which the engine never makes but the rule still answers), oldest first as
+/// [`StackChange::stack`](crate::strategy::StackChange): func `i` is `FuncId(i)` with `code(1 +
+/// i)`. What the read paths' tests check against [`select`](crate::model::select).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn small_stacks() -> Vec<Vec<StackEntry>> {
+    (0..=2usize)
+        .flat_map(|depth| {
+            (0..1u32 << (2 * depth)).map(move |bits| {
+                (0..depth)
+                    .map(|i| StackEntry {
+                        func: FuncId(i as u32),
+                        code: code(1 + i),
+                        nop: bits & (1 << (2 * i)) != 0,
+                        transition: bits & (1 << (2 * i + 1)) != 0,
+                    })
+                    .collect()
+            })
+        })
+        .collect()
 }
 
 thread_local!(static POISON_HITS: Cell<u64> = const { Cell::new(0) });

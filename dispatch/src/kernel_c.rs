@@ -202,8 +202,8 @@ fn c_handler_call(original: Code, stack: &[TestFunc], state: PatchState) -> (u64
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::check::{code, fingerprint};
-    use crate::model::{FuncId, StackEntry, select};
+    use crate::check::{code, fingerprint, small_stacks};
+    use crate::model::select;
 
     #[test]
     fn every_loop_calls_every_site_every_round() {
@@ -221,41 +221,24 @@ mod tests {
         assert_eq!(c.task.idle_warnings, 0, "the steady path never reads the task's state");
     }
 
-    /// The C handler selects what the model's one rule ([`select`]) selects, for every stack up
-    /// to two funcs deep (each a nop or not, the head in transition or not) and every state; and
-    /// warns exactly where the kernel's `WARN_ON_ONCE` does (an Idle task in a transition).
+    /// The C handler selects what the model's one rule ([`select`]) selects, for every small
+    /// stack ([`small_stacks`]: each func a nop or not, in transition or not; only the head's
+    /// flag matters to the handler) and every state; and warns exactly where the kernel's
+    /// `WARN_ON_ONCE` does (an Idle task in a transition).
     #[test]
     fn the_c_handler_selects_as_the_model_does() {
         let original = code(0);
         let mut cases = 0;
-        for depth in 0..=2usize {
-            for bits in 0..(1u32 << (2 * depth)) {
-                let stack: Vec<TestFunc> = (0..depth)
-                    .map(|i| TestFunc {
-                        code: code(1 + i),
-                        nop: bits & (1 << (2 * i)) != 0,
-                        // Only the head's flag matters to the handler; the others vary too.
-                        transition: bits & (1 << (2 * i + 1)) != 0,
-                    })
-                    .collect();
-                let entries: Vec<StackEntry> = stack
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| StackEntry {
-                        func: FuncId(i as u32),
-                        code: f.code,
-                        nop: f.nop,
-                        transition: f.transition,
-                    })
-                    .collect();
-                for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
-                    let (ran, warned) = c_handler_call(original, &stack, state);
-                    let want = select(&entries, original, state)(0);
-                    assert_eq!(ran, want, "stack {stack:?}, {state:?}");
-                    let in_transition = stack.last().is_some_and(|h| h.transition);
-                    assert_eq!(warned, in_transition && state == PatchState::Idle, "stack {stack:?}, {state:?}");
-                    cases += 1;
-                }
+        for entries in small_stacks() {
+            let stack: Vec<TestFunc> =
+                entries.iter().map(|e| TestFunc { code: e.code, nop: e.nop, transition: e.transition }).collect();
+            for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
+                let (ran, warned) = c_handler_call(original, &stack, state);
+                let want = select(&entries, original, state)(0);
+                assert_eq!(ran, want, "stack {stack:?}, {state:?}");
+                let in_transition = stack.last().is_some_and(|h| h.transition);
+                assert_eq!(warned, in_transition && state == PatchState::Idle, "stack {stack:?}, {state:?}");
+                cases += 1;
             }
         }
         assert_eq!(cases, 3 * (1 + 4 + 16));

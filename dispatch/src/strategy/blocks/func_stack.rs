@@ -198,8 +198,8 @@ pub(crate) fn handler<'a, N: StackNode, E: Expect>(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::check::code;
-    use crate::model::{FuncId, PatchState, StackEntry, select};
+    use crate::check::{code, small_stacks};
+    use crate::model::{PatchState, select};
 
     /// A node of a test stack: plain fields, the link to the one below by index.
     struct TestNode {
@@ -219,48 +219,37 @@ mod tests {
     }
 
     /// [`handler`] picks what the model's one rule ([`select`]) picks, under either [`Expect`],
-    /// for every stack up to two funcs deep with every combination of flags (a nop outside a
-    /// transition included, which the engine never leaves linked but the rule still answers, and
-    /// a steady head under `Expect::Transition`, which a slow path meets when it races the
-    /// writer) and every task state; and counts an Idle task in a transition.
+    /// for every small stack ([`small_stacks`]; a steady head under `Expect::Transition` is what
+    /// a slow path meets when it races the writer) and every task state; and counts an Idle task
+    /// in a transition.
     #[test]
     fn the_handler_selects_as_the_model_does() {
         let original = code(0);
-        for depth in 0..=2usize {
-            for bits in 0..(1u32 << (2 * depth)) {
-                let entries: Vec<StackEntry> = (0..depth)
-                    .map(|i| StackEntry {
-                        func: FuncId(i as u32),
-                        code: code(1 + i),
-                        nop: bits & (1 << (2 * i)) != 0,
-                        transition: bits & (1 << (2 * i + 1)) != 0,
-                    })
-                    .collect();
-                // Oldest first, as `StackChange::stack`; node i links to node i - 1.
-                let nodes: Vec<TestNode> = entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| TestNode {
-                        code: e.code,
-                        flags: Flags::new(e.nop, e.transition),
-                        below: i.checked_sub(1),
-                    })
-                    .collect();
-                for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
-                    let want = select(&entries, original, state);
-                    let in_transition = entries.last().is_some_and(|h| h.transition);
-                    let counted = u64::from(in_transition && state == PatchState::Idle);
-                    let below = |n: &TestNode| n.below.map(|b| &nodes[b]);
-                    for expect in ["Steady", "InTransition"] {
-                        let task = TaskState::new();
-                        task.set_state_for_test(state);
-                        let got = match expect {
-                            "Steady" => handler::<_, Steady>(nodes.last(), &task, below, || original),
-                            _ => handler::<_, InTransition>(nodes.last(), &task, below, || original),
-                        };
-                        assert!(std::ptr::fn_addr_eq(got, want), "stack {entries:?}, {state:?}, {expect}");
-                        assert_eq!(task.idle_in_transition(), counted, "stack {entries:?}, {state:?}, {expect}");
-                    }
+        for entries in small_stacks() {
+            // Oldest first, as `StackChange::stack`; node i links to node i - 1.
+            let nodes: Vec<TestNode> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| TestNode {
+                    code: e.code,
+                    flags: Flags::new(e.nop, e.transition),
+                    below: i.checked_sub(1),
+                })
+                .collect();
+            for state in [PatchState::Idle, PatchState::Unpatched, PatchState::Patched] {
+                let want = select(&entries, original, state);
+                let in_transition = entries.last().is_some_and(|h| h.transition);
+                let counted = u64::from(in_transition && state == PatchState::Idle);
+                let below = |n: &TestNode| n.below.map(|b| &nodes[b]);
+                for expect in ["Steady", "InTransition"] {
+                    let task = TaskState::new();
+                    task.set_state_for_test(state);
+                    let got = match expect {
+                        "Steady" => handler::<_, Steady>(nodes.last(), &task, below, || original),
+                        _ => handler::<_, InTransition>(nodes.last(), &task, below, || original),
+                    };
+                    assert!(std::ptr::fn_addr_eq(got, want), "stack {entries:?}, {state:?}, {expect}");
+                    assert_eq!(task.idle_in_transition(), counted, "stack {entries:?}, {state:?}, {expect}");
                 }
             }
         }
