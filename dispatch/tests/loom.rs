@@ -1,6 +1,6 @@
 //! loom model of the Patcher's phase ordering for a two-task transition (run by `scripts/loom`):
 //! the whole engine under every interleaving loom explores, with `klp`, with `kgraft` (its fast
-//! word beside klp's stacks) and with the two strategies that keep a writer generation for a
+//! word and slow stub) and with the two strategies that keep a writer generation for a
 //! whole critical section (`tls`, `percpu`).
 
 #![cfg(loom)]

@@ -15,20 +15,28 @@
 //! see [`Kgraft::call`]). The writer derives all three from the stack after every change, as the
 //! snapshot strategies derive their [`Selection`]: both codes always, then the fast word, the
 //! head's code when the head is not in transition (then every task runs it, whatever its state),
-//! null when it is. The codes are static functions, so nothing is ever freed, and no grace period
-//! is this strategy's concern.
+//! null when it is. The codes are static functions, so nothing is ever freed and this strategy
+//! reclaims nothing; the engine's grace periods matter to it only in keeping two transitions
+//! apart (below the table).
 //!
 //! # Synchronization
 //!
+//! Each row is one kind of change; in the first two columns, "then" is program order.
+//!
 //! | writer ([`Kgraft::apply`]) | reader ([`Kgraft::call`]) | guarantees |
 //! |---|---|---|
-//! | both codes (Relaxed) → fast word ← null (Release), in the change that puts the head in transition, which the engine makes after its task-state init and before it marks any task pending | fast word (Acquire) null → task state → one code (Relaxed) | a reader that sees null sees this transition's codes, and its task's state initialised ([`Barrier::StatesBeforeFlag`]: never Idle); no task migrates while it still finds the word of before, which holds the code its initial state picks |
-//! | both codes (Relaxed) → fast word ← head (Release), in the change that ends the head's transition (the engine makes it only after the last task reached the target) | fast word (Acquire) → call | a task that sees the new word runs what its (target) state picks anyway; one that still sees null picks from codes that answer its state as the new stack does |
-//! | a change while the word stays null (a cumulative replace unlinking funcs below the head): both codes (Relaxed) | one code (Relaxed) | each code is one atomic word: a racing reader gets the code its state picks from the stack before the change or after it, as a `klp` reader racing the same change does |
+//! | puts the head in transition (the engine makes this change after its task-state init, before it marks any task pending): both codes (Relaxed), then the word cleared (Release) | the word (Acquire), found null; then the task's state; then one code (Relaxed) | a reader that finds null finds this change's codes and its task's state set ([`Barrier::StatesBeforeFlag`]: never Idle); a reader that still finds the word of before runs what its initial state picks, and no task migrates before it is cleared |
+//! | ends the head's transition (made only once every task is at the target): both codes (Relaxed), then the word set to the head's code (Relaxed) | the word, found set; the call | a reader that finds the word set runs what its target state picks anyway; one that still finds null picks from codes that answer its state as the new stack does |
+//! | leaves the head in transition, the word null (a cumulative replace unlinking funcs below the head): both codes (Relaxed) | one code (Relaxed) | each code is one atomic word: a racing reader gets the code its state picks from the stack before the change or after it, as a `klp` reader racing the same change does |
 //!
-//! A reader that found null is still in its call when the transition's last change is made, and
-//! the engine lets no transition end, and so none begin, until a grace period after that change
-//! has passed every task's safe point: a reader never mixes the codes of two transitions.
+//! A reader never mixes the codes of two transitions. The transition's last change leaves every
+//! site's word set, and the engine ends the transition (and so lets the next begin) only after a
+//! grace period that began after that change. A call under way when that grace period began
+//! holds it up until it returns, so all its loads come before the next transition's stores. A
+//! call that begins after its task's safe point in that grace period finds the word set (after
+//! that safe point a task sees everything done before the grace period began: see
+//! [`task_list`](crate::task_list)), so it reads no code until the next transition clears the
+//! word again, which publishes that transition's codes with it.
 //!
 //! [`Barrier::StatesBeforeFlag`]: crate::docs::Barrier::StatesBeforeFlag
 
@@ -55,7 +63,7 @@ impl FastWord {
     /// The code every task runs now, or `None` while the site is in transition.
     #[inline(always)]
     fn load(&self) -> Option<Code> {
-        // Acquire: pairs with the Release in `set` and `clear` (see the module's table); without
+        // Acquire: pairs with the Release in `clear` (see the module's table); without
         // it a reader that finds null could read the slow stub's codes of before the change, or
         // its task's state before the engine initialised it.
         let p = self.0.load(Ordering::Acquire);
@@ -65,8 +73,10 @@ impl FastWord {
     }
 
     fn set(&self, code: Code) {
-        // Release: pairs with the Acquire in `load`.
-        self.0.store(code as *mut (), Ordering::Release);
+        // Relaxed: a reader that finds this word calls it and reads nothing else, the code is
+        // static, and the engine sets it only once every task runs what it holds (the target
+        // state's code), so no store before it needs publishing with it.
+        self.0.store(code as *mut (), Ordering::Relaxed);
     }
 
     fn clear(&self) {
@@ -77,7 +87,9 @@ impl FastWord {
 }
 
 /// A site's slow stub: kGraft's two addresses per patched function (`loc_new` and `loc_old` of
-/// its `kgr_patch_fun`), as the code a Patched and an Unpatched task runs.
+/// its `kgr_patch_fun`). Named by [`Version`], not by stack position: `head` is what a Patched
+/// (or, breaching the model, an Idle) task runs, the head's code or the original for a nop;
+/// `previous` what an Unpatched task runs, the func below the head or the original.
 #[derive(Debug)]
 struct SlowStub {
     head: AtomicCode,
@@ -93,8 +105,9 @@ impl SlowStub {
     #[inline(always)]
     fn code(&self, task: &TaskState) -> Code {
         // Relaxed: a reader gets here only after its Acquire load of the fast word found null,
-        // which orders these loads after the Release that published them (see the module's
-        // table); the codes are static functions, so nothing else is published through them.
+        // so it reads codes at least as new as those that store published (newer ones only from
+        // a change that left the word null: the module's table, third row); the codes are
+        // static functions, so nothing else is published through them.
         match task.version_in_transition() {
             Version::Head => self.head.load(Ordering::Relaxed),
             Version::Previous => self.previous.load(Ordering::Relaxed),
@@ -102,7 +115,9 @@ impl SlowStub {
     }
 
     fn store(&self, selection: &Selection) {
-        // Relaxed: published by the fast word's Release store that follows (see `apply`).
+        // Relaxed: published by the fast word's Release store that follows (see `apply`); stored
+        // after it instead, a reader that found the word null could run the codes of before
+        // (the loom model `a_reader_that_finds_the_word_null_finds_the_codes_stored_before_it`).
         self.head.store(selection.head, Ordering::Relaxed);
         self.previous.store(selection.previous, Ordering::Relaxed);
     }
@@ -143,10 +158,13 @@ impl ReadSide for Kgraft {
                 // to the call.
                 //
                 // Measured on an AMD Zen 5 guest (family 26 model 2, 2 vCPUs), criterion's
-                // per-site `steady` and `transition_patched`, medians of interleaved rounds, with
-                // the slow stub as `klp`'s handler on a func stack (the design before this one):
+                // per-site `steady` and `transition_patched`, medians of two sets of 5 and 4
+                // rounds interleaved with the design before this one: 0.96× `fnptr` and 0.90×
+                // `klp` (the gate: 12.3 and 21.3 instructions per call, `fnptr` 10.7, `klp`
+                // 27.4). With the slow stub as `klp`'s handler on a func stack (that design):
                 // 0.98–1.02× `fnptr` and 1.02× `klp`; without the cold hint 1.01–1.04× and
-                // 0.90–0.91×. Measured earlier on the Intel dev VM with that handler: a stub out
+                // 0.90–0.91×. The layouts below and the stub without the cold hint were not
+                // measured again with this slow stub. Measured earlier on the Intel dev VM with that handler: a stub out
                 // of line that returns the code 1.01× and 1.67×; one that calls it (a call
                 // instruction shared by every site) 1.04× and 1.29×; a per-section choice of path
                 // 1.15× and 1.04×. The fast path is kGraft's point, so it stays straight.
@@ -356,6 +374,8 @@ mod loom_models {
             let task = Arc::new(TaskState::new());
             task.set_state_for_test(PatchState::Unpatched);
             change(&k, StackOp::Push, true);
+            // The engine's view of the task: it ends the transition once this is set. Release and
+            // Acquire, as the engine's migration and its check of it.
             let migrated = Arc::new(AtomicBool::new(false));
             let writer = {
                 let (k, migrated) = (k.clone(), migrated.clone());

@@ -3,8 +3,8 @@
 //! them: outside a transition each one calls the site's current code directly, so a steady call
 //! costs what `direct` costs; while a transition covers the site each one calls the site's slow
 //! path, `klp`'s handler, which picks by the calling task's state. This is kGraft's
-//! fast and slow stub (see [`kgraft`](super::kgraft)) done in the code itself, as the kernel's
-//! inline static calls rewrite their call sites.
+//! idea of a fast and a slow stub (see [`kgraft`](super::kgraft)) done in the code itself, as the
+//! kernel's inline static calls rewrite their call sites.
 //!
 //! # A call
 //!

@@ -61,7 +61,7 @@ pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H
 pub(crate) fn check_sites(name: &str, originals: &[Code]) {
     assert!(
         originals.len() <= TABLE_SITES,
-        "{name}: {} sites; a func-stack strategy serves at most {TABLE_SITES}",
+        "{name}: {} sites; a strategy with a per-site table serves at most {TABLE_SITES}",
         originals.len()
     );
 }
