@@ -189,6 +189,11 @@ pub enum Forbidden {
     /// A cumulative replace needs per-task consistency to discard what it replaces; `immediate`
     /// funcs (removed in v4.16, before atomic replace existed in v5.1) cannot take part.
     ImmediateInReplace,
+    /// A patch with `immediate` funcs can be disabled only while it is the most recently enabled
+    /// one. `immediate` existed only under strict stacking (v4.12 to v4.15), and a reversed
+    /// disable pushes those funcs back on top of their stacks, where they would cover the funcs
+    /// of a patch enabled after theirs.
+    ImmediateNotTopmost,
     /// The patch was forced: its code can never be released (kernel: `patch->forced`).
     Forced,
     /// The patch is enabled or in transition; disable it first.
@@ -205,6 +210,9 @@ impl fmt::Display for Forbidden {
             }
             Self::ImmediateInReplace => {
                 "a replace patch cannot contain immediate funcs; load it without `immediate`"
+            }
+            Self::ImmediateNotTopmost => {
+                "a patch with immediate funcs can be disabled only while it is the most recently enabled (a reversed disable would put them back above newer patches' funcs); disable the patches enabled after it first"
             }
             Self::Forced => "the patch was forced, so its code is pinned for ever and cannot be released",
             Self::StillEnabled => "the patch is enabled; disable it and wait for the transition first",

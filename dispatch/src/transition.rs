@@ -372,12 +372,19 @@ impl<S: Strategy> Patcher<S> {
     pub fn disable(&self, patch: PatchId) -> Result<Progress, Error> {
         let mut e = self.engine();
         e.check_no_transition()?;
-        e.record(patch)?;
+        let rec = e.record(patch)?;
         if !e.enabled.contains(&patch) {
             return Err(Error::NotEnabled(patch));
         }
-        if self.config.stacking == Stacking::Strict && e.enabled.last() != Some(&patch) {
+        let topmost = e.enabled.last() == Some(&patch);
+        if self.config.stacking == Stacking::Strict && !topmost {
             return Err(Error::Forbidden { patch, reason: Forbidden::NotTopmost });
+        }
+        // `flip` pushes a reversed disable's immediate funcs back on top of their stacks: right
+        // only where no later patch has a func above them, which strict stacking (the only kind
+        // the kernel had while `immediate` existed) guarantees and this check keeps.
+        if !topmost && rec.spec.funcs.iter().any(|f| f.immediate) {
+            return Err(Error::Forbidden { patch, reason: Forbidden::ImmediateNotTopmost });
         }
         self.begin(&mut e, patch, Op::Disable, Vec::new());
         Ok(self.advance(&mut e))

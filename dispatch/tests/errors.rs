@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dispatch::check::code;
+use dispatch::check::{code, fingerprint};
 use dispatch::model::Forbidden;
 use dispatch::strategy::klp::Klp;
 use dispatch::{
@@ -99,6 +99,37 @@ fn state_errors_change_nothing() {
     refused(&p, Error::Forbidden { patch: b, reason: Forbidden::Settling }, || p.reverse());
     task.safe_point().unwrap();
     assert!(matches!(p.try_complete(), Progress::Done(_)));
+}
+
+/// Free stacking, but a patch with immediate funcs is disabled only from the top: a reversed
+/// disable pushes its immediate funcs back on top of their stacks, and below a later patch's
+/// func that would make the older patch win (seen before this rule: site 0 ran the older
+/// patch's code after the reversal).
+#[test]
+fn a_patch_with_immediate_funcs_is_disabled_only_from_the_top() {
+    let p = patcher(Stacking::Free, 4);
+    let older =
+        p.load(PatchSpec::new("older", [FuncSpec::immediate(S0, code(30)), FuncSpec::new(S1, code(31))])).unwrap();
+    let newer = p.load(spec("newer", &[(S0, 40)])).unwrap();
+    let mut task = p.register().unwrap();
+    task.park().unwrap();
+    for patch in [older, newer] {
+        p.enable(patch).unwrap();
+        p.wait(Duration::from_secs(10)).ok();
+    }
+    refused(&p, Error::Forbidden { patch: older, reason: Forbidden::ImmediateNotTopmost }, || p.disable(older));
+    // From the top it is allowed, reversal included: the immediate func returns where it was.
+    p.disable(newer).unwrap();
+    p.wait(Duration::from_secs(10)).unwrap();
+    task.unpark().unwrap();
+    assert!(matches!(p.disable(older).unwrap(), Progress::Migrating { .. }));
+    assert_eq!(task.call(S0, 0), fingerprint(0), "the immediate func left at once");
+    p.reverse().unwrap();
+    task.park().unwrap();
+    p.wait(Duration::from_secs(10)).unwrap();
+    task.unpark().unwrap();
+    assert_eq!(p.enabled(), vec![older]);
+    assert_eq!((task.call(S0, 0), task.call(S1, 0)), (fingerprint(30), fingerprint(31)));
 }
 
 #[test]
