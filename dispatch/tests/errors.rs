@@ -111,7 +111,7 @@ fn a_patch_with_immediate_funcs_is_disabled_only_from_the_top() {
     let older =
         p.load(PatchSpec::new("older", [FuncSpec::immediate(S0, code(30)), FuncSpec::new(S1, code(31))])).unwrap();
     let newer = p.load(spec("newer", &[(S0, 40)])).unwrap();
-    let mut task = p.register().unwrap();
+    let task = p.register().unwrap();
     task.park().unwrap();
     for patch in [older, newer] {
         p.enable(patch).unwrap();
