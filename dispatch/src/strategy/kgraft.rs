@@ -125,8 +125,8 @@ impl SlowStub {
 
 /// Per site its fast word and its slow stub: tables of [`TABLE_SITES`] entries, so that a site
 /// known at compile time needs no bounds check, in one allocation, so that the per-site loop
-/// reaches both from one base register (with two, it kept the second base on the stack and
-/// reloaded it on every call of the slow path). The fast words are a table of their own, so that
+/// reaches both from one base register (with the design before this one, two allocations made
+/// the loop keep the second base on the stack and reload it on every call of the slow path). The fast words are a table of their own, so that
 /// the steady path's words of neighbouring sites share cache lines as `fnptr`'s do.
 #[derive(Debug)]
 struct Sites {
@@ -163,11 +163,11 @@ impl ReadSide for Kgraft {
                 // `klp` (the gate: 12.3 and 21.3 instructions per call, `fnptr` 10.7, `klp`
                 // 27.4). With the slow stub as `klp`'s handler on a func stack (that design):
                 // 0.98–1.02× `fnptr` and 1.02× `klp`; without the cold hint 1.01–1.04× and
-                // 0.90–0.91×. The layouts below and the stub without the cold hint were not
-                // measured again with this slow stub. Measured earlier on the Intel dev VM with that handler: a stub out
+                // 0.90–0.91×. Measured earlier on the Intel dev VM with that handler: a stub out
                 // of line that returns the code 1.01× and 1.67×; one that calls it (a call
                 // instruction shared by every site) 1.04× and 1.29×; a per-section choice of path
-                // 1.15× and 1.04×. The fast path is kGraft's point, so it stays straight.
+                // 1.15× and 1.04×. None of these alternatives was measured again with this slow
+                // stub. The fast path is kGraft's point, so it stays straight.
                 std::hint::cold_path();
                 (self.sites.slow[i].code(task))(arg)
             }
