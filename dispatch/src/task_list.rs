@@ -212,9 +212,9 @@ impl TaskState {
     }
 
     /// [`version`](Self::version) for a site whose head is in transition, where that is the
-    /// expected case: the slow paths that only a transition leads to (`kgraft`'s slow
-    /// stub and `textpoke`'s slow path), which `version`'s cold hint would lay out as the unlikely case, out of line
-    /// and back. The same steps as `version`'s tail, Idle count included; written twice because
+    /// expected case: the slow paths that only a transition leads to (`kgraft`'s slow stub and
+    /// `textpoke`'s slow path), which `version`'s cold hint would lay out as the unlikely case, out
+    /// of line and back. The same steps as `version`'s tail, Idle count included; written twice because
     /// `version` calling this changed other strategies' code (the gate's counts of arcswap,
     /// seqlock, percpu and rwlock moved by up to 3 instructions per call).
     #[inline(always)]

@@ -438,9 +438,10 @@ pub const CALLS_PER_SAFEPOINT: Range<usize> = Range { min: 1, max: 1 << 20, unit
 pub const DEPTH: Range<usize> = Range { min: 0, max: 64, unit: "patches" };
 /// `--duration` when not given: 0.2 s, some 25,000 batches of 4096 calls at 2 ns a call and 200
 /// transitions at 1000 Hz per measurement, so that the default suite (264 measurements on 2 CPUs)
-/// measures for about 70 s (warm-up and set-up included) and a fresh clone's build and run end within 3 minutes on 2 vCPUs. The
-/// spread between rounds, not the length of one, bounds what a measurement tells (see the min-max
-/// columns); `--duration` buys more samples per round, `--rounds` more rounds.
+/// measures for about 70 s (warm-up and set-up included) and a fresh clone's build and run end
+/// within 3 minutes on 2 vCPUs. The spread between rounds, not the length of one, bounds what a
+/// measurement tells (see the min-max columns); `--duration` buys more samples per round,
+/// `--rounds` more rounds.
 pub const DURATION_DEFAULT: f64 = 0.2;
 /// `--warmup`: none at all, up to a minute (past that a measurement is mostly warm-up).
 pub const WARMUP: Range<f64> = Range { min: 0.0, max: 60.0, unit: "seconds" };

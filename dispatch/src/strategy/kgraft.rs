@@ -126,8 +126,9 @@ impl SlowStub {
 /// Per site its fast word and its slow stub: tables of [`TABLE_SITES`] entries, so that a site
 /// known at compile time needs no bounds check, in one allocation, so that the per-site loop
 /// reaches both from one base register (with the design before this one, two allocations made
-/// the loop keep the second base on the stack and reload it on every call of the slow path). The fast words are a table of their own, so that
-/// the steady path's words of neighbouring sites share cache lines as `fnptr`'s do.
+/// the loop keep the second base on the stack and reload it on every call of the slow path).
+/// The fast words are a table of their own, so that the steady path's words of neighbouring
+/// sites share cache lines as `fnptr`'s do.
 #[derive(Debug)]
 struct Sites {
     fast: [FastWord; TABLE_SITES],

@@ -170,8 +170,8 @@ pub(crate) fn call_site<const SITE: usize>(task: &TaskState, arg: u64) -> u64 {
 ///
 /// It adds to `klp`'s handler only what the call needs: the load of [`ACTIVE`] (the kernel's
 /// trampoline loads its `ftrace_ops` the same way) and the tail jump. The handler is laid out for
-/// a head in transition ([`Sites::call`] with [`InTransition`]), the only case that leads here. `ACTIVE`
-/// points at the stacks themselves, not at the strategy that owns them (one dependent load less),
+/// a head in transition ([`Sites::call`] with [`InTransition`]), the only case that leads here.
+/// `ACTIVE` points at the stacks themselves, not at the strategy that owns them (one dependent load less),
 /// and is not tested for null in a release build (see the SAFETY comment): the test's panic was a
 /// call, for which the function aligned the stack (a push and a pop), so the test cost four
 /// instructions per call. Both together: 34.0 to 29.0 instructions per call in the gate's

@@ -48,11 +48,11 @@ pub(crate) fn ops_table<H>(name: &str, originals: &[Code], empty: impl Fn() -> H
     table.into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!("TABLE_SITES entries"))
 }
 
-/// [`ops_table`]'s entries by value, for a strategy that keeps them in an allocation of its own
-/// beside other per-site tables (`klp`'s [`Sites`](crate::strategy::klp::Sites)), made once:
-/// built in a table of their own and moved, they cost the heap a second allocation and its free,
-/// which changed where later allocations came from (the gate counted `klp`'s writer 2% dearer
-/// in malloc and free alone).
+/// [`ops_table`]'s entries by value, for a strategy that keeps them inside a type of its own
+/// (`klp`'s [`Sites`](crate::strategy::klp::Sites), which `textpoke`'s slow path reaches through
+/// a static), boxed once: built by `ops_table` and moved, they cost the heap a second allocation
+/// and its free, which changed where later allocations came from (the gate counted `klp`'s
+/// writer 2% dearer in malloc and free alone).
 pub(crate) fn ops_array<H>(name: &str, originals: &[Code], empty: impl Fn() -> H) -> [Ops<H>; TABLE_SITES] {
     check_sites(name, originals);
     std::array::from_fn(|i| ops_entry(originals, i, &empty))
@@ -71,8 +71,8 @@ fn ops_entry<H>(originals: &[Code], i: usize, empty: impl Fn() -> H) -> Ops<H> {
 }
 
 /// The original of every table entry past the strategy's sites (of `kgraft`'s too). Only a call
-/// for a site the strategy was not made with gets here (a caller's bug, which the other strategies meet as a
-/// bounds-check panic); a [`Code`] cannot unwind, so it aborts, saying why.
+/// for a site the strategy was not made with gets here (a caller's bug, which the other
+/// strategies meet as a bounds-check panic); a [`Code`] cannot unwind, so it aborts, saying why.
 pub(crate) extern "C" fn unbound(_arg: u64) -> u64 {
     eprintln!("dispatch: a strategy was called for a site it was not made with; aborting");
     std::process::abort()
@@ -135,9 +135,10 @@ impl Expect for Steady {
     const TRANSITION: bool = false;
 }
 
-/// A slow path that only a transition leads to (`textpoke`'s: a site whose head is not in transition does not get there, but for a call that races the
-/// writer). The head is in transition, so testing for steady first would cost a test and a branch
-/// on every call, and the transition path laid out of line a jump there and back.
+/// A slow path that only a transition leads to (`textpoke`'s: a site whose head is not in
+/// transition does not get there, but for a call that races the writer). The head is in
+/// transition, so testing for steady first would cost a test and a branch on every call, and the
+/// transition path laid out of line a jump there and back.
 #[derive(Debug)]
 pub(crate) enum InTransition {}
 
